@@ -1,0 +1,1 @@
+"""Optuna studies for the MNIST network: search space, objective, training, runner, CLI."""

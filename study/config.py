@@ -1,0 +1,151 @@
+"""StudyConfig: every setting of a run, resolved once with precedence CLI > TOML > env > default."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from study.errors import ConfigError
+from study.search_space import SearchSpace
+
+SAMPLERS = ("tpe", "random", "gp", "cmaes")
+PRUNERS = ("median", "hyperband", "sha", "none")
+DEVICES = ("auto", "cpu", "cuda")
+MODEL_NAMES = ("mlp", "cnn")
+
+DEFAULT_STORAGE = "sqlite:///optuna.db"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
+DEFAULT_DATA_DIR = Path.home() / ".cache" / "mnist-study"
+# Settings that may come from the environment when neither a flag nor the TOML file sets them.
+ENV_VARS = {"data_dir": "MNIST_STUDY_DATA_DIR", "tracking_uri": "MLFLOW_TRACKING_URI"}
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """One `mnist-study run`. Field names are the flag names (dashes become underscores)."""
+
+    study_name: str = "mnist"
+    storage: str = DEFAULT_STORAGE
+    n_trials: int = 30  # the study's total across restarts, not per invocation
+    timeout: float | None = None  # seconds for this invocation
+    max_epochs: int = 10
+    model: str = "mlp"
+    hidden: int = 128  # width of the MLP's hidden layer / the CNN's head
+    sampler: str = "tpe"
+    pruner: str = "median"
+    device: str = "auto"
+    data_dir: Path = DEFAULT_DATA_DIR
+    download: bool = True  # fetch MNIST through torchvision when DATA_DIR has none
+    allow_noncanonical_data: bool = False
+    tracking_uri: str = DEFAULT_TRACKING_URI
+    seed: int = 0
+    val_fraction: float = 0.1
+    no_progress: bool = False
+    search_space: SearchSpace = field(default_factory=SearchSpace)
+
+    def __post_init__(self) -> None:
+        _check_positive("n_trials", self.n_trials)
+        _check_positive("max_epochs", self.max_epochs)
+        _check_positive("hidden", self.hidden)
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"timeout must be > 0 seconds, but got timeout={self.timeout}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction must be in (0, 1), but got "
+                              f"val_fraction={self.val_fraction}")
+        if self.seed < 0:
+            raise ConfigError(f"seed must be >= 0, but got seed={self.seed}")
+        if not self.study_name.strip():
+            raise ConfigError("study_name must not be empty")
+        for name, allowed in (("model", MODEL_NAMES), ("sampler", SAMPLERS),
+                              ("pruner", PRUNERS), ("device", DEVICES)):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"{name} must be one of {list(allowed)}, but got "
+                                  f"{name}={getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view, as logged with every study."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["data_dir"] = str(self.data_dir)
+        out["search_space"] = self.search_space.as_dict()
+        return out
+
+
+def _check_positive(name: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{name} must be >= 1, but got {name}={value}")
+
+
+def resolve_config(
+    cli: Mapping[str, Any], *, config_path: Path | None, env: Mapping[str, str]
+) -> StudyConfig:
+    """Merge CLI values (None = not given), the TOML file, the environment and the defaults."""
+    values: dict[str, Any] = {}
+    for key, var in ENV_VARS.items():
+        if env.get(var):
+            values[key] = env[var]
+    if config_path is not None:
+        values.update(load_toml(config_path))
+    values.update({key: value for key, value in cli.items() if value is not None})
+    return _build(values, source=str(config_path) if config_path else "command line")
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a config file whose keys are the flag names (with - or _), plus [search_space]."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    values = {key.replace("-", "_"): value for key, value in raw.items()}
+    known = {f.name for f in dataclasses.fields(StudyConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown}; valid keys are {sorted(known)}")
+    if "search_space" in values:
+        table = values["search_space"]
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: search_space must be a table ([search_space])")
+        values["search_space"] = SearchSpace.from_mapping(table, source=str(path))
+    return values
+
+
+def _build(values: dict[str, Any], *, source: str) -> StudyConfig:
+    types = {f.name: f.type for f in dataclasses.fields(StudyConfig)}
+    coerced: dict[str, Any] = {}
+    for key, value in values.items():
+        if key == "search_space" or value is None:
+            coerced[key] = value
+            continue
+        kind = types[key]
+        try:
+            coerced[key] = _coerce(value, str(kind))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {key}={value!r} is not a valid {kind}") from exc
+    return StudyConfig(**coerced)
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    # Field types are strings under `from __future__ import annotations`.
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise TypeError("expected true or false")
+        return value
+    if kind == "int":
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise TypeError("expected an integer")
+        return int(value)
+    if kind in ("float", "float | None"):
+        if isinstance(value, bool):
+            raise TypeError("expected a number")
+        return float(value)
+    if kind == "Path":
+        return Path(os.path.expanduser(str(value)))
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value

@@ -1,0 +1,95 @@
+"""The objective: suggest, build, train, report, prune, track. Glue only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+import models
+from data_pipeline import SearchData
+from study.search_space import SearchSpace, suggest
+from study.tracking import StateDict, Tracker
+from study.training import EpochMetrics, NonFiniteLossError, train
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """Distinct, reproducible seeds per (study seed, trial number)."""
+    return seed * 1_000_003 + number
+
+
+@dataclass
+class _Best:
+    """The best epoch so far and a CPU copy of the weights that produced it."""
+
+    metrics: EpochMetrics | None = None
+    state: StateDict | None = None
+
+    def update(self, metrics: EpochMetrics, model: torch.nn.Module) -> None:
+        if self.metrics is None or metrics.val_loss < self.metrics.val_loss:
+            self.metrics = metrics
+            self.state = {k: v.detach().to("cpu", copy=True) for k, v in
+                          model.state_dict().items()}
+
+
+@dataclass
+class Objective:
+    data: SearchData  # train and val only: the search cannot reach the test set
+    space: SearchSpace
+    model_name: str
+    model_kwargs: Mapping[str, Any]
+    max_epochs: int
+    seed: int
+    tracker: Tracker
+
+    def __call__(self, trial: optuna.trial.BaseTrial) -> float:
+        hp = suggest(trial, self.space, max_epochs=self.max_epochs)
+        run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params())
+        trial.set_user_attr("mlflow_run_id", run_id)
+        torch.manual_seed(trial_seed(self.seed, trial.number))  # init and dropout
+        generator = torch.Generator().manual_seed(trial_seed(self.seed, trial.number))
+        device = self.data.train.y.device
+        model = models.build(self.model_name, dropout=hp.dropout, **self.model_kwargs).to(device)
+        best = _Best()
+        epochs = 0
+        try:
+            for metrics in train(model, hp, self.data, max_epochs=self.max_epochs,
+                                 generator=generator):
+                epochs = metrics.epoch
+                self.tracker.log_epoch(run_id, metrics)
+                best.update(metrics, model)
+                trial.report(metrics.val_loss, metrics.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(
+                        f"pruned after epoch {metrics.epoch}: val_loss {metrics.val_loss:.4f}")
+        except optuna.TrialPruned:
+            self._finish(trial, run_id, TrialState.PRUNED, best, epochs, reason="pruned")
+            raise
+        except NonFiniteLossError as exc:
+            self._finish(trial, run_id, TrialState.FAIL, best, epochs, reason=str(exc))
+            raise
+        except BaseException as exc:  # Ctrl-C or a bug: the MLflow run must not stay RUNNING
+            self._finish(trial, run_id, TrialState.FAIL, best, epochs,
+                         reason=f"interrupted: {type(exc).__name__}")
+            raise
+        assert best.metrics is not None and best.state is not None  # max_epochs >= 1
+        self.tracker.save_checkpoint(run_id, best.state)
+        self._finish(trial, run_id, TrialState.COMPLETE, best, epochs, reason="")
+        return best.metrics.val_loss
+
+    def _finish(self, trial: optuna.trial.BaseTrial, run_id: str, state: TrialState, best: _Best,
+                epochs: int, *, reason: str) -> None:
+        attrs: dict[str, Any] = {"epochs_trained": epochs}
+        if best.metrics is not None:
+            attrs.update(best_epoch=best.metrics.epoch, best_val_loss=best.metrics.val_loss,
+                         best_val_acc=best.metrics.val_acc)
+        if state == TrialState.FAIL:
+            attrs["fail_reason"] = reason
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        tags = {f"optuna.{k}": str(v) for k, v in attrs.items()}
+        self.tracker.end_trial(run_id, state=state, tags=tags)

@@ -1,0 +1,31 @@
+"""Human-readable summaries of a study, printed by the CLI."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from study.runner import StudySummary
+
+
+def format_summary(s: StudySummary) -> str:
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(s.state_counts.items()))
+    width = max(len(k) for k in s.best_params)
+    params = "\n".join(f"    {k:<{width}}  {_fmt(v)}" for k, v in sorted(s.best_params.items()))
+    lines = [
+        f"study {s.study_name!r} in {s.storage}: {counts} "
+        f"({s.trials_run_now} run now, {s.seconds:.0f} s on {s.device})",
+        f"best trial #{s.best_trial}:",
+        params,
+        f"  best val loss      {s.best_val_loss:.4f}",
+        f"  best val accuracy  {s.best_val_acc:.2%}",
+        f"  TEST accuracy      {s.test.test_acc:.2%}  (loss {s.test.test_loss:.4f}; "
+        f"best trial's weights restored, test set read once)",
+    ]
+    if s.mlflow_parent_run_id:
+        lines.append(f"MLflow parent run: {s.mlflow_parent_run_id}")
+    return "\n".join(lines)
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

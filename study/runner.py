@@ -1,0 +1,143 @@
+"""One `mnist-study run`: data once, study created or resumed, search, one test evaluation."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.study import MaxTrialsCallback
+
+from data_pipeline import SearchData, locate_mnist, prepare_search_data
+from study.config import StudyConfig
+from study.device import resolve_device
+from study.final import TestResult, evaluate_on_test
+from study.objective import Objective
+from study.provenance import code_version, package_versions
+from study.storage import FINISHED, count_finished, open_storage, open_study
+from study.strategy import make_pruner, make_sampler
+from study.tracking import MlflowTracker, Tracker
+from study.training import NonFiniteLossError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    study_name: str
+    storage: str
+    state_counts: dict[str, int]
+    best_trial: int
+    best_params: dict[str, Any]
+    best_val_loss: float
+    best_val_acc: float
+    test: TestResult
+    device: str
+    trials_run_now: int
+    seconds: float
+    mlflow_parent_run_id: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+def identity(config: StudyConfig, data: SearchData) -> dict[str, Any]:
+    """What a resumed study must share with the run that created it (JSON-comparable)."""
+    return {
+        "model": config.model, "hidden": config.hidden, "max_epochs": config.max_epochs,
+        "seed": config.seed, "val_fraction": config.val_fraction,
+        "search_space": config.search_space.as_dict(),
+        "data_fingerprint": data.data_fingerprint, "split_fingerprint": data.split_fingerprint,
+    }
+
+
+def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySummary:
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    storage = open_storage(config.storage)
+    tracker = tracker if tracker is not None else MlflowTracker(config.tracking_uri)
+    files = locate_mnist(config.data_dir, download=config.download,
+                         verify=not config.allow_noncanonical_data)
+    data = prepare_search_data(files, val_fraction=config.val_fraction, seed=config.seed,
+                               device=device)
+    study = open_study(
+        name=config.study_name, storage=storage, storage_url=config.storage,
+        sampler=make_sampler(config.sampler, seed=config.seed, n_trials=config.n_trials),
+        pruner=make_pruner(config.pruner, max_epochs=config.max_epochs),
+        identity=identity(config, data),
+    )
+    provenance = {"code_version": code_version(), "data_fingerprint": data.data_fingerprint,
+                  "split_fingerprint": data.split_fingerprint, "device": str(device)}
+    for key, value in {**provenance, "split_seed": config.seed,
+                       "val_fraction": config.val_fraction}.items():
+        study.set_user_attr(key, value)
+    tracker.start_study(study_name=config.study_name, params=_flat(config.to_dict()),
+                        tags={**provenance, **{f"version.{k}": v for k, v in
+                                               package_versions().items()}})
+    status = "FAILED"
+    try:
+        before = count_finished(study)
+        _optimize(study, config, Objective(
+            data=data, space=config.search_space, model_name=config.model,
+            model_kwargs={"hidden": config.hidden}, max_epochs=config.max_epochs,
+            seed=config.seed, tracker=tracker))
+        test = evaluate_on_test(study, files=files, data=data, tracker=tracker,
+                                model_name=config.model, model_kwargs={"hidden": config.hidden},
+                                device=device)
+        summary = _summarise(study, config, test, device=str(device),
+                             trials_run_now=count_finished(study) - before,
+                             seconds=time.perf_counter() - started,
+                             parent_run_id=getattr(tracker, "parent_run_id", ""))
+        tracker.log_study_result(
+            metrics={"test_accuracy": test.test_acc, "test_loss": test.test_loss,
+                     "best_val_loss": summary.best_val_loss,
+                     "best_val_accuracy": summary.best_val_acc},
+            params={f"best.{k}": v for k, v in summary.best_params.items()},
+            tags={"best_trial_number": str(test.trial_number)},
+        )
+        status = "FINISHED"
+        return summary
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.end_study(status=status)
+
+
+def _optimize(study: optuna.Study, config: StudyConfig, objective: Objective) -> None:
+    # n_trials is the study's total across restarts: a resumed run does only what is left.
+    remaining = config.n_trials - count_finished(study)
+    if remaining <= 0:
+        logger.info("study %r already has %d finished trials; nothing to run",
+                    config.study_name, config.n_trials)
+        return
+    study.optimize(
+        objective, n_trials=remaining, timeout=config.timeout,
+        catch=(NonFiniteLossError,),  # a diverged trial is recorded as FAIL; the study goes on
+        callbacks=[MaxTrialsCallback(config.n_trials, states=FINISHED)],  # other workers count
+        show_progress_bar=not config.no_progress,
+    )
+
+
+def _summarise(study: optuna.Study, config: StudyConfig, test: TestResult, *, device: str,
+               trials_run_now: int, seconds: float, parent_run_id: str) -> StudySummary:
+    best = study.best_trial
+    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    return StudySummary(
+        study_name=config.study_name, storage=config.storage, state_counts=dict(counts),
+        best_trial=best.number, best_params=dict(best.params),
+        best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs["best_val_acc"]),
+        test=test, device=device, trials_run_now=trials_run_now, seconds=seconds,
+        mlflow_parent_run_id=parent_run_id,
+    )
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

@@ -1,0 +1,152 @@
+"""The search space: the ONLY place that calls trial.suggest_*."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from study.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle", "exponential")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ranges of the searched hyperparameters; the TOML table [search_space] overrides them."""
+
+    lr: tuple[float, float] = (1e-4, 3e-2)  # log scale
+    weight_decay: tuple[float, float] = (1e-6, 1e-3)  # log scale
+    dropout: tuple[float, float] = (0.0, 0.5)
+    momentum: tuple[float, float] = (0.8, 0.99)  # SGD only
+    batch_sizes: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
+    optimizers: tuple[str, ...] = OPTIMIZERS
+    schedulers: tuple[str, ...] = SCHEDULERS
+
+    def __post_init__(self) -> None:
+        _check_range("lr", self.lr, log=True)
+        _check_range("weight_decay", self.weight_decay, log=True)
+        _check_range("momentum", self.momentum, log=False, upper=1.0)
+        _check_range("dropout", self.dropout, log=False, upper=0.9)
+        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+            raise ConfigError(f"batch_sizes must be positive integers, but got {self.batch_sizes}")
+        _check_choices("optimizers", self.optimizers, OPTIMIZERS)
+        _check_choices("schedulers", self.schedulers, SCHEDULERS)
+
+    @classmethod
+    def from_mapping(cls, table: Mapping[str, Any], *, source: str) -> SearchSpace:
+        unknown = sorted(set(table) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown [search_space] keys {unknown}; "
+                f"valid keys are {sorted(cls.__dataclass_fields__)}"
+            )
+        try:
+            return cls(**{key: tuple(value) for key, value in table.items()})
+        except TypeError as exc:
+            raise ConfigError(f"{source}: [search_space] values must be lists ({exc})") from exc
+
+    def as_dict(self) -> dict[str, list[Any]]:
+        return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
+
+
+def _check_range(name: str, bounds: tuple[float, ...], *, log: bool, upper: float = 1e9) -> None:
+    if len(bounds) != 2:
+        raise ConfigError(f"{name} must be [low, high], but got {list(bounds)}")
+    low, high = bounds
+    if not (low < high) or (log and low <= 0) or low < 0 or high > upper:
+        scale = "0 < low < high" if log else f"0 <= low < high <= {upper}"
+        raise ConfigError(f"{name} range must satisfy {scale}, but got {name}={list(bounds)}")
+
+
+def _check_choices(name: str, chosen: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+    bad = [c for c in chosen if c not in allowed]
+    if not chosen or bad:
+        raise ConfigError(f"{name} must be a non-empty subset of {list(allowed)}, but got "
+                          f"{list(chosen)}")
+
+
+@dataclass(frozen=True)
+class Hyperparams:
+    """One trial's hyperparameters. Its fields are exactly what the trainer needs."""
+
+    lr: float
+    optimizer: str
+    batch_size: int
+    dropout: float
+    weight_decay: float
+    scheduler: str
+    momentum: float | None = None  # SGD only
+    scheduler_params: Mapping[str, float] = field(default_factory=dict)
+
+    def as_params(self) -> dict[str, float | int | str]:
+        """Flat name -> value, the same names Optuna records (MLflow params, summaries)."""
+        params: dict[str, float | int | str] = {
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "batch_size": self.batch_size,
+            "dropout": self.dropout,
+            "weight_decay": self.weight_decay,
+            "scheduler": self.scheduler,
+        }
+        if self.momentum is not None:
+            params["sgd_momentum"] = self.momentum
+        params.update(self.scheduler_params)
+        return params
+
+
+def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, *, max_epochs: int) -> Hyperparams:
+    """Sample one point of SPACE; scheduler- and optimizer-specific parameters are conditional."""
+    optimizer = trial.suggest_categorical("optimizer", list(space.optimizers))
+    scheduler = trial.suggest_categorical("scheduler", list(space.schedulers))
+    return Hyperparams(
+        lr=trial.suggest_float("lr", *space.lr, log=True),
+        optimizer=optimizer,
+        batch_size=trial.suggest_categorical("batch_size", list(space.batch_sizes)),
+        dropout=trial.suggest_float("dropout", *space.dropout),
+        weight_decay=trial.suggest_float("weight_decay", *space.weight_decay, log=True),
+        scheduler=scheduler,
+        momentum=(trial.suggest_float("sgd_momentum", *space.momentum)
+                  if optimizer == "sgd" else None),
+        scheduler_params=_suggest_scheduler(trial, scheduler, max_epochs=max_epochs),
+    )
+
+
+def _suggest_scheduler(
+    trial: optuna.trial.BaseTrial, scheduler: str, *, max_epochs: int
+) -> dict[str, float]:
+    # cosine anneals over max_epochs and onecycle peaks at lr: neither needs more than this.
+    if scheduler == "step":
+        return {
+            "step_size": trial.suggest_int("step_size", 1, max(1, max_epochs // 2)),
+            "step_gamma": trial.suggest_float("step_gamma", 0.1, 0.9),
+        }
+    if scheduler == "exponential":
+        return {"exp_gamma": trial.suggest_float("exp_gamma", 0.7, 0.99)}
+    if scheduler == "plateau":
+        return {
+            "plateau_factor": trial.suggest_float("plateau_factor", 0.1, 0.7),
+            "plateau_patience": trial.suggest_int("plateau_patience", 0, 3),
+        }
+    if scheduler == "onecycle":
+        return {"onecycle_pct_start": trial.suggest_float("onecycle_pct_start", 0.1, 0.5)}
+    return {}
+
+
+def hyperparams_from_params(params: Mapping[str, Any]) -> Hyperparams:
+    """Rebuild Hyperparams from a finished trial's params (FrozenTrial.params)."""
+    core = {"lr", "optimizer", "batch_size", "dropout", "weight_decay", "scheduler",
+            "sgd_momentum"}
+    return Hyperparams(
+        lr=float(params["lr"]),
+        optimizer=str(params["optimizer"]),
+        batch_size=int(params["batch_size"]),
+        dropout=float(params["dropout"]),
+        weight_decay=float(params["weight_decay"]),
+        scheduler=str(params["scheduler"]),
+        momentum=float(params["sgd_momentum"]) if "sgd_momentum" in params else None,
+        scheduler_params={k: v for k, v in params.items() if k not in core},
+    )

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+from optuna.trial import TrialState
+
+from study.errors import TrackingError
+from study.tracking import MlflowTracker, NullTracker
+from study.training import EpochMetrics
+
+
+def _metrics(epoch: int, val_loss: float) -> EpochMetrics:
+    return EpochMetrics(epoch=epoch, train_loss=val_loss + 0.1, train_acc=0.5, val_loss=val_loss,
+                        val_acc=0.6, lr=0.01, seconds=0.1)
+
+
+@pytest.fixture
+def tracker(tmp_path: Path) -> MlflowTracker:
+    tracker = MlflowTracker(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
+    tracker.start_study(study_name="s", params={"seed": 0}, tags={"code_version": "abc"})
+    return tracker
+
+
+@pytest.mark.parametrize(("state", "status"), [(TrialState.COMPLETE, "FINISHED"),
+                                                (TrialState.PRUNED, "KILLED"),
+                                                (TrialState.FAIL, "FAILED")])
+def test_trial_state_maps_to_a_truthful_run_status(
+    tracker: MlflowTracker, state: TrialState, status: str
+) -> None:
+    run_id = tracker.start_trial(number=3, params={"lr": 0.1, "optimizer": "adam"})
+    tracker.log_epoch(run_id, _metrics(1, 0.5))
+    tracker.end_trial(run_id, state=state, tags={"optuna.best_epoch": "1"})
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == status  # pruned reads KILLED, failed FAILED, complete FINISHED
+    assert run.data.tags["optuna.state"] == state.name  # Optuna's own word is kept too
+    assert run.data.tags["optuna.trial_number"] == "3"
+    assert run.data.tags["mlflow.parentRunId"] == tracker.parent_run_id  # nested under study
+    assert run.data.params == {"lr": "0.1", "optimizer": "adam"}
+
+
+def test_epoch_metrics_are_a_history_over_step(tracker: MlflowTracker) -> None:
+    run_id = tracker.start_trial(number=0, params={})
+    for epoch, loss in enumerate([0.9, 0.5, 0.4], start=1):
+        tracker.log_epoch(run_id, _metrics(epoch, loss))
+    history = tracker.client.get_metric_history(run_id, "val_loss")
+    assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.5), (3, 0.4)]  # one per epoch
+    keys = set(tracker.client.get_run(run_id).data.metrics)
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds"} <= keys
+
+
+def test_one_experiment_per_study_and_parent_run_per_invocation(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    first, second = MlflowTracker(uri), MlflowTracker(uri)
+    for t in (first, second):
+        t.start_study(study_name="same", params={}, tags={})
+        t.end_study(status="FINISHED")
+    assert first.experiment_id == second.experiment_id  # the study's experiment is reused
+    assert first.parent_run_id != second.parent_run_id  # each invocation gets its own parent
+    runs = MlflowClient(uri).search_runs([first.experiment_id])
+    assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_artifacts_of_the_local_store_live_beside_the_database(tracker: MlflowTracker,
+                                                               tmp_path: Path) -> None:
+    experiment = tracker.client.get_experiment(tracker.experiment_id)
+    assert experiment.artifact_location.startswith((tmp_path / "mlflow" / "artifacts").as_uri())
+
+
+def test_checkpoint_round_trip(tracker: MlflowTracker) -> None:
+    run_id = tracker.start_trial(number=0, params={})
+    state = {"w": torch.arange(6.0).reshape(2, 3)}
+    tracker.save_checkpoint(run_id, state)
+    restored = tracker.load_checkpoint(run_id)
+    assert torch.equal(restored["w"], state["w"])  # weights come back bit for bit
+
+
+def test_missing_checkpoint_is_a_clear_error(tracker: MlflowTracker) -> None:
+    run_id = tracker.start_trial(number=0, params={})
+    with pytest.raises(TrackingError, match="cannot load the checkpoint"):
+        tracker.load_checkpoint(run_id)
+
+
+def test_deleted_experiment_is_refused_with_the_fix(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("gone"))
+    with pytest.raises(TrackingError, match="restore it"):
+        MlflowTracker(uri).start_study(study_name="gone", params={}, tags={})
+
+
+@pytest.mark.parametrize("uri", ["file:///tmp/mlruns", "./mlruns"])
+def test_file_store_uri_is_refused(uri: str) -> None:
+    with pytest.raises(TrackingError, match="sqlite:///"):
+        MlflowTracker(uri)
+
+
+def test_unreachable_tracking_server_fails_fast() -> None:
+    started = time.perf_counter()
+    with pytest.raises(TrackingError, match="does not answer"):
+        MlflowTracker("http://127.0.0.1:9")  # nothing listens on the discard port
+    assert time.perf_counter() - started < 15  # no minutes of retries before the error
+
+
+def test_null_tracker_keeps_checkpoints_in_memory() -> None:
+    tracker = NullTracker()
+    run_id = tracker.start_trial(number=1, params={})
+    tracker.save_checkpoint(run_id, {"w": torch.ones(1)})
+    assert torch.equal(tracker.load_checkpoint(run_id)["w"], torch.ones(1))
+    with pytest.raises(TrackingError):
+        tracker.load_checkpoint("untracked-99")
