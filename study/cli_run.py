@@ -1,0 +1,68 @@
+"""`mnist-study run`: launch or resume a study."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from study.cli_common import quiet_libraries
+from study.config import DEVICES, MODEL_NAMES, PRUNERS, SAMPLERS, StudyConfig, resolve_config
+from study.report import format_summary
+
+NAME = "run"
+_DEFAULTS = StudyConfig()
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("run", help="launch or resume a study",
+                       description="Launch a study, or resume it: the same command continues "
+                                   "where a killed run stopped.")
+    d = _DEFAULTS
+    # Every default is None here so the config resolver can tell "given" from "not given".
+    p.add_argument("--config", type=Path, help="TOML file; keys are these flag names, plus a "
+                   "[search_space] table; flags override it")
+    p.add_argument("--study-name", help=f"Optuna study name, also the MLflow experiment "
+                   f"(default {d.study_name})")
+    p.add_argument("--storage", help=f"Optuna storage URL: sqlite:///..., postgresql://... or "
+                   f"journal:PATH (default {d.storage})")
+    p.add_argument("--n-trials", type=int, help=f"total finished trials the study should have, "
+                   f"across restarts (default {d.n_trials})")
+    p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds "
+                   "(default: no limit)")
+    p.add_argument("--max-epochs", type=int, help=f"epochs per trial (default {d.max_epochs})")
+    p.add_argument("--model", choices=MODEL_NAMES, help=f"network (default {d.model})")
+    p.add_argument("--hidden", type=int, help=f"hidden width of the MLP / CNN head "
+                   f"(default {d.hidden})")
+    p.add_argument("--sampler", choices=SAMPLERS, help=f"Optuna sampler (default {d.sampler})")
+    p.add_argument("--pruner", choices=PRUNERS, help=f"pruner on validation loss "
+                   f"(default {d.pruner})")
+    p.add_argument("--device", choices=DEVICES, help=f"auto = cuda when available "
+                   f"(default {d.device})")
+    p.add_argument("--data-dir", type=Path, help=f"directory with the MNIST IDX files, or where "
+                   f"to download them; env MNIST_STUDY_DATA_DIR (default {d.data_dir})")
+    p.add_argument("--no-download", dest="download", action="store_const", const=False,
+                   help="never download: fail unless --data-dir holds the files")
+    p.add_argument("--allow-noncanonical-data", action="store_const", const=True,
+                   help="accept IDX files whose content is not the canonical MNIST "
+                        "(a subset, Fashion-MNIST...); their fingerprint is still logged")
+    p.add_argument("--tracking-uri", help=f"MLflow tracking URI; env MLFLOW_TRACKING_URI "
+                   f"(default {d.tracking_uri})")
+    p.add_argument("--seed", type=int, help=f"drives split, sampler and torch (default {d.seed})")
+    p.add_argument("--val-fraction", type=float, help=f"share of the 60k training images held "
+                   f"out for validation, stratified (default {d.val_fraction})")
+    p.add_argument("--no-progress", action="store_const", const=True,
+                   help="no progress bar (default: shown)")
+
+
+def execute(args: argparse.Namespace) -> int:
+    from study.runner import run_study  # torch, optuna and mlflow load only when needed
+
+    quiet_libraries()
+
+    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    config = resolve_config(cli, config_path=args.config, env=os.environ)
+    summary = run_study(config)
+    print(format_summary(summary))
+    return 0
