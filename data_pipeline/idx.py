@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +32,7 @@ def read_idx(path: Path) -> IdxContent:
     if data[:2] == _GZIP_MAGIC:
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path} is a corrupt gzip archive ({exc}); replace the file") from exc
     return IdxContent(array=parse_idx(data, source=str(path)), md5=hashlib.md5(data).hexdigest())
 

@@ -39,6 +39,12 @@ def stratified_split(labels: np.ndarray, *, val_fraction: float, seed: int) -> S
             f"{len(labels)} images cannot be split with {val_fraction=} so that train and "
             f"validation each hold all {n_classes} classes"
         )
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 2:
+        raise DataError(
+            f"class {int(classes[counts.argmin()])} has {int(counts.min())} image; a stratified "
+            f"split needs at least 2 per class"
+        )
     splitter = StratifiedShuffleSplit(n_splits=1, test_size=val_fraction, random_state=seed)
     train, val = next(splitter.split(np.zeros(len(labels)), labels))
     return Split(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -52,8 +53,9 @@ class StudyConfig:
         _check_positive("n_trials", self.n_trials)
         _check_positive("max_epochs", self.max_epochs)
         _check_positive("hidden", self.hidden)
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"timeout must be > 0 seconds, but got timeout={self.timeout}")
+        if self.timeout is not None and not 0 < self.timeout < math.inf:
+            raise ConfigError(f"timeout must be a finite number of seconds > 0, but got "
+                              f"timeout={self.timeout}")
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), but got "
                               f"val_fraction={self.val_fraction}")
@@ -103,6 +105,9 @@ def load_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     values = {key.replace("-", "_"): value for key, value in raw.items()}
+    if len(values) != len(raw):
+        twice = sorted({k for k in raw if k.replace("-", "_") != k and k.replace("-", "_") in raw})
+        raise ConfigError(f"{path}: {twice} given both with dashes and with underscores; keep one")
     known = {f.name for f in dataclasses.fields(StudyConfig)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -136,15 +141,18 @@ def _coerce(value: Any, kind: str) -> Any:
         if not isinstance(value, bool):
             raise TypeError("expected true or false")
         return value
+    # Strict on purpose: n_trials = "5" or 3.0 in a TOML file is a typo worth one clear line.
     if kind == "int":
-        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError("expected an integer")
-        return int(value)
+        return value
     if kind in ("float", "float | None"):
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError("expected a number")
         return float(value)
     if kind == "Path":
+        if not isinstance(value, (str, Path)):
+            raise TypeError("expected a path")
         return Path(os.path.expanduser(str(value)))
     if not isinstance(value, str):
         raise TypeError("expected a string")

@@ -31,7 +31,8 @@ class SearchSpace:
         _check_range("weight_decay", self.weight_decay, log=True)
         _check_range("momentum", self.momentum, log=False, upper=1.0)
         _check_range("dropout", self.dropout, log=False, upper=0.9)
-        if not self.batch_sizes or any(b < 1 for b in self.batch_sizes):
+        if not self.batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1
+                                       for b in self.batch_sizes):
             raise ConfigError(f"batch_sizes must be positive integers, but got {self.batch_sizes}")
         _check_choices("optimizers", self.optimizers, OPTIMIZERS)
         _check_choices("schedulers", self.schedulers, SCHEDULERS)
@@ -44,18 +45,26 @@ class SearchSpace:
                 f"{source}: unknown [search_space] keys {unknown}; "
                 f"valid keys are {sorted(cls.__dataclass_fields__)}"
             )
+        not_lists = sorted(key for key, value in table.items() if not isinstance(value, list))
+        if not_lists:
+            raise ConfigError(f"{source}: [search_space] {not_lists} must be lists, e.g. "
+                              f"lr = [1e-4, 1e-2] or optimizers = [\"adam\"]")
         try:
             return cls(**{key: tuple(value) for key, value in table.items()})
-        except TypeError as exc:
-            raise ConfigError(f"{source}: [search_space] values must be lists ({exc})") from exc
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: [search_space] {exc}") from exc
+        except TypeError as exc:  # e.g. strings where numbers belong: "a" < "b" works, 0 < "a" not
+            raise ConfigError(f"{source}: [search_space] has a value of the wrong type "
+                              f"({exc})") from exc
 
     def as_dict(self) -> dict[str, list[Any]]:
         return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
 
 
 def _check_range(name: str, bounds: tuple[float, ...], *, log: bool, upper: float = 1e9) -> None:
-    if len(bounds) != 2:
-        raise ConfigError(f"{name} must be [low, high], but got {list(bounds)}")
+    numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
+    if len(bounds) != 2 or not numbers:
+        raise ConfigError(f"{name} must be two numbers [low, high], but got {list(bounds)}")
     low, high = bounds
     if not (low < high) or (log and low <= 0) or low < 0 or high > upper:
         scale = "0 < low < high" if log else f"0 <= low < high <= {upper}"

@@ -34,7 +34,7 @@ class EpochMetrics:
     train_acc: float
     val_loss: float
     val_acc: float
-    lr: float  # the learning rate the epoch ended with
+    lr: float  # the learning rate of the epoch's last optimizer step
     seconds: float
 
     def as_dict(self) -> dict[str, float]:
@@ -124,8 +124,8 @@ def train(
                                steps_per_epoch=steps_per_epoch)
     for epoch in range(1, max_epochs + 1):
         started = time.perf_counter()
-        train_loss, train_acc = _train_epoch(model, optimizer, schedule, data.train,
-                                             hp.batch_size, generator, device)
+        train_loss, train_acc, lr = _train_epoch(model, optimizer, schedule, data.train,
+                                                 hp.batch_size, generator, device)
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(epoch=epoch, which="train", value=train_loss)
         val_loss, val_acc = evaluate(model, data.val)
@@ -134,7 +134,7 @@ def train(
         _step_epoch_scheduler(schedule, val_loss)
         yield EpochMetrics(
             epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
-            val_acc=val_acc, lr=optimizer.param_groups[0]["lr"],
+            val_acc=val_acc, lr=lr,
             seconds=time.perf_counter() - started,
         )
 
@@ -142,8 +142,10 @@ def train(
 def _train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, schedule: _Schedule, data: TensorSet,
     batch_size: int, generator: torch.Generator, device: torch.device,
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
+    """One pass over DATA; returns mean loss, accuracy and the last step's learning rate."""
     model.train()
+    lr = optimizer.param_groups[0]["lr"]
     # Accumulated on the device: no .item() (host sync) inside the step loop.
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
@@ -153,12 +155,13 @@ def _train_epoch(
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        lr = optimizer.param_groups[0]["lr"]  # a Python float: no device sync
         optimizer.step()
         if schedule.per_batch and schedule.scheduler is not None:
             schedule.scheduler.step()
         loss_sum += loss.detach() * y.shape[0]
         correct += (logits.detach().argmax(dim=1) == y).sum()
-    return loss_sum.item() / len(data), correct.item() / len(data)
+    return loss_sum.item() / len(data), correct.item() / len(data), lr
 
 
 def _step_epoch_scheduler(schedule: _Schedule, val_loss: float) -> None:
