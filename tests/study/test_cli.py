@@ -62,6 +62,7 @@ def test_smoke_run_with_defaults_then_resume(tmp_path: Path) -> None:
 
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
     experiment = client.get_experiment_by_name("mnist")
+    assert experiment is not None  # the study's experiment exists, named after the study
     runs = client.search_runs([experiment.experiment_id])
     parents = [r for r in runs if r.data.tags.get("mnist_study.role") == "study"]
     children = [r for r in runs if r.data.tags.get("mnist_study.role") == "trial"]
@@ -150,7 +151,9 @@ def test_ctrl_c_records_what_finished_and_the_same_command_resumes(tmp_path: Pat
     done = _finished(storage)
     assert len(done) >= 2  # finished trials survived the interrupt
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("mnist").experiment_id])
+    experiment = client.get_experiment_by_name("mnist")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
     assert "RUNNING" not in {r.info.status for r in runs}  # every run ended truthfully
     parent = [r for r in runs if r.data.tags.get("mnist_study.role") == "study"][0]
     assert parent.info.status == "KILLED"

@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from study.config import DEFAULT_DATA_DIR, DEFAULT_TRACKING_URI, StudyConfig, resolve_config
+from study.errors import ConfigError
+from study.search_space import SearchSpace
+
+
+def _toml(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "study.toml"
+    path.write_text(body)
+    return path
+
+
+def test_defaults_without_any_source() -> None:
+    config = resolve_config({}, config_path=None, env={})
+    assert config == StudyConfig()  # nothing given: every default
+    assert config.data_dir == DEFAULT_DATA_DIR  # defaults live in the dataclass
+    assert config.tracking_uri == DEFAULT_TRACKING_URI
+
+
+@pytest.mark.parametrize(
+    ("field", "env_var", "values", "expected"),
+    [
+        ("data_dir", "MNIST_STUDY_DATA_DIR", ("/cli", "/toml", "/env"), Path("/cli")),
+        ("data_dir", "MNIST_STUDY_DATA_DIR", (None, "/toml", "/env"), Path("/toml")),
+        ("data_dir", "MNIST_STUDY_DATA_DIR", (None, None, "/env"), Path("/env")),
+        ("data_dir", "MNIST_STUDY_DATA_DIR", (None, None, None), DEFAULT_DATA_DIR),
+        ("tracking_uri", "MLFLOW_TRACKING_URI", ("http://cli", "http://toml", "http://env"),
+         "http://cli"),
+        ("tracking_uri", "MLFLOW_TRACKING_URI", (None, "http://toml", "http://env"),
+         "http://toml"),
+        ("tracking_uri", "MLFLOW_TRACKING_URI", (None, None, "http://env"), "http://env"),
+        ("tracking_uri", "MLFLOW_TRACKING_URI", (None, None, None), DEFAULT_TRACKING_URI),
+    ],
+)
+def test_precedence_cli_toml_env_default(
+    tmp_path: Path, field: str, env_var: str, values: tuple[str | None, ...], expected: object
+) -> None:
+    cli_value, toml_value, env_value = values
+    cli: dict[str, Any] = {field: cli_value, "n_trials": None}  # None means "flag not given"
+    path = _toml(tmp_path, f'{field} = "{toml_value}"\n' if toml_value else "")
+    env = {env_var: env_value} if env_value else {}
+    # The first source that sets a value wins: CLI, then TOML, then env, then default.
+    assert getattr(resolve_config(cli, config_path=path, env=env), field) == expected
+
+
+def test_precedence_for_plain_settings(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "n_trials = 7\nmax_epochs = 3\n")
+    config = resolve_config({"n_trials": 11, "max_epochs": None}, config_path=path, env={})
+    assert config.n_trials == 11  # the flag beats the file
+    assert config.max_epochs == 3  # the file beats the default
+    assert config.seed == 0  # neither given: the default
+
+
+def test_empty_env_var_ignored() -> None:
+    config = resolve_config({}, config_path=None, env={"MNIST_STUDY_DATA_DIR": ""})
+    # An empty variable is unset, not the current directory.
+    assert config.data_dir == DEFAULT_DATA_DIR
+
+
+def test_data_dir_expands_user(tmp_path: Path) -> None:
+    config = resolve_config({}, config_path=None, env={"MNIST_STUDY_DATA_DIR": "~/mnist"})
+    assert config.data_dir == Path.home() / "mnist"  # ~ expanded like a shell would
+
+
+@pytest.mark.parametrize("key", ["n-trials", "n_trials"])
+def test_toml_keys_dash_or_underscore(tmp_path: Path, key: str) -> None:
+    path = _toml(tmp_path, f"{key} = 5\nval-fraction = 0.2\nallow_noncanonical_data = true\n")
+    config = resolve_config({}, config_path=path, env={})
+    assert config.n_trials == 5  # flag spelling and field spelling both accepted
+    assert config.val_fraction == 0.2
+    assert config.allow_noncanonical_data is True
+
+
+@pytest.mark.parametrize("key", ["n_trails", "learning-rate"])
+def test_unknown_toml_key_rejected(tmp_path: Path, key: str) -> None:
+    path = _toml(tmp_path, f"{key} = 5\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config({}, config_path=path, env={})
+    message = str(info.value)
+    assert str(path) in message  # names the file
+    assert key.replace("-", "_") in message  # names the key
+    assert "n_trials" in message  # and lists the valid ones
+
+
+def test_search_space_table(tmp_path: Path) -> None:
+    path = _toml(tmp_path, """
+n_trials = 4
+
+[search_space]
+lr = [1e-3, 1e-2]
+batch_sizes = [64, 128]
+optimizers = ["adam"]
+schedulers = ["none", "cosine"]
+""")
+    config = resolve_config({}, config_path=path, env={})
+    expected = SearchSpace(lr=(1e-3, 1e-2), batch_sizes=(64, 128), optimizers=("adam",),
+                           schedulers=("none", "cosine"))
+    assert config.search_space == expected  # listed ranges override, the rest keep defaults
+    assert config.n_trials == 4  # top-level keys still read alongside the table
+    assert config.to_dict()["search_space"]["optimizers"] == ["adam"]  # JSON-friendly view
+
+
+def test_search_space_unknown_key(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[search_space]\nlearning_rate = [0.1, 0.2]\n")
+    # Typos inside the table are caught too, naming file and key.
+    with pytest.raises(ConfigError, match=rf"{path}.*unknown \[search_space\] keys.*learning_rate"):
+        resolve_config({}, config_path=path, env={})
+
+
+def test_search_space_bad_range_shows_value(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[search_space]\nlr = [0.1, 0.01]\n")
+    # Range checks run on the table, showing the bad range.
+    with pytest.raises(ConfigError, match=r"lr=\[0.1, 0.01\]"):
+        resolve_config({}, config_path=path, env={})
+
+
+def test_search_space_not_a_table(tmp_path: Path) -> None:
+    path = _toml(tmp_path, 'search_space = "wide"\n')
+    # A scalar where a table belongs is refused, naming the file.
+    with pytest.raises(ConfigError, match=f"{path}: search_space must be a table"):
+        resolve_config({}, config_path=path, env={})
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ('n_trials = "ten"', "n_trials='ten'"),
+        ("n_trials = 2.5", "n_trials=2.5"),
+        ('n_trials = "5"', "n_trials='5'"),  # a quoted number is a typo, not a number
+        ("n_trials = 3.0", "n_trials=3.0"),
+        ("data_dir = 5", "data_dir=5"),
+        ("max_epochs = true", "max_epochs=True"),
+        ('download = "yes"', "download='yes'"),
+        ("val_fraction = false", "val_fraction=False"),
+        ('timeout = "soon"', "timeout='soon'"),
+        ("sampler = 3", "sampler=3"),
+    ],
+)
+def test_bad_types(tmp_path: Path, line: str, shown: str) -> None:
+    path = _toml(tmp_path, line + "\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config({}, config_path=path, env={})
+    # The message names the file and shows the offending value as written.
+    assert str(path) in str(info.value)
+    assert shown in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("n_trials = 0", "n_trials=0"),
+        ("max_epochs = -1", "max_epochs=-1"),
+        ("hidden = 0", "hidden=0"),
+        ("val_fraction = 1.5", "val_fraction=1.5"),
+        ("val_fraction = 0.0", "val_fraction=0.0"),
+        ("timeout = 0", "timeout=0.0"),
+        ("seed = -3", "seed=-3"),
+        ("sampler = 'foo'", "sampler='foo'"),
+        ("pruner = 'always'", "pruner='always'"),
+        ("model = 'resnet'", "model='resnet'"),
+        ("device = 'tpu'", "device='tpu'"),
+        ("study_name = '  '", "study_name must not be empty"),
+        ("timeout = nan", "timeout=nan"),
+        ("timeout = inf", "timeout=inf"),
+    ],
+)
+def test_invalid_values(tmp_path: Path, line: str, shown: str) -> None:
+    path = _toml(tmp_path, line + "\n")
+    # Well-typed but invalid values are refused, showing the bad value.
+    with pytest.raises(ConfigError, match=shown):
+        resolve_config({}, config_path=path, env={})
+
+
+def test_invalid_cli_value_shown() -> None:
+    # The same validation applies to flags.
+    with pytest.raises(ConfigError, match="sampler='foo'"):
+        resolve_config({"sampler": "foo"}, config_path=None, env={})
+
+
+def test_invalid_toml(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "n_trials = = 3\n")
+    # A syntax error names the file.
+    with pytest.raises(ConfigError, match=f"config file {path} is not valid TOML"):
+        resolve_config({}, config_path=path, env={})
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.toml"
+    # A missing file is a ConfigError naming it, not an OSError.
+    with pytest.raises(ConfigError, match=f"cannot read config file {path}"):
+        resolve_config({}, config_path=path, env={})
+
+
+def test_to_dict_is_json_friendly(tmp_path: Path) -> None:
+    config = resolve_config({"data_dir": tmp_path}, config_path=None, env={})
+    out = config.to_dict()
+    assert out["data_dir"] == str(tmp_path)  # paths become strings
+    assert json.loads(json.dumps(out)) == out  # the whole view survives JSON
+
+
+def test_same_key_with_dashes_and_underscores_is_refused(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "n-trials = 3\nn_trials = 4\n")
+    # Which one wins would be an accident of ordering: refuse and name the key.
+    with pytest.raises(ConfigError, match=r"\['n-trials'\] given both"):
+        resolve_config({}, config_path=path, env={})

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import optuna
+import pytest
+
+from study.errors import ConfigError
+from study.search_space import (
+    OPTIMIZERS,
+    SCHEDULERS,
+    Hyperparams,
+    SearchSpace,
+    hyperparams_from_params,
+    suggest,
+)
+
+MAX_EPOCHS = 6
+CONDITIONAL = {
+    "none": set(),
+    "cosine": set(),
+    "step": {"step_size", "step_gamma"},
+    "exponential": {"exp_gamma"},
+    "plateau": {"plateau_factor", "plateau_patience"},
+    "onecycle": {"onecycle_pct_start"},
+}
+# A value for every parameter the space can ask for; FixedTrial hands out what is asked.
+ALL_PARAMS: dict[str, Any] = {
+    "lr": 1e-3, "batch_size": 128, "dropout": 0.2, "weight_decay": 1e-5, "sgd_momentum": 0.9,
+    "step_size": 2, "step_gamma": 0.5, "exp_gamma": 0.9, "plateau_factor": 0.3,
+    "plateau_patience": 1, "onecycle_pct_start": 0.25,
+}
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "scheduler"), list(itertools.product(OPTIMIZERS, SCHEDULERS))
+)
+def test_suggest_fixed_trial(optimizer: str, scheduler: str) -> None:
+    trial = optuna.trial.FixedTrial({**ALL_PARAMS, "optimizer": optimizer, "scheduler": scheduler})
+    hp = suggest(trial, SearchSpace(), max_epochs=MAX_EPOCHS)
+    assert (hp.optimizer, hp.scheduler) == (optimizer, scheduler)  # the choices are used
+    assert (hp.lr, hp.batch_size, hp.dropout, hp.weight_decay) == (1e-3, 128, 0.2, 1e-5)
+    # Momentum exists exactly for SGD.
+    assert (hp.momentum is not None) == (optimizer == "sgd")
+    if optimizer == "sgd":
+        assert hp.momentum == 0.9
+    # Scheduler parameters are exactly the ones this scheduler uses.
+    assert set(hp.scheduler_params) == CONDITIONAL[scheduler]
+    assert all(hp.scheduler_params[k] == ALL_PARAMS[k] for k in hp.scheduler_params)
+
+
+@pytest.mark.parametrize(("optimizer", "scheduler"), [("sgd", "step"), ("adam", "none"),
+                                                      ("adamw", "plateau")])
+def test_suggest_asks_only_conditional_params(optimizer: str, scheduler: str) -> None:
+    needed = {"optimizer", "scheduler", "lr", "batch_size", "dropout", "weight_decay"}
+    needed |= CONDITIONAL[scheduler] | ({"sgd_momentum"} if optimizer == "sgd" else set())
+    params = {**ALL_PARAMS, "optimizer": optimizer, "scheduler": scheduler}
+    trial = optuna.trial.FixedTrial({k: v for k, v in params.items() if k in needed})
+    # Only the needed parameters are asked for (FixedTrial raises on any other).
+    hp = suggest(trial, SearchSpace(), max_epochs=MAX_EPOCHS)
+    assert set(hp.as_params()) == needed  # and exactly those are recorded
+
+
+@pytest.mark.parametrize(
+    "hp",
+    [
+        Hyperparams(lr=1e-3, optimizer="sgd", batch_size=64, dropout=0.1, weight_decay=1e-4,
+                    scheduler="step", momentum=0.9,
+                    scheduler_params={"step_size": 2, "step_gamma": 0.5}),
+        Hyperparams(lr=3e-4, optimizer="adam", batch_size=256, dropout=0.0, weight_decay=1e-6,
+                    scheduler="none"),
+        Hyperparams(lr=1e-2, optimizer="adamw", batch_size=32, dropout=0.4, weight_decay=1e-3,
+                    scheduler="plateau",
+                    scheduler_params={"plateau_factor": 0.2, "plateau_patience": 3}),
+    ],
+)
+def test_params_round_trip(hp: Hyperparams) -> None:
+    # as_params is what Optuna records; it rebuilds the same hyperparameters.
+    assert hyperparams_from_params(hp.as_params()) == hp
+
+
+def test_round_trip_through_a_real_study() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(12):
+        trial = study.ask()
+        hp = suggest(trial, SearchSpace(), max_epochs=MAX_EPOCHS)
+        study.tell(trial, 0.0)
+        # A finished trial's params rebuild exactly what the trial trained with.
+        assert hyperparams_from_params(study.trials[-1].params) == hp
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "shown"),
+    [
+        ({"lr": (1e-2, 1e-3)}, "lr=[0.01, 0.001]"),
+        ({"lr": (1e-3, 1e-3)}, "lr=[0.001, 0.001]"),
+        ({"lr": (0.0, 1e-2)}, "lr=[0.0, 0.01]"),
+        ({"weight_decay": (-1e-5, 1e-3)}, "weight_decay=[-1e-05, 0.001]"),
+        ({"lr": (1e-3,)}, "[0.001]"),
+        ({"dropout": (0.0, 0.95)}, "dropout=[0.0, 0.95]"),
+        ({"dropout": (-0.1, 0.5)}, "dropout=[-0.1, 0.5]"),
+        ({"momentum": (0.5, 1.5)}, "momentum=[0.5, 1.5]"),
+        ({"optimizers": ()}, "optimizers must be a non-empty subset of ['sgd', 'adam', 'adamw']"),
+        ({"optimizers": ("adam", "rmsprop")}, "'rmsprop'"),
+        ({"schedulers": ()}, "schedulers must be a non-empty subset"),
+        ({"schedulers": ("none",), "optimizers": ()}, "but got []"),
+        ({"schedulers": ("linear",)}, "'linear'"),
+        ({"batch_sizes": ()}, "batch_sizes must be positive integers, but got ()"),
+        ({"batch_sizes": (0, 32)}, "but got (0, 32)"),
+        ({"batch_sizes": (32.5,)}, "32.5"),
+        ({"lr": ("a", "b")}, "two numbers"),
+    ],
+)
+def test_invalid_space(kwargs: dict[str, Any], shown: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        SearchSpace(**kwargs)
+    # Every invalid range or choice list is a ConfigError showing the value.
+    assert shown in str(info.value)
+
+
+def test_from_mapping() -> None:
+    space = SearchSpace.from_mapping({"lr": [1e-3, 1e-1], "optimizers": ["sgd"]}, source="x.toml")
+    assert space.lr == (1e-3, 1e-1)  # lists become tuples
+    assert space.optimizers == ("sgd",)
+    assert space.dropout == SearchSpace().dropout  # unlisted ranges keep their defaults
+    assert SearchSpace.from_mapping(space.as_dict(), source="x") == space  # as_dict round trip
+
+
+def test_from_mapping_unknown_keys() -> None:
+    # Unknown keys are refused, naming the source and the key.
+    with pytest.raises(ConfigError, match=r"x\.toml: unknown \[search_space\] keys \['lrate'\]"):
+        SearchSpace.from_mapping({"lrate": [0.1, 0.2]}, source="x.toml")
+
+
+def test_from_mapping_scalar_value() -> None:
+    # A scalar where a list belongs is refused, naming the source.
+    with pytest.raises(ConfigError, match=r"x\.toml: \[search_space\] \['lr'\] must be lists"):
+        SearchSpace.from_mapping({"lr": 0.1}, source="x.toml")
+
+
+def test_random_study_stays_inside_ranges() -> None:
+    space = SearchSpace(lr=(1e-3, 1e-2), weight_decay=(1e-5, 1e-4), dropout=(0.1, 0.3),
+                        momentum=(0.85, 0.95), batch_sizes=(16, 48),
+                        optimizers=("sgd", "adamw"), schedulers=("step", "onecycle", "plateau"))
+    seen: list[Hyperparams] = []
+
+    def objective(trial: optuna.Trial) -> float:
+        seen.append(suggest(trial, space, max_epochs=MAX_EPOCHS))
+        return 0.0
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=50)
+    assert len(seen) == 50  # every trial suggested
+    for hp in seen:
+        assert 1e-3 <= hp.lr <= 1e-2  # continuous ranges respected
+        assert 1e-5 <= hp.weight_decay <= 1e-4
+        assert 0.1 <= hp.dropout <= 0.3
+        assert hp.batch_size in (16, 48)  # categorical choices respected
+        assert hp.optimizer in ("sgd", "adamw") and hp.scheduler in space.schedulers
+        assert (hp.momentum is not None) == (hp.optimizer == "sgd")  # momentum for SGD only
+        if hp.momentum is not None:
+            assert 0.85 <= hp.momentum <= 0.95
+        assert set(hp.scheduler_params) == CONDITIONAL[hp.scheduler]  # conditional params
+        if hp.scheduler == "step":
+            assert 1 <= hp.scheduler_params["step_size"] <= MAX_EPOCHS // 2  # within the run
+    # 50 random draws explore the categorical choices.
+    assert {hp.optimizer for hp in seen} == {"sgd", "adamw"}
+    assert {hp.scheduler for hp in seen} == set(space.schedulers)
+
+
+@pytest.mark.parametrize("max_epochs", [1, 2])
+def test_step_size_with_few_epochs(max_epochs: int) -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = SearchSpace(schedulers=("step",))
+    for _ in range(5):
+        hp = suggest(study.ask(), space, max_epochs=max_epochs)
+        # Even a one-epoch run gets a valid step size.
+        assert hp.scheduler_params["step_size"] == 1
+
+
+def test_search_space_errors_from_toml_name_the_file() -> None:
+    with pytest.raises(ConfigError, match=r"study.toml: \[search_space\] lr range"):
+        SearchSpace.from_mapping({"lr": [0.1, 0.01]}, source="study.toml")
+    # A bare string is not split into letters: the message asks for a list.
+    with pytest.raises(ConfigError, match=r"\['optimizers'\] must be lists"):
+        SearchSpace.from_mapping({"optimizers": "adam"}, source="study.toml")

@@ -1,0 +1,246 @@
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from data_pipeline import SearchData
+from models import build
+from study import training
+from study.search_space import Hyperparams
+from study.training import (
+    EpochMetrics,
+    NonFiniteLossError,
+    build_optimizer,
+    evaluate,
+    train,
+)
+
+EPOCHS = 4
+
+
+def _hp(**overrides: Any) -> Hyperparams:
+    base: dict[str, Any] = {"lr": 1e-2, "optimizer": "adam", "batch_size": 64, "dropout": 0.0,
+                            "weight_decay": 0.0, "scheduler": "none"}
+    return Hyperparams(**{**base, **overrides})
+
+
+def _run(hp: Hyperparams, data: SearchData, *, epochs: int = EPOCHS, seed: int = 0,
+         model_name: str = "mlp") -> list[EpochMetrics]:
+    torch.manual_seed(seed)
+    model = build(model_name, hidden=32, dropout=hp.dropout)
+    generator = torch.Generator().manual_seed(seed)
+    return list(train(model, hp, data, max_epochs=epochs, generator=generator))
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+def test_train_yields_one_metric_per_epoch(search_data: SearchData, model_name: str) -> None:
+    epochs = 3 if model_name == "mlp" else 1
+    metrics = _run(_hp(dropout=0.2), search_data, epochs=epochs, model_name=model_name)
+    assert [m.epoch for m in metrics] == list(range(1, epochs + 1))  # 1-based, every epoch
+    for m in metrics:
+        assert all(math.isfinite(v) for v in m.as_dict().values())  # every number finite
+        assert 0.0 <= m.train_acc <= 1.0 and 0.0 <= m.val_acc <= 1.0  # accuracies are fractions
+        assert m.train_loss > 0 and m.val_loss > 0  # cross-entropy is positive
+        assert m.seconds >= 0  # wall time recorded
+        assert m.lr == 1e-2  # no scheduler: the lr stays put
+    assert set(metrics[0].as_dict()) == {"train_loss", "train_acc", "val_loss", "val_acc",
+                                         "lr", "epoch_seconds"}  # the names tracked per epoch
+
+
+def test_loss_goes_down(search_data: SearchData) -> None:
+    metrics = _run(_hp(lr=1e-2), search_data, epochs=EPOCHS)
+    assert metrics[-1].train_loss < metrics[0].train_loss  # training loss falls
+    assert metrics[-1].val_loss < metrics[0].val_loss  # and generalises to validation
+    assert metrics[-1].val_acc > 0.8  # the synthetic classes are easy to learn
+
+
+def test_train_is_lazy(search_data: SearchData) -> None:
+    torch.manual_seed(0)
+    model = build("mlp", hidden=32)
+    epochs = train(model, _hp(), search_data, max_epochs=1000,
+                   generator=torch.Generator().manual_seed(0))
+    assert next(epochs).epoch == 1
+    after_one = [p.detach().clone() for p in model.parameters()]
+    # Nothing trains until the caller asks for the next epoch: pruning is just stopping.
+    assert all(torch.equal(a, p) for a, p in zip(after_one, model.parameters(), strict=True))
+    assert next(epochs).epoch == 2
+    assert not all(torch.equal(a, p) for a, p in zip(after_one, model.parameters(), strict=True))
+
+
+def _expected_lrs(scheduler: str, lr: float, params: Mapping[str, float]) -> list[float] | None:
+    ks = range(EPOCHS)  # epoch k+1 trains with the lr left by k epoch steps
+    if scheduler == "none":
+        return [lr] * EPOCHS
+    if scheduler == "step":
+        return [lr * params["step_gamma"] ** (k // int(params["step_size"])) for k in ks]
+    if scheduler == "exponential":
+        return [lr * params["exp_gamma"] ** k for k in ks]
+    if scheduler == "cosine":
+        return [lr * (1 + math.cos(math.pi * k / EPOCHS)) / 2 for k in ks]
+    return None  # plateau and onecycle are checked by shape below
+
+
+SCHEDULES: dict[str, dict[str, float]] = {
+    "none": {},
+    "step": {"step_size": 2, "step_gamma": 0.5},
+    "cosine": {},
+    "plateau": {"plateau_factor": 0.5, "plateau_patience": 0},
+    "onecycle": {"onecycle_pct_start": 0.3},
+    "exponential": {"exp_gamma": 0.8},
+}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULES))
+def test_every_scheduler_runs(search_data: SearchData, scheduler: str, optimizer: str) -> None:
+    lr = 1e-2
+    hp = _hp(lr=lr, optimizer=optimizer, scheduler=scheduler, scheduler_params=SCHEDULES[scheduler],
+             momentum=0.9 if optimizer == "sgd" else None)
+    # batch 64 over 300 images: 5 steps an epoch, the last one short.
+    metrics = _run(hp, search_data, epochs=EPOCHS)
+    assert len(metrics) == EPOCHS  # all epochs run (OneCycle would raise if over-stepped)
+    lrs = [m.lr for m in metrics]
+    expected = _expected_lrs(scheduler, lr, SCHEDULES[scheduler])
+    if expected is not None:
+        assert lrs == pytest.approx(expected, abs=1e-12)  # stepped once per epoch
+    elif scheduler == "plateau":
+        # Only ever cut by the factor, never raised.
+        assert all(b <= a for a, b in zip(lrs, lrs[1:], strict=False))
+        assert all(round(math.log(v / lr, 0.5), 6).is_integer() for v in lrs)
+    else:  # onecycle: one step per batch, 5 an epoch
+        expected = _onecycle_lrs(lr, SCHEDULES["onecycle"]["onecycle_pct_start"],
+                                 epochs=EPOCHS, steps_per_epoch=5)
+        assert lrs == pytest.approx(expected, rel=1e-9)  # the per-batch schedule, in step
+        assert max(lrs) > 2 * lr / 25  # warmed up above the initial lr / 25
+
+
+def test_plateau_cuts_lr_when_val_loss_stalls(search_data: SearchData) -> None:
+    # An lr so small that the validation loss cannot improve by the 1e-4 threshold.
+    hp = _hp(lr=1e-6, optimizer="sgd", scheduler="plateau",
+             scheduler_params={"plateau_factor": 0.5, "plateau_patience": 0})
+    lrs = [m.lr for m in _run(hp, search_data, epochs=3)]
+    # Epoch 1 sets the best loss; each stalled epoch after it halves the next epoch's lr.
+    assert lrs == pytest.approx([1e-6, 1e-6, 5e-7], rel=1e-9)
+
+
+def _onecycle_lrs(lr: float, pct_start: float, *, epochs: int,
+                  steps_per_epoch: int) -> list[float]:
+    """The lr of each epoch's last batch when a OneCycleLR is stepped once per batch."""
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+        pct_start=pct_start)
+    lrs = []
+    for _ in range(epochs):
+        for _ in range(steps_per_epoch):
+            last_batch_lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            schedule.step()
+        lrs.append(last_batch_lr)
+    return lrs
+
+
+@pytest.mark.parametrize("batch_size", [32, 300])
+def test_onecycle_steps_per_batch(search_data: SearchData, batch_size: int) -> None:
+    hp = _hp(lr=1e-2, batch_size=batch_size, scheduler="onecycle",
+             scheduler_params={"onecycle_pct_start": 0.25})
+    lrs = [m.lr for m in _run(hp, search_data, epochs=3)]
+    steps = math.ceil(300 / batch_size)  # 10 steps an epoch (last one short), or 1
+    # The lr follows OneCycle stepped once per batch, for exactly epochs * steps steps.
+    assert lrs == pytest.approx(_onecycle_lrs(1e-2, 0.25, epochs=3, steps_per_epoch=steps),
+                                rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "cls"),
+    [("sgd", torch.optim.SGD), ("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW)],
+)
+def test_build_optimizer(optimizer: str, cls: type[torch.optim.Optimizer]) -> None:
+    model = build("mlp", hidden=8)
+    momentum = 0.85 if optimizer == "sgd" else None
+    opt = build_optimizer(model, _hp(lr=3e-3, optimizer=optimizer, weight_decay=1e-4,
+                                     momentum=momentum))
+    assert type(opt) is cls  # the named optimizer class
+    group = opt.param_groups[0]
+    assert group["lr"] == 3e-3 and group["weight_decay"] == 1e-4  # with the given settings
+    if optimizer == "sgd":
+        assert group["momentum"] == 0.85  # SGD gets its momentum
+    # It optimises every parameter of the model.
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(
+        p.numel() for p in model.parameters())
+
+
+def test_build_optimizer_sgd_without_momentum() -> None:
+    opt = build_optimizer(build("mlp", hidden=8), _hp(optimizer="sgd", momentum=None))
+    assert opt.param_groups[0]["momentum"] == 0.0  # plain SGD when no momentum is given
+
+
+def test_build_optimizer_unknown() -> None:
+    # An unknown optimizer name is a ValueError naming it.
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        build_optimizer(build("mlp", hidden=8), _hp(optimizer="rmsprop"))
+
+
+@pytest.mark.parametrize("eval_batch", [training.EVAL_BATCH_SIZE, 7])
+def test_evaluate_matches_direct_computation(
+    search_data: SearchData, monkeypatch: pytest.MonkeyPatch, eval_batch: int
+) -> None:
+    monkeypatch.setattr(training, "EVAL_BATCH_SIZE", eval_batch)  # 7: many uneven slices
+    torch.manual_seed(0)
+    model = build("mlp", hidden=32, dropout=0.5)
+    loss, acc = evaluate(model, search_data.val)
+    model.eval()
+    with torch.no_grad():
+        logits = model(search_data.val.x)
+        direct_loss = F.cross_entropy(logits, search_data.val.y).item()
+        n_correct = int((logits.argmax(dim=1) == search_data.val.y).sum())
+    assert loss == pytest.approx(direct_loss, rel=1e-5)  # the mean loss over all examples
+    assert acc == n_correct / len(search_data.val)  # the fraction classified correctly
+    assert not model.training  # evaluation runs without dropout
+    assert evaluate(model, search_data.val) == (loss, acc)  # and is repeatable
+
+
+def test_nan_input_raises_non_finite(search_data: SearchData) -> None:
+    search_data.train.x[0, 0, 0, 0] = float("nan")
+    with pytest.raises(NonFiniteLossError, match="train loss became nan in epoch 1") as info:
+        _run(_hp(), search_data, epochs=3)
+    # A NaN in the inputs stops training in the first epoch, with the epoch recorded.
+    assert info.value.epoch == 1
+
+
+def test_divergence_names_the_later_epoch(search_data: SearchData) -> None:
+    torch.manual_seed(0)
+    epochs = train(build("mlp", hidden=32), _hp(), search_data, max_epochs=3,
+                   generator=torch.Generator().manual_seed(0))
+    assert next(epochs).epoch == 1  # the first epoch is fine
+    search_data.val.x[3] = float("inf")  # tensors are mutable: poison validation now
+    with pytest.raises(NonFiniteLossError, match="validation loss became nan in epoch 2") as info:
+        next(epochs)
+    assert info.value.epoch == 2  # the failing epoch is the one reported
+
+
+def test_absurd_lr_diverges(search_data: SearchData) -> None:
+    hp = _hp(lr=1e12, optimizer="sgd", momentum=0.99)
+    # A runaway lr is reported as divergence, never as metrics full of NaN.
+    with pytest.raises(NonFiniteLossError, match=r"loss became (nan|inf|-inf) in epoch \d+"):
+        _run(hp, search_data, epochs=5)
+
+
+def _numbers(metrics: list[EpochMetrics]) -> list[dict[str, float]]:
+    return [{k: v for k, v in dataclasses.asdict(m).items() if k != "seconds"} for m in metrics]
+
+
+def test_bit_identical_on_cpu(search_data: SearchData) -> None:
+    hp = _hp(lr=5e-3, dropout=0.3, scheduler="cosine")
+    first = _numbers(_run(hp, search_data, epochs=3, seed=4))
+    second = _numbers(_run(hp, search_data, epochs=3, seed=4))
+    # Same seeds, same device: exactly the same numbers (== on floats, not approx).
+    assert first == second
+    # The seed is not ignored: another one gives another run.
+    assert _numbers(_run(hp, search_data, epochs=3, seed=5)) != first
