@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from data_pipeline.mnist import MnistFiles
+from data_pipeline.mnist import LabelledImages, MnistFiles
 from data_pipeline.split import Split, stratified_split
 from data_pipeline.tensors import Normalizer, TensorSet, to_tensor_set
 
@@ -32,11 +32,18 @@ def prepare_search_data(
     """Load the training set once, split it, fit normalisation on train, move it to DEVICE."""
     full = files.load("train")
     split = stratified_split(full.labels, val_fraction=val_fraction, seed=seed)
-    normalizer = Normalizer.fit(full.images[split.train])
-    data_fingerprint = files.fingerprint()
+    return search_data_from_split(full, split, normalizer=Normalizer.fit(full.images[split.train]),
+                                  data_fingerprint=files.fingerprint(), device=device)
+
+
+def search_data_from_split(
+    full: LabelledImages, split: Split, *, normalizer: Normalizer, data_fingerprint: str,
+    device: torch.device,
+) -> SearchData:
+    """SPLIT of the training set FULL as device tensors, normalised by NORMALIZER (train's)."""
     logger.info(
         "split %d train / %d val (seed %d); normalisation from train: mean %.4f std %.4f",
-        len(split.train), len(split.val), seed, normalizer.mean, normalizer.std,
+        len(split.train), len(split.val), split.seed, normalizer.mean, normalizer.std,
     )
     return SearchData(
         train=to_tensor_set(full.images[split.train], full.labels[split.train], normalizer, device),

@@ -1,0 +1,293 @@
+"""The leakage audit on synthetic data with planted exact and near duplicates across splits."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from data_pipeline import (
+    CvData,
+    DataError,
+    Normalizer,
+    SearchData,
+    find_mnist,
+    prepare_audited_data,
+    stratified_folds,
+    stratified_split,
+    to_tensor_set,
+    write_idx,
+)
+from data_pipeline import duplicates as duplicates_module
+from data_pipeline.audit import AuditReport, build_report, plan_drop
+from data_pipeline.duplicates import Duplicates, average_hash, find_duplicates
+
+VAL_FRACTION, SEED = 0.25, 0
+Key = tuple[str, str, int, str, int]  # kind, part_a, index_a, part_b, index_b
+
+
+def mnist_like(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Clean-background images, pairwise far apart: three random strokes plus a class block."""
+    images = np.zeros((len(labels), 28, 28), np.uint8)
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 4)
+        images[i, row * 7:(row + 1) * 7, col * 7:(col + 1) * 7] = 200
+        for _ in range(3):
+            (r0, c0), (r1, c1) = rng.integers(2, 26, size=(2, 2))
+            t = np.linspace(0.0, 1.0, 40)
+            rows = np.round(r0 + t * (r1 - r0)).astype(int)
+            cols = np.round(c0 + t * (c1 - c0)).astype(int)
+            images[i, rows, cols] = 255
+            images[i, rows, np.minimum(cols + 1, 27)] = 255  # two pixels wide, like a pen
+    return images
+
+
+def near_copy(image: np.ndarray) -> np.ndarray:
+    """What a re-scan leaves: 1% dimmer, and one grey speck of dust on the background."""
+    out = np.round(image.astype(np.float64) * 0.99).astype(np.uint8)
+    background = np.argwhere(image == 0)
+    r, c = background[len(background) // 2]
+    out[r, c] = 128
+    return out
+
+
+@dataclass
+class Planted:
+    directory: Path
+    cross: set[Key] = field(default_factory=set)  # pairs that cross the split
+    within: set[Key] = field(default_factory=set)  # pairs inside one part
+
+
+def write_planted_mnist(directory: Path, *, n_train: int = 400, n_test: int = 100) -> Planted:
+    """IDX files whose split (VAL_FRACTION, SEED) has known duplicates, exact and near.
+
+    Copies keep their label, so the stratified split (which depends on labels only) is the
+    one computed here.
+    """
+    rng = np.random.default_rng(1)
+    train_labels = np.tile(np.arange(10, dtype=np.uint8), n_train // 10)
+    test_labels = np.tile(np.arange(10, dtype=np.uint8), n_test // 10)
+    train, test = mnist_like(train_labels, rng), mnist_like(test_labels, rng)
+    split = stratified_split(train_labels, val_fraction=VAL_FRACTION, seed=SEED)
+    tr = [int(i) for i in split.train if train_labels[i] == 3]  # same class: labels stay
+    va = [int(i) for i in split.val if train_labels[i] == 3]
+    planted = Planted(directory)
+    train[va[0]] = train[tr[0]]
+    planted.cross.add(("exact", "train", tr[0], "val", va[0]))
+    train[va[1]] = near_copy(train[tr[1]])
+    planted.cross.add(("near", "train", tr[1], "val", va[1]))
+    test[3] = train[tr[2]]
+    planted.cross.add(("exact", "train", tr[2], "test", 3))
+    test[13] = near_copy(train[tr[3]])
+    planted.cross.add(("near", "train", tr[3], "test", 13))
+    train[tr[5]] = train[tr[4]]
+    planted.within.add(("exact", "train", tr[4], "train", tr[5]))
+    test[23] = near_copy(test[33])
+    planted.within.add(("near", "test", 23, "test", 33))
+    _write(directory, train, train_labels, test, test_labels)
+    return planted
+
+
+def _write(directory: Path, train: np.ndarray, train_labels: np.ndarray, test: np.ndarray,
+           test_labels: np.ndarray) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for prefix, images, labels in (("train", train, train_labels), ("t10k", test, test_labels)):
+        write_idx(images, directory / f"{prefix}-images-idx3-ubyte.gz", compress=True)
+        write_idx(labels, directory / f"{prefix}-labels-idx1-ubyte.gz", compress=True)
+
+
+def _keys(report: AuditReport, *, cross: bool) -> set[Key]:
+    return {(p.kind, p.part_a, p.index_a, p.part_b, p.index_b) for p in report.duplicates
+            if p.cross_split == cross}
+
+
+def _audit(planted: Planted, near_threshold: float = 0.05) -> AuditReport:
+    files = find_mnist(planted.directory, verify=False)
+    assert files is not None  # the planted IDX files are found
+    train, test = files.load("train"), files.load("test")
+    split = stratified_split(train.labels, val_fraction=VAL_FRACTION, seed=SEED)
+    dups = find_duplicates(np.concatenate([train.images, test.images]),
+                           near_threshold=near_threshold)
+    return build_report(train_labels=train.labels, test_labels=test.labels,
+                        parts={"train": split.train, "val": split.val}, duplicates=dups,
+                        near_threshold=near_threshold,
+                        split={"data_fingerprint": "d", "split_fingerprint": "s"},
+                        normalisation=[{"fitted_on": "train", "images": len(split.train),
+                                        "mean": 0.1, "std": 0.3}])
+
+
+@pytest.fixture
+def planted(tmp_path: Path) -> Planted:
+    return write_planted_mnist(tmp_path / "planted")
+
+
+def test_every_planted_duplicate_is_found_and_nothing_else(planted: Planted) -> None:
+    report = _audit(planted)
+    assert _keys(report, cross=True) == planted.cross  # all four cross-split plants, no others
+    assert _keys(report, cross=False) == planted.within  # and the ones inside one part
+    near = [p for p in report.duplicates if p.kind == "near"]
+    assert all(0.0 < p.distance <= 0.05 for p in near)  # near means close but not identical
+
+
+def test_threshold_zero_checks_exact_duplicates_only(planted: Planted) -> None:
+    report = _audit(planted, near_threshold=0.0)
+    assert {k for k in planted.cross | planted.within if k[0] == "exact"} == (
+        _keys(report, cross=True) | _keys(report, cross=False))  # the exact plants, only
+    assert report.hash_candidates == 0  # no perceptual search was run
+
+
+def test_average_hash_ignores_brightness_and_sees_shapes() -> None:
+    image = mnist_like(np.array([3]), np.random.default_rng(0))
+    other = mnist_like(np.array([3]), np.random.default_rng(1))
+    dimmer = np.round(image * 0.8).astype(np.uint8)
+    hashes = average_hash(np.concatenate([image, dimmer, other]))
+    assert hashes[0] == hashes[1]  # thresholded at the image's own mean: contrast-invariant
+    assert hashes[0] != hashes[2]  # another drawing hashes differently
+
+
+def test_too_many_candidates_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(duplicates_module, "MAX_CANDIDATE_PAIRS", 10)
+    blank_ish = np.zeros((20, 28, 28), np.uint8)
+    blank_ish[:, 0, 0] = np.arange(20)  # all distinct, all hashing alike
+    with pytest.raises(DataError, match="--near-duplicate-threshold 0"):
+        find_duplicates(blank_ish, near_threshold=0.05)
+
+
+def test_class_balance_and_disjointness_are_reported(planted: Planted) -> None:
+    report = _audit(planted)
+    sizes = {p.name: p.size for p in report.parts}
+    assert sizes == {"train": 300, "val": 100, "test": 100}  # the split and the test file
+    assert report.index_overlaps == {"train&val": 0}  # train and val share no index
+    val = next(p for p in report.parts if p.name == "val")
+    assert val.class_counts == (10,) * 10 and val.class_proportions == (0.1,) * 10  # stratified
+    assert report.max_class_deviation == 0.0  # every class in proportion, exactly here
+
+
+def test_overlapping_parts_are_not_disjoint() -> None:
+    labels = np.arange(40) % 10
+    dups = find_duplicates(np.zeros((0, 28, 28), np.uint8), near_threshold=0.0)
+    report = build_report(train_labels=labels, test_labels=labels[:10],
+                          parts={"train": np.arange(0, 30), "val": np.arange(25, 40)},
+                          duplicates=dups, near_threshold=0.0,
+                          split={"data_fingerprint": "d", "split_fingerprint": "s"},
+                          normalisation=[])
+    assert report.index_overlaps == {"train&val": 5}  # an overlap is counted, not hidden
+    assert "**NOT disjoint**" in report.to_markdown()  # and said in plain words
+
+
+def test_json_and_markdown_list_the_offending_pairs(planted: Planted) -> None:
+    report = _audit(planted)
+    data = json.loads(report.to_json())
+    assert len(data["duplicates"]) == len(planted.cross) + len(planted.within)  # every pair
+    assert data["pair_counts"]["train/val"] == {"exact": 1, "near": 1}  # counted per parts
+    markdown = report.to_markdown()
+    _, _, tr, _, va = next(k for k in planted.cross if k[0] == "exact" and k[3] == "val")
+    assert f"train[{tr}]~val[{va}]" in markdown  # the pair is named, with both indices
+    assert "**4 pairs cross the split**" in markdown  # the verdict, up front
+    assert report.summary()["cross_split_exact"] == 2  # the compact digest for user attrs
+
+
+def test_drop_plan_takes_training_images_only(planted: Planted) -> None:
+    report = _audit(planted)
+    dropped = plan_drop(report, droppable={"train"})
+    expected = sorted(k[2] for k in planted.cross)  # the train member of every cross pair
+    assert dropped.tolist() == expected  # never a val or test index
+
+
+def test_drop_plan_between_folds_takes_the_later_folds_image() -> None:
+    labels = np.arange(12) % 2
+    dups = Duplicates(a=np.array([0, 7, 3]), b=np.array([7, 8, 12]),  # 12: test image 0
+                      distance=np.array([0.0, 0.0, 0.01]), exact=np.array([True, True, False]),
+                      candidates=3)
+    report = build_report(train_labels=labels, test_labels=labels[:2],
+                          parts={"fold1": np.arange(6), "fold2": np.arange(6, 12)},
+                          duplicates=dups, near_threshold=0.05, split={}, normalisation=[])
+    assert [(p.part_a, p.part_b) for p in report.cross_split()] == [
+        ("fold1", "fold2"), ("fold1", "test")]  # 7~8 lie in one fold: not a leak
+    dropped = plan_drop(report, droppable={"fold1", "fold2"})
+    assert dropped.tolist() == [3, 7]  # fold2's image of the fold pair; the pool's, not test's
+
+
+def test_val_test_duplicates_cannot_be_dropped_from_train(tmp_path: Path) -> None:
+    planted = write_planted_mnist(tmp_path / "p")
+    files = find_mnist(planted.directory, verify=False)
+    assert files is not None  # the planted IDX files are found
+    train, test = files.load("train"), files.load("test")
+    split = stratified_split(train.labels, val_fraction=VAL_FRACTION, seed=SEED)
+    test.images[50] = train.images[split.val[-1]]  # validation image leaked into test
+    dups = find_duplicates(np.concatenate([train.images, test.images]), near_threshold=0.05)
+    report = build_report(train_labels=train.labels, test_labels=test.labels,
+                          parts={"train": split.train, "val": split.val}, duplicates=dups,
+                          near_threshold=0.05, split={}, normalisation=[])
+    with pytest.raises(DataError, match="between val and test .* cannot fix"):
+        plan_drop(report, droppable={"train"})
+
+
+def test_run_data_is_refused_with_cross_split_duplicates(planted: Planted) -> None:
+    files = find_mnist(planted.directory, verify=False)
+    assert files is not None  # the planted IDX files are found
+    with pytest.raises(DataError, match=r"4 duplicate image pairs cross the split \(train/val: "
+                                        r"1 exact \+ 1 near, train/test: 1 exact \+ 1 near"):
+        prepare_audited_data(files, val_fraction=VAL_FRACTION, seed=SEED, cv_folds=None,
+                             near_threshold=0.05, drop_duplicates=False,
+                             device=torch.device("cpu"))
+
+
+def test_drop_duplicates_removes_them_from_train_and_refits(planted: Planted) -> None:
+    files = find_mnist(planted.directory, verify=False)
+    assert files is not None  # the planted IDX files are found
+    audited = prepare_audited_data(files, val_fraction=VAL_FRACTION, seed=SEED, cv_folds=None,
+                                   near_threshold=0.05, drop_duplicates=True,
+                                   device=torch.device("cpu"))
+    dropped = sorted(k[2] for k in planted.cross)
+    report, data = audited.report, audited.data
+    assert list(report.dropped) == dropped  # the train side of each pair, nothing else
+    assert not report.cross_split()  # the split that runs is clean
+    assert isinstance(data, SearchData)  # holdout without --cv-folds
+    assert len(data.train) == 300 - 4 and len(data.val) == 100  # val keeps every image
+    clean = stratified_split(files.load("train").labels, val_fraction=VAL_FRACTION, seed=SEED)
+    assert data.split_fingerprint != clean.fingerprint(data.data_fingerprint)  # a new split
+    expected = Normalizer.fit(files.load("train").images[np.setdiff1d(clean.train, dropped)])
+    assert report.normalisation[0]["mean"] == expected.mean  # refitted on the cleaned train
+    assert report.split["split_fingerprint"] == data.split_fingerprint  # report = data
+
+
+def test_folds_partition_the_pool_stratified() -> None:
+    labels = np.repeat(np.arange(10), 30)
+    folds = stratified_folds(labels, k=3, seed=0)
+    np.testing.assert_array_equal(np.sort(np.concatenate(folds.val)), np.arange(300))  # cover
+    assert sum(len(v) for v in folds.val) == 300  # and each index once: disjoint
+    for k in range(3):
+        assert np.bincount(labels[folds.val[k]]).tolist() == [10] * 10  # stratified
+        assert np.intersect1d(folds.train(k), folds.val[k]).size == 0  # trains on the others
+    other_seed = stratified_folds(labels, k=3, seed=1)
+    assert folds.fingerprint("d") != other_seed.fingerprint("d")  # the seed names the folds
+
+
+@pytest.mark.parametrize(("k", "message"), [(1, "at least 2 folds"),
+                                             (31, "fewer than cv_folds=31")])
+def test_impossible_folds_are_refused(k: int, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        stratified_folds(np.repeat(np.arange(10), 30), k=k, seed=0)
+
+
+def test_cv_folds_are_normalised_on_their_own_train_part(planted: Planted) -> None:
+    files = find_mnist(planted.directory, verify=False)
+    assert files is not None  # the planted IDX files are found
+    audited = prepare_audited_data(files, val_fraction=VAL_FRACTION, seed=SEED, cv_folds=3,
+                                   near_threshold=0.0, drop_duplicates=True,
+                                   device=torch.device("cpu"))
+    data = audited.data
+    assert isinstance(data, CvData)  # --cv-folds gives folds, not a holdout split
+    full = files.load("train")
+    fold = data.fold(1)
+    fitted = Normalizer.fit(full.images[fold.split.train])
+    assert fold.normalizer == fitted  # statistics of the fold's train part, never its val
+    reference = to_tensor_set(full.images[fold.split.val], full.labels[fold.split.val], fitted,
+                              torch.device("cpu"))
+    assert torch.equal(fold.val.x, reference.x)  # device slices equal the holdout transform
+    assert audited.report.dropped  # exact duplicates across folds were dropped from the pool
