@@ -19,5 +19,9 @@ class TrackingError(StudyError):
     """The MLflow tracking store cannot be reached or written."""
 
 
+class ServerError(StudyError):
+    """A browsing server cannot start: its store is missing, its port taken, or it died."""
+
+
 class DeviceError(StudyError):
     """The requested device is not available."""

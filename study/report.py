@@ -12,6 +12,8 @@ def format_summary(s: StudySummary) -> str:
     counts = ", ".join(f"{n} {state}" for state, n in sorted(s.state_counts.items()))
     width = max(len(k) for k in s.best_params)
     params = "\n".join(f"    {k:<{width}}  {_fmt(v)}" for k, v in sorted(s.best_params.items()))
+    how = (f"mean of the best trial's {s.cv_folds} fold models, restored" if s.cv_folds
+           else "best trial's weights restored") + ", test set read once"
     lines = [
         f"study {s.study_name!r} in {s.storage}: {counts} "
         f"({s.trials_run_now} run now, {s.seconds:.0f} s on {s.device})",
@@ -19,11 +21,12 @@ def format_summary(s: StudySummary) -> str:
         params,
         f"  best val loss      {s.best_val_loss:.4f}",
         f"  best val accuracy  {s.best_val_acc:.2%}",
-        f"  TEST accuracy      {s.test.test_acc:.2%}  (loss {s.test.test_loss:.4f}; "
-        f"best trial's weights restored, test set read once)",
+        f"  TEST accuracy      {s.test.test_acc:.2%}  (loss {s.test.test_loss:.4f}; {how})",
     ]
     if s.mlflow_parent_run_id:
         lines.append(f"MLflow parent run: {s.mlflow_parent_run_id}")
+    if s.registered_model:
+        lines.append(f"registered model: {s.registered_model}")
     return "\n".join(lines)
 
 

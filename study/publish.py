@@ -1,0 +1,153 @@
+"""What a finished `run` leaves on its MLflow parent run for people to browse and reuse.
+
+Artifacts: the Optuna plots as self-contained HTML, the split summary, the resolved config;
+and the best trial's restored model, logged with mlflow.pytorch and registered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+
+import models
+from data_pipeline import SearchData
+from study.config import StudyConfig
+from study.final import TestResult, restore_best_model
+from study.storage import redact
+from study.tracking import Tracker
+
+logger = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"
+CONFIG_PATH = "config/resolved_config.toml"
+INPUT_EXAMPLE_SIZE = 2  # images in the model's input example: enough to show the batch axis
+
+
+def _plots() -> dict[str, Callable[[optuna.Study], Any]]:
+    # optuna.visualization imports plotly: only when a study is published.
+    from optuna import visualization as vis
+
+    return {
+        "optimization_history": vis.plot_optimization_history,
+        "param_importances": vis.plot_param_importances,
+        "parallel_coordinate": vis.plot_parallel_coordinate,
+        "intermediate_values": vis.plot_intermediate_values,
+    }
+
+
+def registered_model_name(study_name: str) -> str:
+    """The model registry name of a study: 'mnist-study-' + the name, in safe characters."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", study_name).strip("-.")
+    return f"mnist-study-{safe or 'study'}"
+
+
+def publish_study(
+    study: optuna.Study, *, config: StudyConfig, data: SearchData, test: TestResult,
+    tracker: Tracker,
+) -> str:
+    """Log the plots, the resolved config and the registered best model; the model's URI.
+
+    The split/leakage summary is the audit's (audit/audit.json and audit.md), logged by the
+    runner before the search.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        write_plots(study, root / PLOTS_DIR)
+        _write(root / CONFIG_PATH, config_toml(config))
+        tracker.log_study_artifacts(root)
+    uri = log_best_model(study, config=config, data=data, test=test, tracker=tracker)
+    if uri:
+        logger.info("best model of trial %d registered as %s", test.trial_number, uri)
+        tracker.log_study_result(metrics={}, params={}, tags={"registered_model": uri})
+    return uri
+
+
+def write_plots(study: optuna.Study, directory: Path) -> list[Path]:
+    """One self-contained HTML file per plot: plotly.js is embedded, so they open offline."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, plot in _plots().items():
+        figure = plot(study)
+        figure.update_layout(title=f"{study.study_name}: {name.replace('_', ' ')}")
+        path = directory / f"{name}.html"
+        figure.write_html(path, include_plotlyjs=True, full_html=True)
+        written.append(path)
+    return written
+
+
+def config_toml(config: StudyConfig) -> str:
+    """CONFIG as a file `mnist-study run --config` accepts. Passwords in URLs are redacted."""
+    values = config.to_dict()
+    space = values.pop("search_space")
+    values["storage"] = redact(values["storage"])
+    values["tracking_uri"] = redact(values["tracking_uri"])
+    lines = ["# Resolved by mnist-study: every setting of this run, defaults included."]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()
+              if value is not None]  # TOML has no null: an unset timeout is left out
+    lines += ["", "[search_space]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in space.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"cannot write a non-finite float to TOML, but got {value=}")
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    # A JSON string is a valid TOML basic string (same quotes, same escapes).
+    return json.dumps(str(value))
+
+
+def log_best_model(
+    study: optuna.Study, *, config: StudyConfig, data: SearchData, test: TestResult,
+    tracker: Tracker,
+) -> str:
+    """The best trial's restored weights as a registered MLflow model (CPU, eval mode)."""
+    _, model = restore_best_model(study, tracker=tracker, model_name=config.model,
+                                  model_kwargs={"hidden": config.hidden},
+                                  device=torch.device("cpu"))
+    model.eval()  # dropout off: the logged model must predict what the test evaluation saw
+    example = data.val.x[:INPUT_EXAMPLE_SIZE].cpu().numpy()  # [2, 1, 28, 28] float32
+    return tracker.log_study_model(
+        model, registered_name=registered_model_name(config.study_name), input_example=example,
+        params=study.best_params, metadata=model_metadata(config=config, data=data, test=test),
+        # The models package travels with the model, so it loads without mnist-study.
+        code_paths=[Path(models.__file__).parent],
+    )
+
+
+def model_metadata(*, config: StudyConfig, data: SearchData,
+                   test: TestResult) -> Mapping[str, Any]:
+    """What a user of the registered model needs: how to prepare its input, what it scored."""
+    return {
+        "study_name": config.study_name,
+        "trial_number": test.trial_number,
+        "test_accuracy": test.test_acc,
+        "test_loss": test.test_loss,
+        "input": "MNIST images as float32 [N, 1, 28, 28]: pixel / 255, minus normalizer_mean, "
+                 "divided by normalizer_std; output: [N, 10] logits",
+        "normalizer_mean": data.normalizer.mean,
+        "normalizer_std": data.normalizer.std,
+        "data_fingerprint": data.data_fingerprint,
+        "split_fingerprint": data.split_fingerprint,
+    }
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)

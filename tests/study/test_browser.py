@@ -1,0 +1,325 @@
+"""Browse and compare, proven: a real study, real servers, headless Chromium, and the APIs.
+
+One small study is made with `mnist-study run` and its defaults, with four planted trials so
+every state shows: two COMPLETE, one PRUNED (successive halving), one FAIL (diverged). Then
+`mnist-study dashboard` and `mnist-study ui` serve it, with no store flags, on free ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import mlflow.pytorch
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+from optuna.trial import FrozenTrial
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from data_pipeline import Normalizer, find_mnist, prepare_search_data, to_tensor_set
+from study.training import evaluate
+from tests.study.test_servers_cli import CliServer, cli_env, free_port, start_cli_server
+from tests.synthetic import write_synthetic_mnist
+
+REPO = Path(__file__).resolve().parents[2]
+SCREENSHOTS = REPO / "test-artifacts"  # git-ignored; the README's copies live in docs/
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+STORAGE = "optuna.db"  # `mnist-study run`'s default, relative to the working directory
+TRACKING = "mlflow/mlflow.db"
+MODEL_NAME = "mnist-study-mnist"
+_BASE = {"scheduler": "none", "dropout": 0.0, "weight_decay": 1e-6}
+PLANTED = [
+    {**_BASE, "optimizer": "sgd", "lr": 1e-3, "sgd_momentum": 0.8, "batch_size": 256},  # slow
+    {**_BASE, "optimizer": "adam", "lr": 3e-3, "batch_size": 32},  # good: beats trial 0
+    {**_BASE, "optimizer": "sgd", "lr": 1e-4, "sgd_momentum": 0.8, "batch_size": 1024},  # pruned
+    {**_BASE, "optimizer": "sgd", "lr": 1e3, "sgd_momentum": 0.9, "batch_size": 32},  # diverges
+]
+
+
+@dataclass(frozen=True)
+class MadeStudy:
+    root: Path
+    data: Path
+    stdout: str
+
+    def trials(self) -> list[FrozenTrial]:
+        return optuna.load_study(study_name="mnist",
+                                 storage=f"sqlite:///{self.root / STORAGE}").trials
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root / TRACKING}"
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory: pytest.TempPathFactory) -> MadeStudy:
+    root = tmp_path_factory.mktemp("browse")
+    data = write_synthetic_mnist(root / "data")
+    study = optuna.create_study(storage=f"sqlite:///{root / STORAGE}", study_name="mnist",
+                                direction="minimize")
+    for params in PLANTED:  # `run` takes enqueued trials first
+        study.enqueue_trial(params, skip_if_exists=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "study", "run", "--n-trials", "4", "--max-epochs", "2",
+         "--pruner", "sha", "--hidden", "16", "--val-fraction", "0.25", "--no-progress",
+         "--allow-noncanonical-data"],  # no --storage/--tracking-uri: the defaults
+        cwd=root, env={**cli_env(), "MNIST_STUDY_DATA_DIR": str(data)},
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    made = MadeStudy(root=root, data=data, stdout=result.stdout)
+    states = [t.state.name for t in made.trials()]
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED", "FAIL"]  # every state is on show
+    return made
+
+
+def _serve(request: pytest.FixtureRequest, made: MadeStudy, *args: str) -> CliServer:
+    server = start_cli_server(made.root, *args)
+    request.addfinalizer(server.stop)  # registered first: stopped even if start-up fails
+    return server
+
+
+@pytest.fixture(scope="module")
+def dashboard(request: pytest.FixtureRequest, made: MadeStudy) -> str:
+    port = free_port()
+    server = _serve(request, made, "dashboard", "--port", str(port))  # default storage
+    return server.wait_for(rf"open (http://127\.0\.0\.1:{port}/)").group(1)
+
+
+@dataclass(frozen=True)
+class MlflowUi:
+    url: str
+    runs_link: str  # the study's experiment, runs table
+
+
+@pytest.fixture(scope="module")
+def mlflow_ui(request: pytest.FixtureRequest, made: MadeStudy) -> MlflowUi:
+    port = free_port()
+    server = _serve(request, made, "ui", "--port", str(port))  # default tracking store
+    link = server.wait_for(r"study mnist: (\S+)").group(1)
+    ready = server.wait_for(r"mlflow server pid (\d+)\): open (\S+)")
+    server.extra_groups.append(int(ready.group(1)))
+    return MlflowUi(url=ready.group(2), runs_link=link)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        message = f"{CHROMIUM} not found: apt-get install chromium (as .ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    # A person closes MLflow's assistant side panel once; the UI keeps that in localStorage.
+    context.add_init_script("localStorage.setItem('mlflow.assistant.panelOpen_v1', 'false');"
+                            "localStorage.setItem("
+                            "'mlflow.assistant.fab.autoOpenedOnFirstLoad_v1', 'true');")
+    context.set_default_timeout(60_000)  # a cold UI on two busy cores
+    expect.set_options(timeout=60_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def _shot(page: Page, name: str) -> None:
+    SCREENSHOTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / name), full_page=True)
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=60) as reply:
+        return json.load(reply)
+
+
+# --- optuna-dashboard -------------------------------------------------------------------------
+
+@pytest.mark.browser
+def test_dashboard_shows_the_study_its_curves_and_its_trials(
+    made: MadeStudy, dashboard: str, page: Page
+) -> None:
+    page.goto(dashboard + "dashboard")
+    card = page.get_by_text(re.compile(r"^\d+\. mnist$"))
+    expect(card).to_be_visible()  # the study a bare `run` made, found with no flags
+    expect(page.get_by_text("Direction: MINIMIZE")).to_be_visible()
+    card.click()
+    expect(page.get_by_text("Intermediate values", exact=True)).to_be_visible()
+    expect(page.get_by_text("val_loss").first).to_be_visible()  # the objective's name
+    for trial in (0, 1, 2):  # learning curves; the pruned trial's stops after epoch 1
+        expect(page.get_by_text(f"trial #{trial}", exact=True).first).to_be_visible()
+    expect(page.get_by_text("Study User Attributes")).to_be_visible()
+    expect(page.get_by_text("data_fingerprint", exact=True)).to_be_visible()
+    _shot(page, "dashboard-study.png")
+
+    page.goto(page.url.rstrip("/") + "/trials")
+    expect(page.get_by_text("4 Trials")).to_be_visible()  # every trial, whatever its state
+    expect(page.get_by_text("Pruned", exact=True).first).to_be_visible()
+    expect(page.get_by_text("Fail", exact=True).first).to_be_visible()
+    page.get_by_text("Trial 1", exact=True).first.click()
+    best = made.trials()[1]
+    expect(page.get_by_text(best.user_attrs["mlflow_run_id"])).to_be_visible()  # MLflow link
+    expect(page.get_by_text(re.compile(r"^diagnosis converging: "))).to_be_visible()
+    expect(page.get_by_text("optimizer adam", exact=True)).to_be_visible()  # its parameters
+    _shot(page, "dashboard-trials.png")
+
+
+def test_dashboard_api_matches_the_optuna_storage(made: MadeStudy, dashboard: str) -> None:
+    summaries = _get_json(dashboard + "api/studies")["study_summaries"]
+    assert [s["study_name"] for s in summaries] == ["mnist"]
+    detail = _get_json(f"{dashboard}api/studies/{summaries[0]['study_id']}?after=0")
+    assert detail["objective_names"] == ["val_loss"]  # set_metric_names reaches the dashboard
+    shown = {t["number"]: t for t in detail["trials"]}
+    stored = made.trials()
+    assert sorted(shown) == [t.number for t in stored]  # every trial present
+    for trial in stored:
+        row = shown[trial.number]
+        assert row["state"].upper() == trial.state.name
+        # Exact: the same floats, not rounded. Pruned and failed trials have no value at all.
+        assert row.get("values") == trial.values
+        assert {i["step"]: i["value"] for i in row["intermediate_values"]} == \
+            trial.intermediate_values
+        assert {p["name"]: p["param_external_value"] for p in row["params"]} == \
+            {k: str(v) for k, v in trial.params.items()}
+        assert {a["key"]: a["value"] for a in row["user_attrs"]} == \
+            {k: str(v) for k, v in trial.user_attrs.items()}  # run id, best epoch, diagnosis
+    study_attrs = {a["key"] for a in detail["user_attrs"]}
+    assert {"data_fingerprint", "split_seed", "val_fraction", "code_version",
+            "device"} <= study_attrs
+
+
+# --- MLflow UI --------------------------------------------------------------------------------
+
+@pytest.mark.browser
+def test_mlflow_ui_shows_nested_runs_a_metric_chart_and_the_plots(
+    made: MadeStudy, mlflow_ui: MlflowUi, page: Page
+) -> None:
+    page.goto(mlflow_ui.runs_link)  # the link `mnist-study ui` printed
+    expect(page.get_by_text("5 matching runs")).to_be_visible()  # parent + 4 trials
+    expect(page.get_by_text("trial-0000")).to_be_hidden()  # children start folded...
+    page.locator("button[data-component-id*='runnamecellrenderer']").first.click()
+    for number in range(4):
+        expect(page.get_by_text(f"trial-{number:04d}")).to_be_visible()  # ...under the parent
+    expect(page.get_by_text(MODEL_NAME).first).to_be_visible()  # the registered best model
+
+    page.locator("label:has(input[value=CHART])").click()
+    page.get_by_placeholder("Search metric charts").fill("val_loss")
+    chart = page.locator("[data-testid=experiment-view-compare-runs-card]",
+                         has=page.get_by_text("val_loss", exact=True))
+    expect(chart.get_by_text("Step")).to_be_visible()  # plotted over step = epoch
+    expect(chart.get_by_text("trial-0001 (val_loss)")).to_have_count(1)  # a curve per trial
+    # Points drawn: 2 epochs for each complete trial, 1 for the pruned one, 0 for the failed.
+    assert chart.locator("g.trace path.point").count() >= 5
+    _shot(page, "mlflow-ui-runs.png")
+
+    parent = _parent_run(made)
+    page.goto(f"{mlflow_ui.url}#/experiments/{parent.info.experiment_id}/runs/"
+              f"{parent.info.run_id}/artifacts/plots/intermediate_values.html")
+    # Rendered from the embedded plotly.js: this browser cannot fetch anything from outside.
+    expect(page.frame_locator("iframe").first.get_by_text("mnist: intermediate values")
+           ).to_be_visible()
+    _shot(page, "mlflow-ui-plot.png")
+
+
+def _parent_run(made: MadeStudy) -> mlflow.entities.Run:
+    client = MlflowClient(made.tracking_uri)
+    experiment = client.get_experiment_by_name("mnist")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string="tags.`mnist_study.role` = 'study'")
+    assert len(runs) == 1  # one parent run per `run` invocation
+    return runs[0]
+
+
+def test_mlflow_api_matches_the_optuna_storage(made: MadeStudy, mlflow_ui: MlflowUi,
+                                               tmp_path: Path) -> None:
+    client = MlflowClient(mlflow_ui.url)  # through the server the UI reads
+    experiment = client.get_experiment_by_name("mnist")  # one experiment per study
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
+    parent = [r for r in runs if r.data.tags.get("mnist_study.role") == "study"]
+    children = {r.info.run_id: r for r in runs if r.data.tags.get("mnist_study.role") == "trial"}
+    assert len(parent) == 1 and len(children) == 4
+    stored = made.trials()
+    for trial in stored:
+        run = children[trial.user_attrs["mlflow_run_id"]]
+        assert run.data.tags["mlflow.parentRunId"] == parent[0].info.run_id  # nested
+        assert run.data.tags["optuna.trial_number"] == str(trial.number)
+        assert run.data.tags["optuna.state"] == trial.state.name
+        assert run.data.tags["optuna.diagnosis"] == trial.user_attrs["diagnosis"]
+        assert run.data.params == {k: str(v) for k, v in trial.params.items()}  # same names
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert {m.step: m.value for m in history} == trial.intermediate_values  # exact
+        if trial.value is not None:
+            assert trial.value == min(m.value for m in history)  # value = best epoch's loss
+    best = optuna.load_study(study_name="mnist",
+                             storage=f"sqlite:///{made.root / STORAGE}").best_trial
+    assert parent[0].data.params["best.lr"] == str(best.params["lr"])  # best params on parent
+    assert parent[0].data.tags["best_trial_number"] == str(best.number)
+    local = client.download_artifacts(parent[0].info.run_id, "audit/audit.json", str(tmp_path))
+    audit = json.loads(Path(local).read_text())  # the split/leakage summary
+    assert {p["name"]: p["size"] for p in audit["parts"]} == {"train": 300, "val": 100,
+                                                              "test": 100}
+    assert audit["index_overlaps"] == {"train&val": 0}  # disjoint
+
+
+def test_registered_model_reproduces_the_printed_test_accuracy(
+    made: MadeStudy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", made.tracking_uri)  # models:/ resolves here
+    model = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/latest")
+    metadata = mlflow.models.get_model_info(f"models:/{MODEL_NAME}/latest").metadata
+    assert metadata is not None
+    normalizer = Normalizer(mean=metadata["normalizer_mean"], std=metadata["normalizer_std"])
+    files = find_mnist(made.data, verify=False)
+    assert files is not None
+    search = prepare_search_data(files, val_fraction=0.25, seed=0, device=torch.device("cpu"))
+    assert normalizer == search.normalizer  # the model says which (train-only) normaliser
+    test = files.load("test")
+    _, accuracy = evaluate(model, to_tensor_set(test.images, test.labels, normalizer,
+                                                torch.device("cpu")))
+    assert accuracy == _parent_run(made).data.metrics["test_accuracy"]  # exactly, on CPU
+    printed = re.search(r"TEST accuracy\s+(\S+)%", made.stdout)
+    assert printed is not None and printed.group(1) == f"{accuracy:.2%}".rstrip("%")
+
+
+def test_both_servers_listen_on_loopback_only(dashboard: str, mlflow_ui: MlflowUi) -> None:
+    tcp = Path("/proc/net/tcp")
+    if not tcp.exists():
+        pytest.skip("needs Linux /proc/net/tcp")
+    for url in (dashboard, mlflow_ui.url):
+        port = int(url.rstrip("/").rsplit(":", 1)[1])
+        listening = _listeners(port)
+        assert listening and listening <= {"0100007F"}  # 127.0.0.1, nothing else, no IPv6
+
+
+def _listeners(port: int) -> set[str]:
+    """Local addresses (hex, as the kernel writes them) LISTENing on PORT, IPv4 and IPv6."""
+    found = set()
+    for table in (Path("/proc/net/tcp"), Path("/proc/net/tcp6")):
+        if not table.exists():
+            continue
+        for line in table.read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.rsplit(":", 1)
+            if state == "0A" and int(hex_port, 16) == port:
+                found.add(address)
+    return found

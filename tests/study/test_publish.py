@@ -1,0 +1,148 @@
+"""What a run leaves on its MLflow parent run: plots, split summary, config, registered model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import mlflow.pytorch
+import optuna
+import pytest
+import torch
+from mlflow import MlflowClient
+
+import models
+from data_pipeline import MnistFiles, Normalizer, SearchData, to_tensor_set
+from study import final  # not `import TestResult`: pytest would try to collect it
+from study.config import StudyConfig, resolve_config
+from study.publish import (
+    CONFIG_PATH,
+    PLOTS_DIR,
+    config_toml,
+    publish_study,
+    registered_model_name,
+    write_plots,
+)
+from study.runner import run_study
+from study.search_space import SearchSpace
+from study.tracking import NullTracker
+from study.training import evaluate
+
+PLOT_NAMES = {"optimization_history", "param_importances", "parallel_coordinate",
+              "intermediate_values"}
+
+
+@pytest.mark.parametrize(("study_name", "expected"), [
+    ("mnist", "mnist-study-mnist"),
+    ("cnn sweep/v2", "mnist-study-cnn-sweep-v2"),
+    ("///", "mnist-study-study"),
+])
+def test_registered_model_name_is_derived_from_the_study(study_name: str, expected: str) -> None:
+    assert registered_model_name(study_name) == expected  # registry-safe, still recognisable
+
+
+def test_resolved_config_is_a_file_run_accepts_unchanged(tmp_path: Path) -> None:
+    config = StudyConfig(study_name="s", n_trials=7, timeout=90.5, data_dir=tmp_path / "d e",
+                         tracking_uri=f"sqlite:///{tmp_path}/m.db", val_fraction=0.2,
+                         search_space=SearchSpace(lr=(1e-3, 1e-2), optimizers=("adam",)))
+    path = tmp_path / "resolved.toml"
+    path.write_text(config_toml(config))
+    again = resolve_config({}, config_path=path, env={})
+    assert again == config  # `mnist-study run --config resolved.toml` reruns the same setting
+
+
+def test_resolved_config_hides_storage_passwords() -> None:
+    text = config_toml(StudyConfig(storage="postgresql://ann:s3cret@db.example/optuna"))
+    assert "s3cret" not in text and "postgresql://ann:***@db.example/optuna" in text
+
+
+def _tiny_study() -> optuna.Study:
+    study = optuna.create_study(study_name="tiny")
+
+    def objective(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        trial.suggest_categorical("optimizer", ["sgd", "adam"])
+        for step in (1, 2):
+            trial.report(lr / step, step)
+        return lr
+
+    study.optimize(objective, n_trials=3)
+    return study
+
+
+def test_plots_are_self_contained_html(tmp_path: Path) -> None:
+    paths = write_plots(_tiny_study(), tmp_path)
+    assert {p.stem for p in paths} == PLOT_NAMES  # the four plots the issue names
+    for path in paths:
+        html = path.read_text()
+        assert "plotly.js v" in html  # the library is embedded...
+        assert '<script src="http' not in html  # ...so nothing is fetched: opens offline
+        assert "tiny: " in html  # titled with the study
+
+
+def _study_with_one_complete_trial(run_id: str) -> optuna.Study:
+    study = optuna.create_study()
+    dist = optuna.distributions
+    study.add_trial(optuna.trial.create_trial(
+        params={"lr": 1e-3, "optimizer": "adam", "batch_size": 32, "dropout": 0.0,
+                "weight_decay": 1e-6, "scheduler": "none"},
+        distributions={
+            "lr": dist.FloatDistribution(1e-4, 1e-1, log=True),
+            "optimizer": dist.CategoricalDistribution(["adam"]),
+            "batch_size": dist.CategoricalDistribution([32]),
+            "dropout": dist.FloatDistribution(0.0, 0.5),
+            "weight_decay": dist.FloatDistribution(1e-6, 1e-3, log=True),
+            "scheduler": dist.CategoricalDistribution(["none"])},
+        value=0.5, user_attrs={"mlflow_run_id": run_id}))
+    return study
+
+
+def test_without_tracking_nothing_is_registered(search_data: SearchData) -> None:
+    tracker = NullTracker()
+    tracker.save_checkpoint("untracked-0", models.build("mlp", hidden=16).state_dict())
+    uri = publish_study(_study_with_one_complete_trial("untracked-0"),
+                        config=StudyConfig(hidden=16), data=search_data,
+                        test=final.TestResult(trial_number=0, test_loss=1.0, test_acc=0.5,
+                                        restored_val_loss=0.5), tracker=tracker)
+    assert uri == ""  # no registry without tracking, and no error either
+
+
+def _artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found: set[str] = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= _artifact_paths(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_run_publishes_artifacts_and_a_model_that_reproduces_test_accuracy(
+    tmp_path: Path, synthetic_dir: Path, synthetic_files: MnistFiles,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    config = StudyConfig(study_name="pub test", storage=f"sqlite:///{tmp_path}/optuna.db",
+                         tracking_uri=uri, data_dir=synthetic_dir, download=False,
+                         allow_noncanonical_data=True, n_trials=2, max_epochs=2, hidden=16,
+                         val_fraction=0.25, device="cpu", no_progress=True)
+    summary = run_study(config)
+    client = MlflowClient(uri)
+    parent = client.get_run(summary.mlflow_parent_run_id)
+    artifacts = _artifact_paths(client, parent.info.run_id)
+    assert {f"{PLOTS_DIR}/{name}.html" for name in PLOT_NAMES} <= artifacts  # all four plots
+    # The split/leakage summary (the audit) and the resolved config.
+    assert {"audit/audit.json", "audit/audit.md", CONFIG_PATH} <= artifacts
+    assert parent.data.tags["registered_model"] == "models:/mnist-study-pub-test/1"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # models:/ URIs resolve through it
+    model_uri = "models:/mnist-study-pub-test/latest"
+    info = mlflow.models.get_model_info(model_uri)
+    assert info.signature is not None and info.saved_input_example_info is not None
+    assert info.metadata is not None  # the normaliser travels with the model
+    model = mlflow.pytorch.load_model(model_uri)
+    test = synthetic_files.load("test")
+    normalizer = Normalizer(mean=info.metadata["normalizer_mean"],
+                            std=info.metadata["normalizer_std"])
+    loss, acc = evaluate(model, to_tensor_set(test.images, test.labels, normalizer,
+                                              torch.device("cpu")))
+    assert acc == summary.test.test_acc  # the registered model IS the evaluated one, exactly
+    assert loss == summary.test.test_loss
+    assert info.metadata["test_accuracy"] == summary.test.test_acc  # and says so itself
