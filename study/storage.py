@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import importlib.util
 import logging
+import random
 import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.study import StudyDirection
@@ -43,13 +47,38 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return RDBStorage(
-            url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
-        )
+        return _rdb_storage(_with_driver(url))
     except Exception as exc:  # sqlalchemy's errors, a missing driver (ImportError), bad URL...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"cannot open Optuna storage {redact(url)}: {reason}") from exc
+
+
+def _with_driver(url: str) -> str:
+    """postgresql:// names no driver, and SQLAlchemy 2.0 and 2.1 default to different ones
+    (psycopg2, psycopg 3): use whichever is installed."""
+    if not url.startswith("postgresql://"):
+        return url
+    driver = next((d for d in ("psycopg", "psycopg2") if importlib.util.find_spec(d)), None)
+    return url if driver is None else f"postgresql+{driver}://" + url.removeprefix("postgresql://")
+
+
+def _rdb_storage(url: str) -> RDBStorage:
+    # Workers started together on a new database race to create the schema; the losers'
+    # CREATE TABLE fails (optuna/optuna#1092). Once the winner has committed, opening works.
+    for attempt in range(1, 4):
+        try:
+            return RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+            )
+        except sqlalchemy.exc.DBAPIError as exc:
+            lost_the_race = isinstance(exc, (sqlalchemy.exc.IntegrityError,
+                                             sqlalchemy.exc.ProgrammingError)) \
+                or "already exists" in str(exc)  # SQLite says so in an OperationalError
+            if not lost_the_race or attempt == 3:
+                raise  # e.g. an unreachable server: no point in waiting
+            time.sleep(attempt * (0.5 + random.random()))
+    raise AssertionError("unreachable")
 
 
 def open_study(
