@@ -12,12 +12,12 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from data_pipeline import DataError
-from study import cli_run
+from study import cli_audit, cli_dashboard, cli_run, cli_ui
 from study.errors import StudyError
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-COMMANDS: tuple[ModuleType, ...] = (cli_run,)
+COMMANDS: tuple[ModuleType, ...] = (cli_run, cli_audit, cli_dashboard, cli_ui)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,6 +18,8 @@ SAMPLERS = ("tpe", "random", "gp", "cmaes")
 PRUNERS = ("median", "hyperband", "sha", "none")
 DEVICES = ("auto", "cpu", "cuda")
 MODEL_NAMES = ("mlp", "cnn")
+AMP_MODES = ("none", "bf16")
+COMPILE_MODES = ("none", "default", "reduce-overhead")  # torch.compile modes; none = eager
 
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
@@ -40,12 +42,21 @@ class StudyConfig:
     sampler: str = "tpe"
     pruner: str = "median"
     device: str = "auto"
+    # Intra-op CPU threads per process (0: torch's default, one per core). One is as fast for
+    # MNIST-sized ops and does not collapse when the cores are shared (docs/benchmarks.md).
+    cpu_threads: int = 1
+    amp: str = "none"  # "bf16": bfloat16 autocast in the training step (for GPUs)
+    compile: str = "none"  # torch.compile mode of the model, compiled once per process
     data_dir: Path = DEFAULT_DATA_DIR
     download: bool = True  # fetch MNIST through torchvision when DATA_DIR has none
     allow_noncanonical_data: bool = False
     tracking_uri: str = DEFAULT_TRACKING_URI
     seed: int = 0
     val_fraction: float = 0.1
+    cv_folds: int | None = None  # K-fold cross-validation over train+val instead of holdout
+    # Ruzicka pixel distance at or under which two images are near duplicates; 0: exact only.
+    near_duplicate_threshold: float = 0.05
+    drop_duplicates: bool = False  # drop training images that duplicate another part's
     no_progress: bool = False
     search_space: SearchSpace = field(default_factory=SearchSpace)
 
@@ -61,10 +72,19 @@ class StudyConfig:
                               f"val_fraction={self.val_fraction}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, but got seed={self.seed}")
+        if self.cpu_threads < 0:
+            raise ConfigError(f"cpu_threads must be >= 0 (0: one per core), but got "
+                              f"cpu_threads={self.cpu_threads}")
+        if self.cv_folds is not None and self.cv_folds < 2:
+            raise ConfigError(f"cv_folds must be >= 2, but got cv_folds={self.cv_folds}")
+        if not 0.0 <= self.near_duplicate_threshold < 1.0:
+            raise ConfigError(f"near_duplicate_threshold must be in [0, 1), but got "
+                              f"near_duplicate_threshold={self.near_duplicate_threshold}")
         if not self.study_name.strip():
             raise ConfigError("study_name must not be empty")
         for name, allowed in (("model", MODEL_NAMES), ("sampler", SAMPLERS),
-                              ("pruner", PRUNERS), ("device", DEVICES)):
+                              ("pruner", PRUNERS), ("device", DEVICES), ("amp", AMP_MODES),
+                              ("compile", COMPILE_MODES)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"{name} must be one of {list(allowed)}, but got "
                                   f"{name}={getattr(self, name)!r}")
@@ -142,7 +162,7 @@ def _coerce(value: Any, kind: str) -> Any:
             raise TypeError("expected true or false")
         return value
     # Strict on purpose: n_trials = "5" or 3.0 in a TOML file is a typo worth one clear line.
-    if kind == "int":
+    if kind in ("int", "int | None"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise TypeError("expected an integer")
         return value

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -11,10 +11,16 @@ import torch
 from optuna.trial import TrialState
 
 import models
-from data_pipeline import SearchData
+from data_pipeline import CvData, SearchData
+from study.diagnosis import diagnose
 from study.search_space import SearchSpace, suggest
 from study.tracking import StateDict, Tracker
 from study.training import EpochMetrics, NonFiniteLossError, train
+
+
+def split_tags(data: SearchData | CvData) -> dict[str, str]:
+    """Every trial's run carries them: all trials of a study searched on the identical split."""
+    return {"split_fingerprint": data.split_fingerprint, "data_fingerprint": data.data_fingerprint}
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -28,8 +34,10 @@ class _Best:
 
     metrics: EpochMetrics | None = None
     state: StateDict | None = None
+    history: list[EpochMetrics] = field(default_factory=list)  # every epoch, for the diagnosis
 
     def update(self, metrics: EpochMetrics, model: torch.nn.Module) -> None:
+        self.history.append(metrics)
         if self.metrics is None or metrics.val_loss < self.metrics.val_loss:
             self.metrics = metrics
             self.state = {k: v.detach().to("cpu", copy=True) for k, v in
@@ -48,7 +56,8 @@ class Objective:
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         hp = suggest(trial, self.space, max_epochs=self.max_epochs)
-        run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params())
+        run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params(),
+                                          tags=split_tags(self.data))
         trial.set_user_attr("mlflow_run_id", run_id)
         torch.manual_seed(trial_seed(self.seed, trial.number))  # init and dropout
         generator = torch.Generator().manual_seed(trial_seed(self.seed, trial.number))
@@ -70,7 +79,8 @@ class Objective:
             self._finish(trial, run_id, TrialState.PRUNED, best, epochs, reason="pruned")
             raise
         except NonFiniteLossError as exc:
-            self._finish(trial, run_id, TrialState.FAIL, best, epochs, reason=str(exc))
+            self._finish(trial, run_id, TrialState.FAIL, best, epochs, reason=str(exc),
+                         diverged=True)
             raise
         except BaseException as exc:  # Ctrl-C or a bug: the MLflow run must not stay RUNNING
             self._finish(trial, run_id, TrialState.FAIL, best, epochs,
@@ -82,8 +92,9 @@ class Objective:
         return best.metrics.val_loss
 
     def _finish(self, trial: optuna.trial.BaseTrial, run_id: str, state: TrialState, best: _Best,
-                epochs: int, *, reason: str) -> None:
-        attrs: dict[str, Any] = {"epochs_trained": epochs}
+                epochs: int, *, reason: str, diverged: bool = False) -> None:
+        attrs: dict[str, Any] = {"epochs_trained": epochs, "diagnosis": diagnose(
+            best.history, state=state, reason=reason, diverged=diverged)}
         if best.metrics is not None:
             attrs.update(best_epoch=best.metrics.epoch, best_val_loss=best.metrics.val_loss,
                          best_val_acc=best.metrics.val_acc)

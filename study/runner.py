@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
 
-from data_pipeline import SearchData, locate_mnist, prepare_search_data
+from data_pipeline import AuditReport, CvData, SearchData, locate_mnist, prepare_audited_data
 from study.config import StudyConfig
+from study.cv import evaluate_best_on_test, make_objective, publish_cv_study
 from study.device import resolve_device
-from study.final import TestResult, evaluate_on_test
-from study.objective import Objective
+from study.final import TestResult
 from study.provenance import code_version, package_versions
-from study.storage import FINISHED, count_finished, open_storage, open_study
+from study.publish import publish_study
+from study.storage import FINISHED, count_finished, open_storage, open_study, redact
 from study.strategy import make_pruner, make_sampler
 from study.tracking import MlflowTracker, Tracker
 from study.training import NonFiniteLossError
@@ -39,14 +45,16 @@ class StudySummary:
     trials_run_now: int
     seconds: float
     mlflow_parent_run_id: str = ""
+    cv_folds: int | None = None
+    registered_model: str = ""  # models:/NAME/VERSION of the best trial's model, if logged
     notes: list[str] = field(default_factory=list)
 
 
-def identity(config: StudyConfig, data: SearchData) -> dict[str, Any]:
+def identity(config: StudyConfig, data: SearchData | CvData) -> dict[str, Any]:
     """What a resumed study must share with the run that created it (JSON-comparable)."""
     return {
         "model": config.model, "hidden": config.hidden, "max_epochs": config.max_epochs,
-        "seed": config.seed, "val_fraction": config.val_fraction,
+        "seed": config.seed, "val_fraction": config.val_fraction, "cv_folds": config.cv_folds,
         "search_space": config.search_space.as_dict(),
         "data_fingerprint": data.data_fingerprint, "split_fingerprint": data.split_fingerprint,
     }
@@ -59,32 +67,39 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
     tracker = tracker if tracker is not None else MlflowTracker(config.tracking_uri)
     files = locate_mnist(config.data_dir, download=config.download,
                          verify=not config.allow_noncanonical_data)
-    data = prepare_search_data(files, val_fraction=config.val_fraction, seed=config.seed,
-                               device=device)
+    # Audited once per process, before any trial: duplicates across the split refuse the run.
+    audited = prepare_audited_data(
+        files, val_fraction=config.val_fraction, seed=config.seed, cv_folds=config.cv_folds,
+        near_threshold=config.near_duplicate_threshold, drop_duplicates=config.drop_duplicates,
+        device=device)
+    data = audited.data
     study = open_study(
         name=config.study_name, storage=storage, storage_url=config.storage,
         sampler=make_sampler(config.sampler, seed=config.seed, n_trials=config.n_trials),
-        pruner=make_pruner(config.pruner, max_epochs=config.max_epochs),
+        # With cross-validation a trial reports once per fold: the pruner's resource is a fold.
+        pruner=make_pruner(config.pruner, max_epochs=config.cv_folds or config.max_epochs),
         identity=identity(config, data),
     )
     provenance = {"code_version": code_version(), "data_fingerprint": data.data_fingerprint,
                   "split_fingerprint": data.split_fingerprint, "device": str(device)}
     for key, value in {**provenance, "split_seed": config.seed,
-                       "val_fraction": config.val_fraction}.items():
+                       "val_fraction": config.val_fraction, "cv_folds": config.cv_folds,
+                       "audit": audited.report.summary(),
+                       "package_versions": package_versions()}.items():
         study.set_user_attr(key, value)
-    tracker.start_study(study_name=config.study_name, params=_flat(config.to_dict()),
+    params = _flat(config.to_dict())
+    params.update(storage=redact(config.storage), tracking_uri=redact(config.tracking_uri))
+    tracker.start_study(study_name=config.study_name, params=params,
                         tags={**provenance, **{f"version.{k}": v for k, v in
                                                package_versions().items()}})
+    _log_audit(tracker, audited.report)
+    _close_dead_runs(study, tracker)
     status = "FAILED"
     try:
         before = count_finished(study)
-        _optimize(study, config, Objective(
-            data=data, space=config.search_space, model_name=config.model,
-            model_kwargs={"hidden": config.hidden}, max_epochs=config.max_epochs,
-            seed=config.seed, tracker=tracker))
-        test = evaluate_on_test(study, files=files, data=data, tracker=tracker,
-                                model_name=config.model, model_kwargs={"hidden": config.hidden},
-                                device=device)
+        _optimize(study, config, make_objective(config, data, tracker))
+        test = evaluate_best_on_test(study, config=config, files=files, data=data,
+                                     tracker=tracker, device=device)
         summary = _summarise(study, config, test, device=str(device),
                              trials_run_now=count_finished(study) - before,
                              seconds=time.perf_counter() - started,
@@ -96,16 +111,42 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
             params={f"best.{k}": v for k, v in summary.best_params.items()},
             tags={"best_trial_number": str(test.trial_number)},
         )
+        # After the result: the logged model copies the parent run's metrics (test_accuracy).
+        if isinstance(data, CvData):
+            publish_cv_study(study, config=config, tracker=tracker)
+        else:
+            summary = dataclasses.replace(summary, registered_model=publish_study(
+                study, config=config, data=data, test=test, tracker=tracker))
         status = "FINISHED"
         return summary
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
+        _close_dead_runs(study, tracker)
         tracker.end_study(status=status)
 
 
-def _optimize(study: optuna.Study, config: StudyConfig, objective: Objective) -> None:
+def _close_dead_runs(study: optuna.Study, tracker: Tracker) -> None:
+    # A SIGKILLed worker cannot end its MLflow run; once Optuna has failed its trial (heartbeat),
+    # the run must not stay RUNNING forever.
+    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    tracker.close_dead_runs([t.user_attrs["mlflow_run_id"] for t in failed
+                             if "mlflow_run_id" in t.user_attrs])
+
+
+def _log_audit(tracker: Tracker, report: AuditReport) -> None:
+    """The leakage audit, as JSON and markdown, in the parent run's audit/ artifacts."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "audit"
+        folder.mkdir()
+        (folder / "audit.json").write_text(report.to_json())
+        (folder / "audit.md").write_text(report.to_markdown())
+        tracker.log_study_artifacts(Path(tmp))
+
+
+def _optimize(study: optuna.Study, config: StudyConfig,
+              objective: Callable[[optuna.Trial], float]) -> None:
     # n_trials is the study's total across restarts: a resumed run does only what is left.
     remaining = config.n_trials - count_finished(study)
     if remaining <= 0:
@@ -115,7 +156,8 @@ def _optimize(study: optuna.Study, config: StudyConfig, objective: Objective) ->
     study.optimize(
         objective, n_trials=remaining, timeout=config.timeout,
         catch=(NonFiniteLossError,),  # a diverged trial is recorded as FAIL; the study goes on
-        callbacks=[MaxTrialsCallback(config.n_trials, states=FINISHED)],  # other workers count
+        # Other workers' running trials count too, or two workers overshoot the budget.
+        callbacks=[MaxTrialsCallback(config.n_trials, states=(*FINISHED, TrialState.RUNNING))],
         show_progress_bar=not config.no_progress,
     )
 
@@ -129,7 +171,7 @@ def _summarise(study: optuna.Study, config: StudyConfig, test: TestResult, *, de
         best_trial=best.number, best_params=dict(best.params),
         best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs["best_val_acc"]),
         test=test, device=device, trials_run_now=trials_run_now, seconds=seconds,
-        mlflow_parent_run_id=parent_run_id,
+        mlflow_parent_run_id=parent_run_id, cv_folds=config.cv_folds,
     )
 
 

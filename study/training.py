@@ -3,10 +3,14 @@ per-epoch metrics out."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import time
 from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -14,9 +18,58 @@ from torch.nn import functional as F
 from torch.optim import lr_scheduler
 
 from data_pipeline import SearchData, TensorSet, shuffled_batches
+from study.config import AMP_MODES, COMPILE_MODES
 from study.search_space import Hyperparams
 
+logger = logging.getLogger(__name__)
+
 EVAL_BATCH_SIZE = 8192  # evaluation needs no gradients: big slices, few kernel launches
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How the step runs, never what it learns. The defaults are the plain fp32 eager loop."""
+
+    amp: str = "none"  # "bf16": forward and loss under bfloat16 autocast (for GPUs; CPUs work)
+    compile_mode: str = "none"  # a torch.compile mode; "reduce-overhead" adds CUDA graphs
+    compile_backend: str = "inductor"  # "aot_eager" traces without generating code (tests)
+    fused_optimizer: bool = True  # one fused kernel per step, not a loop over the parameters
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {list(AMP_MODES)}, but got amp={self.amp!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"compile_mode must be one of {list(COMPILE_MODES)}, but got "
+                             f"compile_mode={self.compile_mode!r}")
+
+
+# The options of the study running in this context. The CLI sets them once around the study;
+# an explicit `options=` argument to train() wins.
+_OPTIONS: ContextVar[TrainOptions] = ContextVar("train_options", default=TrainOptions())
+
+
+@contextlib.contextmanager
+def use_train_options(options: TrainOptions) -> Iterator[None]:
+    """Every train() call inside the block (without options=) runs with OPTIONS."""
+    token = _OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+def set_cpu_threads(threads: int) -> None:
+    """Intra-op threads for CPU work; 0 keeps torch's default (one per core).
+
+    MNIST's matrices are small: on an idle 2-core machine a second thread saves ~20% of an MLP
+    epoch, but on a shared one the spinning OpenMP threads make every op 5-20x slower
+    (docs/benchmarks.md). More cores pay off as more study workers, not more threads.
+    """
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, but got {threads=}")
+    if threads:
+        torch.set_num_threads(threads)
+    logger.info("CPU intra-op threads: %d", torch.get_num_threads())
 
 
 class NonFiniteLossError(RuntimeError):
@@ -48,15 +101,20 @@ class EpochMetrics:
         }
 
 
-def build_optimizer(model: nn.Module, hp: Hyperparams) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, hp: Hyperparams, *, fused: bool = True
+) -> torch.optim.Optimizer:
     params = model.parameters()
+    # Fused kernels (CPU and CUDA): the default per-parameter loop of small ops was a fifth of
+    # an Adam step on the CPU in the profile (docs/benchmarks.md).
+    speed = True if fused else None  # None: torch's default (for-loop or foreach)
     if hp.optimizer == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum or 0.0,
-                               weight_decay=hp.weight_decay)
+                               weight_decay=hp.weight_decay, fused=speed)
     if hp.optimizer == "adam":
-        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        return torch.optim.Adam(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=speed)
     if hp.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        return torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay, fused=speed)
     raise ValueError(f"unknown optimizer {hp.optimizer!r}")
 
 
@@ -110,25 +168,30 @@ def evaluate(model: nn.Module, data: TensorSet) -> tuple[float, float]:
 
 def train(
     model: nn.Module, hp: Hyperparams, data: SearchData, *, max_epochs: int,
-    generator: torch.Generator,
+    generator: torch.Generator, options: TrainOptions | None = None,
 ) -> Iterator[EpochMetrics]:
     """Train MODEL in place for up to MAX_EPOCHS, yielding metrics after every epoch.
 
     The caller may stop early (pruning) simply by not asking for the next epoch.
-    Raises NonFiniteLossError when a loss stops being finite.
+    Raises NonFiniteLossError when a loss stops being finite. OPTIONS default to those set by
+    use_train_options() (plain fp32 eager when none are).
     """
+    options = options if options is not None else _OPTIONS.get()
     device = data.train.y.device
-    optimizer = build_optimizer(model, hp)
+    optimizer = build_optimizer(model, hp, fused=options.fused_optimizer)
     steps_per_epoch = math.ceil(len(data.train) / hp.batch_size)
     schedule = build_scheduler(optimizer, hp, max_epochs=max_epochs,
                                steps_per_epoch=steps_per_epoch)
+    runner = compile_for_trials(model, options)
     for epoch in range(1, max_epochs + 1):
         started = time.perf_counter()
-        train_loss, train_acc, lr = _train_epoch(model, optimizer, schedule, data.train,
-                                                 hp.batch_size, generator, device)
+        train_loss, train_acc, lr = _train_epoch(runner, optimizer, schedule, data.train,
+                                                 hp.batch_size, generator, device,
+                                                 amp=options.amp)
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(epoch=epoch, which="train", value=train_loss)
-        val_loss, val_acc = evaluate(model, data.val)
+        # Always fp32: the recorded val_loss must match a later re-scoring of the checkpoint.
+        val_loss, val_acc = evaluate(runner, data.val)
         if not math.isfinite(val_loss):
             raise NonFiniteLossError(epoch=epoch, which="validation", value=val_loss)
         _step_epoch_scheduler(schedule, val_loss)
@@ -141,7 +204,7 @@ def train(
 
 def _train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, schedule: _Schedule, data: TensorSet,
-    batch_size: int, generator: torch.Generator, device: torch.device,
+    batch_size: int, generator: torch.Generator, device: torch.device, *, amp: str = "none",
 ) -> tuple[float, float, float]:
     """One pass over DATA; returns mean loss, accuracy and the last step's learning rate."""
     model.train()
@@ -150,18 +213,69 @@ def _train_epoch(
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     for idx in shuffled_batches(len(data), batch_size, generator, device):
-        x, y = data.x[idx], data.y[idx]
-        logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        # index_select: half the cost of advanced indexing for a 1-D index on the CPU.
+        x, y = data.x.index_select(0, idx), data.y.index_select(0, idx)
+        with _autocast(device, amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)  # autocast computes it in fp32
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         lr = optimizer.param_groups[0]["lr"]  # a Python float: no device sync
         optimizer.step()
         if schedule.per_batch and schedule.scheduler is not None:
             schedule.scheduler.step()
-        loss_sum += loss.detach() * y.shape[0]
+        loss_sum.add_(loss.detach(), alpha=y.shape[0])  # one op, not a multiply and an add
         correct += (logits.detach().argmax(dim=1) == y).sum()
     return loss_sum.item() / len(data), correct.item() / len(data), lr
+
+
+def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[object]:
+    if amp == "none":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def compile_for_trials(model: nn.Module, options: TrainOptions) -> nn.Module:
+    """MODEL itself, or a compiled view of it whose graphs every later trial reuses.
+
+    Dynamo keys compiled code on the forward's code object and guards on the module's
+    structure, not its identity, so a new model of the same shape hits the cache. Two things
+    would still recompile every trial: the batch size (dynamic=True makes it symbolic) and the
+    dropout rate, a Python float Dropout bakes into the graph. Dropout modules are therefore
+    swapped, in place, for one holding its rate in a buffer (the state_dict is unchanged).
+    """
+    if options.compile_mode == "none":
+        return model
+    _dropout_rate_as_buffer(model)
+    mode = None if options.compile_mode == "default" else options.compile_mode
+    compiled = torch.compile(model, mode=mode, dynamic=True, backend=options.compile_backend)
+    return cast(nn.Module, compiled)
+
+
+class _BufferRateDropout(nn.Module):
+    """Dropout whose rate is a tensor: one compiled graph serves every rate."""
+
+    p: torch.Tensor  # [] float, the drop probability
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.register_buffer("p", torch.tensor(float(p)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep = torch.rand_like(x) >= self.p  # P(keep) = 1 - p, as in nn.Dropout
+        return x * keep / (1.0 - self.p)
+
+
+def _dropout_rate_as_buffer(module: nn.Module) -> None:
+    for name, child in module.named_children():
+        if isinstance(child, nn.Dropout):
+            # The rate lives where the model lives (it may already be on the GPU).
+            device = next((t.device for t in module.parameters()), torch.device("cpu"))
+            setattr(module, name, _BufferRateDropout(child.p).to(device))
+        else:
+            _dropout_rate_as_buffer(child)
 
 
 def _step_epoch_scheduler(schedule: _Schedule, val_loss: float) -> None:

@@ -129,6 +129,22 @@ def test_resume_with_another_seed_is_refused_and_loses_nothing(tmp_path: Path) -
     assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 2  # the study is intact
 
 
+def test_resume_with_another_val_fraction_is_refused_and_names_the_split(
+    tmp_path: Path
+) -> None:
+    data = write_synthetic_mnist(tmp_path / "data")
+    base = [*_run_args("--data-dir", str(data), "--n-trials", "1"), "--max-epochs", "1"]
+    assert _cli(tmp_path, *base).returncode == 0
+    refused = _cli(tmp_path, *base, "--val-fraction", "0.2", "--n-trials", "2")
+    assert refused.returncode == 2
+    errors = [line for line in refused.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1  # one clear line...
+    assert "val_fraction: stored 0.25, now 0.2" in errors[0]  # ...naming the setting
+    assert "split_fingerprint: stored" in errors[0]  # and that the split itself differs
+    assert "new --study-name" in errors[0]  # and what to do
+    assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 1  # the study is intact
+
+
 def test_ctrl_c_records_what_finished_and_the_same_command_resumes(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=2000)
     args = ["run", "--data-dir", str(data), "--allow-noncanonical-data", "--no-progress",
