@@ -316,9 +316,13 @@ class MlflowTracker:
             self.client.set_terminated(self.parent_run_id, status=status)
 
     def close_dead_runs(self, run_ids: Sequence[str]) -> None:
-        """End the runs of trials Optuna already failed whose worker died before ending them."""
+        """Make the runs of trials Optuna failed say FAILED too.
+
+        A worker killed mid-trial leaves its run RUNNING; one killed between ending its run and
+        recording the result leaves it FINISHED while Optuna says FAIL.
+        """
         for run_id in run_ids:
-            if self.client.get_run(run_id).info.status != "RUNNING":
+            if self.client.get_run(run_id).info.status == "FAILED":
                 continue
             self._log(run_id, tags={"optuna.state": "FAIL", "optuna.fail_reason":
                                     "its worker stopped without a word (heartbeat went stale)"})

@@ -142,7 +142,9 @@ def _assert_one_study_shared(study: optuna.Study, *, n_trials: int,
         parent = run.data.tags["mlflow.parentRunId"]
         parents[parent] = parents.get(parent, 0) + 1
     assert len(parents) == len(results)  # every worker ran trials: they worked together
-    assert len(trials) == n_trials  # the budget is the study's total, not each worker's
+    # The budget is the study's total, not each worker's. Optuna checks it between trials, so
+    # workers racing for the last slot may each start one: at most one extra per other worker.
+    assert n_trials <= len(trials) <= n_trials + len(results) - 1
 
 
 @pytest.mark.postgres
@@ -332,7 +334,9 @@ def test_a_killed_worker_s_trial_is_failed_requeued_and_run_on_resume(
     run_ids = (retried[0].user_attrs["mlflow_run_id"], killed.user_attrs["mlflow_run_id"])
     assert run_ids[0] != run_ids[1]  # logged to a run of its own, not the dead one's
     dead_run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_ids[1])
-    assert dead_run.info.status == "FAILED"  # the dead worker's run does not stay RUNNING
+    # The dead worker's run does not stay RUNNING, nor FINISHED when the kill came between
+    # ending the run and recording the result: it agrees with Optuna's FAIL.
+    assert dead_run.info.status == "FAILED"
     assert "heartbeat" in dead_run.data.tags["optuna.fail_reason"]  # and says why
 
 
