@@ -46,6 +46,7 @@ def test_epoch_metrics_are_a_history_over_step(tracker: MlflowTracker) -> None:
     run_id = tracker.start_trial(number=0, params={})
     for epoch, loss in enumerate([0.9, 0.5, 0.4], start=1):
         tracker.log_epoch(run_id, _metrics(epoch, loss))
+    tracker.flush()  # epoch metrics are written in the background; end_trial would flush too
     history = tracker.client.get_metric_history(run_id, "val_loss")
     assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.5), (3, 0.4)]  # one per epoch
     keys = set(tracker.client.get_run(run_id).data.metrics)
@@ -112,3 +113,27 @@ def test_null_tracker_keeps_checkpoints_in_memory() -> None:
     assert torch.equal(tracker.load_checkpoint(run_id)["w"], torch.ones(1))
     with pytest.raises(TrackingError):
         tracker.load_checkpoint("untracked-99")
+
+
+def test_epoch_writes_are_stored_before_the_run_ends(tracker: MlflowTracker) -> None:
+    run_id = tracker.start_trial(number=0, params={"lr": 0.1})
+    for epoch in range(1, 6):
+        tracker.log_epoch(run_id, _metrics(epoch, 1.0 / epoch))  # queued, not yet written
+    tracker.end_trial(run_id, state=TrialState.COMPLETE, tags={})  # no flush by the caller
+    run = tracker.client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    # Every epoch written by the background thread, in order, and the params too.
+    assert [m.step for m in tracker.client.get_metric_history(run_id, "val_loss")] == [1, 2, 3,
+                                                                                       4, 5]
+    assert run.data.params == {"lr": "0.1"}
+
+
+def test_a_failed_background_write_is_raised(tracker: MlflowTracker) -> None:
+    tracker.log_epoch("no-such-run", _metrics(1, 0.5))  # fails on the writer thread
+    with pytest.raises(TrackingError, match="an MLflow write failed"):
+        tracker.flush()  # ...and surfaces on the caller's, never swallowed
+    tracker.flush()  # reported once: the tracker goes on working
+    run_id = tracker.start_trial(number=1, params={})
+    tracker.end_trial(run_id, state=TrialState.PRUNED, tags={})
+    assert tracker.client.get_run(run_id).info.status == "KILLED"
+
