@@ -169,6 +169,9 @@ def test_bad_types(tmp_path: Path, line: str, shown: str) -> None:
         ("study_name = '  '", "study_name must not be empty"),
         ("timeout = nan", "timeout=nan"),
         ("timeout = inf", "timeout=inf"),
+        ("cpu_threads = -1", "cpu_threads=-1"),
+        ("amp = 'fp16'", "amp='fp16'"),
+        ("compile = 'max'", "compile='max'"),
     ],
 )
 def test_invalid_values(tmp_path: Path, line: str, shown: str) -> None:
@@ -210,3 +213,11 @@ def test_same_key_with_dashes_and_underscores_is_refused(tmp_path: Path) -> None
     # Which one wins would be an accident of ordering: refuse and name the key.
     with pytest.raises(ConfigError, match=r"\['n-trials'\] given both"):
         resolve_config({}, config_path=path, env={})
+
+
+def test_speed_settings_from_toml(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "cpu_threads = 0\namp = 'bf16'\ncompile = 'reduce-overhead'\n")
+    config = resolve_config({}, config_path=path, env={})
+    # How fast, not what: threads (0 = one per core), bf16 autocast, the compile mode.
+    assert (config.cpu_threads, config.amp, config.compile) == (0, "bf16", "reduce-overhead")
+    assert (StudyConfig().amp, StudyConfig().compile) == ("none", "none")  # off by default
