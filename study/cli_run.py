@@ -81,10 +81,9 @@ def execute(args: argparse.Namespace) -> int:
 
     cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
     config = resolve_config(cli, config_path=args.config, env=os.environ)
-    from study.training import TrainOptions, set_cpu_threads, use_train_options
+    from study.training import set_cpu_threads
 
     set_cpu_threads(config.cpu_threads)
-    with use_train_options(TrainOptions(amp=config.amp, compile_mode=config.compile)):
-        summary = run_study(config)
+    summary = run_study(config)
     print(format_summary(summary))
     return 0

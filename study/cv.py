@@ -20,7 +20,7 @@ import math
 import statistics
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from study.objective import Objective, _Best, split_tags, trial_seed
 from study.publish import CONFIG_PATH, PLOTS_DIR, config_toml, write_plots
 from study.search_space import Hyperparams, SearchSpace, hyperparams_from_params, suggest
 from study.tracking import StateDict, Tracker
-from study.training import NonFiniteLossError, evaluate, train
+from study.training import NonFiniteLossError, TrainOptions, evaluate, train
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class CvObjective:
     max_epochs: int
     seed: int
     tracker: Tracker
+    options: TrainOptions = field(default_factory=TrainOptions)  # how steps run (amp, compile)
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         hp = suggest(trial, self.space, max_epochs=self.max_epochs)
@@ -90,7 +91,8 @@ class CvObjective:
         generator = torch.Generator().manual_seed(seed)
         model = models.build(self.model_name, dropout=hp.dropout, **self.model_kwargs)
         model = model.to(fold.train.y.device)
-        for metrics in train(model, hp, fold, max_epochs=self.max_epochs, generator=generator):
+        for metrics in train(model, hp, fold, max_epochs=self.max_epochs, generator=generator,
+                             options=self.options):
             self.tracker.log_metrics(run_id, {f"fold{k + 1}/{name}": value for name, value
                                               in metrics.as_dict().items()}, step=metrics.epoch)
             best.update(metrics, model)
@@ -160,7 +162,9 @@ def make_objective(config: StudyConfig, data: SearchData | CvData,
     kwargs: dict[str, Any] = dict(space=config.search_space, model_name=config.model,
                                   model_kwargs={"hidden": config.hidden},
                                   max_epochs=config.max_epochs, seed=config.seed,
-                                  tracker=tracker)
+                                  tracker=tracker,
+                                  options=TrainOptions(amp=config.amp,
+                                                       compile_mode=config.compile))
     if isinstance(data, CvData):
         return CvObjective(data=data, **kwargs)
     return Objective(data=data, **kwargs)

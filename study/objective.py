@@ -15,7 +15,7 @@ from data_pipeline import CvData, SearchData
 from study.diagnosis import diagnose
 from study.search_space import SearchSpace, suggest
 from study.tracking import StateDict, Tracker
-from study.training import EpochMetrics, NonFiniteLossError, train
+from study.training import EpochMetrics, NonFiniteLossError, TrainOptions, train
 
 
 def split_tags(data: SearchData | CvData) -> dict[str, str]:
@@ -53,6 +53,7 @@ class Objective:
     max_epochs: int
     seed: int
     tracker: Tracker
+    options: TrainOptions = field(default_factory=TrainOptions)  # how steps run (amp, compile)
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         hp = suggest(trial, self.space, max_epochs=self.max_epochs)
@@ -67,7 +68,7 @@ class Objective:
         epochs = 0
         try:
             for metrics in train(model, hp, self.data, max_epochs=self.max_epochs,
-                                 generator=generator):
+                                 generator=generator, options=self.options):
                 epochs = metrics.epoch
                 self.tracker.log_epoch(run_id, metrics)
                 best.update(metrics, model)

@@ -8,7 +8,6 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import cast
 
@@ -43,27 +42,12 @@ class TrainOptions:
                              f"compile_mode={self.compile_mode!r}")
 
 
-# The options of the study running in this context. The CLI sets them once around the study;
-# an explicit `options=` argument to train() wins.
-_OPTIONS: ContextVar[TrainOptions] = ContextVar("train_options", default=TrainOptions())
-
-
-@contextlib.contextmanager
-def use_train_options(options: TrainOptions) -> Iterator[None]:
-    """Every train() call inside the block (without options=) runs with OPTIONS."""
-    token = _OPTIONS.set(options)
-    try:
-        yield
-    finally:
-        _OPTIONS.reset(token)
-
-
 def set_cpu_threads(threads: int) -> None:
     """Intra-op threads for CPU work; 0 keeps torch's default (one per core).
 
-    MNIST's matrices are small: on an idle 2-core machine a second thread saves ~20% of an MLP
-    epoch, but on a shared one the spinning OpenMP threads make every op 5-20x slower
-    (docs/benchmarks.md). More cores pay off as more study workers, not more threads.
+    MNIST's matrices are small: on an idle 2-core machine a second thread gains the MLP little
+    or nothing, and beside one busy process its spinning OpenMP threads make an epoch 3-6x
+    slower (docs/benchmarks.md, section 1). More cores pay off as more study workers.
     """
     if threads < 0:
         raise ValueError(f"threads must be >= 0, but got {threads=}")
@@ -105,8 +89,8 @@ def build_optimizer(
     model: nn.Module, hp: Hyperparams, *, fused: bool = True
 ) -> torch.optim.Optimizer:
     params = model.parameters()
-    # Fused kernels (CPU and CUDA): the default per-parameter loop of small ops was a fifth of
-    # an Adam step on the CPU in the profile (docs/benchmarks.md).
+    # Fused kernels (CPU and CUDA) instead of torch's default loop of small ops per parameter:
+    # an Adam epoch of the MLP runs about 1.3x faster on the CPU (docs/benchmarks.md, sec. 6).
     speed = True if fused else None  # None: torch's default (for-loop or foreach)
     if hp.optimizer == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum or 0.0,
@@ -168,15 +152,14 @@ def evaluate(model: nn.Module, data: TensorSet) -> tuple[float, float]:
 
 def train(
     model: nn.Module, hp: Hyperparams, data: SearchData, *, max_epochs: int,
-    generator: torch.Generator, options: TrainOptions | None = None,
+    generator: torch.Generator, options: TrainOptions = TrainOptions(),
 ) -> Iterator[EpochMetrics]:
     """Train MODEL in place for up to MAX_EPOCHS, yielding metrics after every epoch.
 
     The caller may stop early (pruning) simply by not asking for the next epoch.
-    Raises NonFiniteLossError when a loss stops being finite. OPTIONS default to those set by
-    use_train_options() (plain fp32 eager when none are).
+    Raises NonFiniteLossError when a loss stops being finite. OPTIONS say how the step runs
+    (the default is the plain fp32 eager loop), never what it learns.
     """
-    options = options if options is not None else _OPTIONS.get()
     device = data.train.y.device
     optimizer = build_optimizer(model, hp, fused=options.fused_optimizer)
     steps_per_epoch = math.ceil(len(data.train) / hp.batch_size)

@@ -5,6 +5,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import optuna
 import pytest
 import torch
 from torch.nn import functional as F
@@ -16,8 +17,10 @@ from study.search_space import Hyperparams
 from study.training import (
     EpochMetrics,
     NonFiniteLossError,
+    TrainOptions,
     build_optimizer,
     evaluate,
+    set_cpu_threads,
     train,
 )
 
@@ -244,3 +247,117 @@ def test_bit_identical_on_cpu(search_data: SearchData) -> None:
     assert first == second
     # The seed is not ignored: another one gives another run.
     assert _numbers(_run(hp, search_data, epochs=3, seed=5)) != first
+
+
+# --- speed options: bf16 autocast, torch.compile, fused optimizers, CPU threads -------------
+# GPU paths, exercised on the CPU: autocast works on both devices, and the "aot_eager" compile
+# backend runs Dynamo and AOTAutograd exactly as Inductor would, without generating code.
+
+COMPILED = TrainOptions(compile_mode="default", compile_backend="aot_eager")
+
+
+def test_bf16_autocast_trains_in_bf16_and_evaluates_in_fp32(search_data: SearchData) -> None:
+    torch.manual_seed(0)
+    model = build("mlp", hidden=32)
+    seen: list[torch.dtype] = []
+    model.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    metrics = list(train(model, _hp(), search_data, max_epochs=EPOCHS,
+                         generator=torch.Generator().manual_seed(0),
+                         options=TrainOptions(amp="bf16")))
+    assert torch.bfloat16 in seen  # the training forward ran under bf16 autocast
+    assert seen[-1] == torch.float32  # the last forward, validation, ran in fp32
+    assert metrics[-1].train_loss < metrics[0].train_loss  # and it still learns
+    # The recorded validation numbers are the fp32 ones a restored checkpoint reproduces.
+    assert (metrics[-1].val_loss, metrics[-1].val_acc) == evaluate(model, search_data.val)
+
+
+def test_compiled_graphs_are_reused_by_later_trials(search_data: SearchData) -> None:
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    graphs: list[int] = []
+    for dropout, batch_size in ((0.1, 32), (0.3, 64), (0.0, 128)):
+        model = build("mlp", hidden=32, dropout=dropout)
+        keys = set(model.state_dict())
+        metrics = list(train(model, _hp(dropout=dropout, batch_size=batch_size), search_data,
+                             max_epochs=2, generator=torch.Generator().manual_seed(0),
+                             options=COMPILED))
+        graphs.append(counters["stats"]["unique_graphs"])
+        assert all(math.isfinite(m.val_loss) for m in metrics)
+        assert set(model.state_dict()) == keys  # checkpoints keep the eager model's keys
+    # One graph for training and one for evaluation, compiled by the first trial only:
+    # another dropout rate or batch size is not a recompilation.
+    assert graphs[0] == graphs[-1] == 2
+
+
+def test_compiled_dropout_keeps_the_rate(search_data: SearchData) -> None:
+    model = build("mlp", hidden=64, dropout=0.5)
+    training.compile_for_trials(model, COMPILED)
+    dropout = next(m for m in model.modules() if "Dropout" in type(m).__name__)
+    x = torch.ones(4000, 64)
+    dropout.train()
+    kept = dropout(x)
+    assert 0.45 < (kept == 0).float().mean().item() < 0.55  # about half dropped
+    assert kept.sum().item() == pytest.approx(x.sum().item(), rel=0.05)  # and rescaled
+    dropout.eval()
+    assert torch.equal(dropout(x), x)  # identity at evaluation
+
+
+def test_fused_and_for_loop_optimizers_agree(search_data: SearchData) -> None:
+    def weights(fused: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        model = build("mlp", hidden=32)
+        list(train(model, _hp(optimizer="adamw", weight_decay=1e-3), search_data, max_epochs=2,
+                   generator=torch.Generator().manual_seed(0),
+                   options=TrainOptions(fused_optimizer=fused)))
+        return [p.detach() for p in model.parameters()]
+
+    # The fused kernel is a faster implementation of the same update.
+    for a, b in zip(weights(True), weights(False), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert build_optimizer(build("mlp", hidden=8), _hp()).defaults["fused"] is True
+
+
+def test_config_options_reach_every_train_call(search_data: SearchData) -> None:
+    from study.config import StudyConfig
+    from study.cv import make_objective
+    from study.tracking import NullTracker
+
+    seen: list[TrainOptions] = []
+    real = training.compile_for_trials
+
+    def spy(model: torch.nn.Module, options: TrainOptions) -> torch.nn.Module:
+        seen.append(options)
+        return real(model, options)
+
+    config = StudyConfig(amp="bf16", max_epochs=1, hidden=8)
+    objective = make_objective(config, search_data, NullTracker())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training, "compile_for_trials", spy)
+        objective(optuna.trial.FixedTrial({"optimizer": "adam", "scheduler": "none",
+                                           "lr": 1e-3, "batch_size": 64, "dropout": 0.0,
+                                           "weight_decay": 1e-6}))
+    # --amp from the config reaches train() explicitly, with no hidden global state.
+    assert seen == [TrainOptions(amp="bf16")]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"amp": "fp16"}, "amp must be one of"),
+    ({"compile_mode": "max"}, "compile_mode must be one of"),
+])
+def test_train_options_are_validated(kwargs: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        TrainOptions(**kwargs)  # type: ignore[arg-type]
+
+
+def test_set_cpu_threads() -> None:
+    before = torch.get_num_threads()
+    try:
+        set_cpu_threads(1)
+        assert torch.get_num_threads() == 1
+        set_cpu_threads(0)  # 0 keeps whatever is set
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ValueError, match="threads must be >= 0"):
+            set_cpu_threads(-1)
+    finally:
+        torch.set_num_threads(before)
