@@ -42,8 +42,8 @@ class StudyConfig:
     sampler: str = "tpe"
     pruner: str = "median"
     device: str = "auto"
-    # Intra-op CPU threads per process (0: torch's default, one per core). One is as fast for
-    # MNIST-sized ops and does not collapse when the cores are shared (docs/benchmarks.md).
+    # Intra-op CPU threads per process (0: torch's default, one per core). One is about as fast
+    # for MNIST-sized ops and does not collapse when the cores are shared (docs/benchmarks.md).
     cpu_threads: int = 1
     amp: str = "none"  # "bf16": bfloat16 autocast in the training step (for GPUs)
     compile: str = "none"  # torch.compile mode of the model, compiled once per process
