@@ -81,6 +81,7 @@ def test_interrupt_leaves_no_running_mlflow_run(search_data: SearchData, tmp_pat
         return objective(trial)
 
     study = optuna.create_study()
+    study.enqueue_trial(GOOD)  # trains sanely until the planted interrupt at the first report
     with pytest.raises(KeyboardInterrupt):
         study.optimize(interrupted, n_trials=1)
     trial = study.trials[0]
