@@ -34,6 +34,7 @@ from study.config import StudyConfig
 from study.diagnosis import diagnose
 from study.errors import StudyError
 from study.final import TestResult, evaluate_on_test
+from study.interrupts import interruptibly
 from study.objective import Objective, _Best, split_tags, trial_seed
 from study.publish import CONFIG_PATH, PLOTS_DIR, config_toml, write_plots
 from study.search_space import Hyperparams, SearchSpace, hyperparams_from_params, suggest
@@ -91,8 +92,8 @@ class CvObjective:
         generator = torch.Generator().manual_seed(seed)
         model = models.build(self.model_name, dropout=hp.dropout, **self.model_kwargs)
         model = model.to(fold.train.y.device)
-        for metrics in train(model, hp, fold, max_epochs=self.max_epochs, generator=generator,
-                             options=self.options):
+        for metrics in interruptibly(train(model, hp, fold, max_epochs=self.max_epochs,
+                                           generator=generator, options=self.options)):
             self.tracker.log_metrics(run_id, {f"fold{k + 1}/{name}": value for name, value
                                               in metrics.as_dict().items()}, step=metrics.epoch)
             best.update(metrics, model)

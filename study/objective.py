@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 import models
 from data_pipeline import CvData, SearchData
 from study.diagnosis import diagnose
+from study.interrupts import interruptibly
 from study.search_space import SearchSpace, suggest
 from study.tracking import StateDict, Tracker
 from study.training import EpochMetrics, NonFiniteLossError, TrainOptions, train
@@ -67,8 +68,8 @@ class Objective:
         best = _Best()
         epochs = 0
         try:
-            for metrics in train(model, hp, self.data, max_epochs=self.max_epochs,
-                                 generator=generator, options=self.options):
+            for metrics in interruptibly(train(model, hp, self.data, max_epochs=self.max_epochs,
+                                               generator=generator, options=self.options)):
                 epochs = metrics.epoch
                 self.tracker.log_epoch(run_id, metrics)
                 best.update(metrics, model)

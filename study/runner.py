@@ -21,6 +21,7 @@ from study.config import StudyConfig
 from study.cv import evaluate_best_on_test, make_objective, publish_cv_study
 from study.device import resolve_device
 from study.final import TestResult
+from study.interrupts import deferred_interrupts, raise_pending_interrupt
 from study.provenance import code_version, package_versions
 from study.publish import publish_study
 from study.storage import FINISHED, count_finished, open_storage, open_study, redact
@@ -95,36 +96,39 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
     _log_audit(tracker, audited.report)
     _close_dead_runs(study, tracker)
     status = "FAILED"
-    try:
-        before = count_finished(study)
-        _optimize(study, config, make_objective(config, data, tracker))
-        test = evaluate_best_on_test(study, config=config, files=files, data=data,
-                                     tracker=tracker, device=device)
-        summary = _summarise(study, config, test, device=str(device),
-                             trials_run_now=count_finished(study) - before,
-                             seconds=time.perf_counter() - started,
-                             parent_run_id=getattr(tracker, "parent_run_id", ""))
-        tracker.log_study_result(
-            metrics={"test_accuracy": test.test_acc, "test_loss": test.test_loss,
-                     "best_val_loss": summary.best_val_loss,
-                     "best_val_accuracy": summary.best_val_acc},
-            params={f"best.{k}": v for k, v in summary.best_params.items()},
-            tags={"best_trial_number": str(test.trial_number)},
-        )
-        # After the result: the logged model copies the parent run's metrics (test_accuracy).
-        if isinstance(data, CvData):
-            publish_cv_study(study, config=config, tracker=tracker)
-        else:
-            summary = dataclasses.replace(summary, registered_model=publish_study(
-                study, config=config, data=data, test=test, tracker=tracker))
-        status = "FINISHED"
-        return summary
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    finally:
-        _close_dead_runs(study, tracker)
-        tracker.end_study(status=status)
+    with deferred_interrupts():  # Ctrl-C stops in an epoch, never inside a store call
+        try:
+            before = count_finished(study)
+            _optimize(study, config, make_objective(config, data, tracker))
+            raise_pending_interrupt()  # held through the last trial: the test set stays unseen
+            test = evaluate_best_on_test(study, config=config, files=files, data=data,
+                                         tracker=tracker, device=device)
+            summary = _summarise(study, config, test, device=str(device),
+                                 trials_run_now=count_finished(study) - before,
+                                 seconds=time.perf_counter() - started,
+                                 parent_run_id=getattr(tracker, "parent_run_id", ""))
+            tracker.log_study_result(
+                metrics={"test_accuracy": test.test_acc, "test_loss": test.test_loss,
+                         "best_val_loss": summary.best_val_loss,
+                         "best_val_accuracy": summary.best_val_acc},
+                params={f"best.{k}": v for k, v in summary.best_params.items()},
+                tags={"best_trial_number": str(test.trial_number)},
+            )
+            # After the result: the logged model copies the parent run's metrics.
+            if isinstance(data, CvData):
+                publish_cv_study(study, config=config, tracker=tracker)
+            else:
+                summary = dataclasses.replace(summary, registered_model=publish_study(
+                    study, config=config, data=data, test=test, tracker=tracker))
+            raise_pending_interrupt()  # held through publishing: the run says KILLED
+            status = "FINISHED"
+            return summary
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            _close_dead_runs(study, tracker)
+            tracker.end_study(status=status)
 
 
 def _close_dead_runs(study: optuna.Study, tracker: Tracker) -> None:
