@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -345,3 +346,32 @@ def test_the_readme_s_plain_postgresql_url_opens_the_storage(postgres_url: str) 
     # README: `postgresql://user:pass@host/db` after `pip install -e ".[postgres]"`.
     plain = "postgresql://" + postgres_url.split("://", 1)[1]
     assert isinstance(open_storage(plain), RDBStorage)  # the documented URL form works
+
+
+def test_a_storage_password_reaches_no_mlflow_param_tag_or_artifact(
+    postgres_url: str, tmp_path: Path,
+) -> None:
+    from sqlalchemy.engine import make_url
+
+    from study.config import StudyConfig
+    from study.runner import run_study
+
+    # trust auth ignores the password, so the study runs; it must still be kept out of MLflow.
+    url = make_url(postgres_url).set(password="s3cret").render_as_string(hide_password=False)
+    tracking = f"sqlite:///{tmp_path}/mlflow.db"
+    summary = run_study(StudyConfig(
+        study_name=_study_name(), storage=url, tracking_uri=tracking,
+        data_dir=write_synthetic_mnist(tmp_path / "data"), download=False,
+        allow_noncanonical_data=True, n_trials=1, max_epochs=1, hidden=16, device="cpu",
+        no_progress=True))
+    client = MlflowClient(tracking)
+    parent = client.get_run(summary.mlflow_parent_run_id)
+    assert parent.data.params["storage"].startswith(url.split("://")[0])  # it is the storage...
+    assert ":***@" in parent.data.params["storage"]  # ...with the password masked
+    runs = client.search_runs([parent.info.experiment_id])
+    recorded = [json.dumps([r.data.params, r.data.tags]) for r in runs]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = client.download_artifacts(parent.info.run_id, "", tmp)
+        recorded += [p.read_text(errors="replace") for p in Path(folder).rglob("*")
+                     if p.is_file() and p.suffix in {".toml", ".json", ".md", ".txt"}]
+    assert not [text for text in recorded if "s3cret" in text]  # nowhere, in any run
