@@ -35,11 +35,11 @@ from study.diagnosis import diagnose
 from study.errors import StudyError
 from study.final import TestResult, evaluate_on_test
 from study.interrupts import interruptibly
-from study.objective import Objective, _Best, split_tags, trial_seed
+from study.objective import Objective, _Best, ending_run, split_tags, trial_seed
 from study.publish import CONFIG_PATH, PLOTS_DIR, config_toml, write_plots
 from study.search_space import Hyperparams, SearchSpace, hyperparams_from_params, suggest
 from study.tracking import StateDict, Tracker
-from study.training import NonFiniteLossError, TrainOptions, evaluate, train
+from study.training import TrainOptions, evaluate, train
 
 logger = logging.getLogger(__name__)
 
@@ -63,23 +63,14 @@ class CvObjective:
         trial.set_user_attr("mlflow_run_id", run_id)
         done: list[_Best] = []
         current = _Best()
-        try:
+        # `current` is read when the trial stops: the closure sees the fold that was running.
+        with ending_run(lambda state, **why: self._finish(trial, run_id, state, done, current,
+                                                          **why)):
             for k in range(self.data.folds.k):
                 current = _Best()
                 self._train_fold(k, hp, trial, run_id, current)
                 done.append(current)
                 self._report(trial, run_id, done)
-        except optuna.TrialPruned:
-            self._finish(trial, run_id, TrialState.PRUNED, done, current, reason="pruned")
-            raise
-        except NonFiniteLossError as exc:
-            self._finish(trial, run_id, TrialState.FAIL, done, current, reason=str(exc),
-                         diverged=True)
-            raise
-        except BaseException as exc:  # Ctrl-C or a bug: the MLflow run must not stay RUNNING
-            self._finish(trial, run_id, TrialState.FAIL, done, current,
-                         reason=f"interrupted: {type(exc).__name__}")
-            raise
         self.tracker.save_checkpoint(run_id, merge_fold_states(done))
         self._finish(trial, run_id, TrialState.COMPLETE, done, current, reason="")
         return _mean_loss(done)

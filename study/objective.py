@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 import torch
@@ -27,6 +28,30 @@ def split_tags(data: SearchData | CvData) -> dict[str, str]:
 def trial_seed(seed: int, number: int) -> int:
     """Distinct, reproducible seeds per (study seed, trial number)."""
     return seed * 1_000_003 + number
+
+
+class _Finish(Protocol):
+    def __call__(self, state: TrialState, *, reason: str, diverged: bool = False) -> None: ...
+
+
+@contextmanager
+def ending_run(finish: _Finish) -> Iterator[None]:
+    """FINISH the trial's MLflow run with the state Optuna will record, however it stops early.
+
+    Pruned is PRUNED, a NaN loss a FAIL Optuna catches, anything else (Ctrl-C, a bug) a FAIL
+    that propagates: in no case may the run stay RUNNING.
+    """
+    try:
+        yield
+    except optuna.TrialPruned:
+        finish(TrialState.PRUNED, reason="pruned")
+        raise
+    except NonFiniteLossError as exc:
+        finish(TrialState.FAIL, reason=str(exc), diverged=True)
+        raise
+    except BaseException as exc:
+        finish(TrialState.FAIL, reason=f"interrupted: {type(exc).__name__}")
+        raise
 
 
 @dataclass
@@ -67,7 +92,9 @@ class Objective:
         model = models.build(self.model_name, dropout=hp.dropout, **self.model_kwargs).to(device)
         best = _Best()
         epochs = 0
-        try:
+        # `epochs` is read when the trial stops, not now: the closure sees its last value.
+        with ending_run(lambda state, **why: self._finish(trial, run_id, state, best, epochs,
+                                                          **why)):
             for metrics in interruptibly(train(model, hp, self.data, max_epochs=self.max_epochs,
                                                generator=generator, options=self.options)):
                 epochs = metrics.epoch
@@ -77,17 +104,6 @@ class Objective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(
                         f"pruned after epoch {metrics.epoch}: val_loss {metrics.val_loss:.4f}")
-        except optuna.TrialPruned:
-            self._finish(trial, run_id, TrialState.PRUNED, best, epochs, reason="pruned")
-            raise
-        except NonFiniteLossError as exc:
-            self._finish(trial, run_id, TrialState.FAIL, best, epochs, reason=str(exc),
-                         diverged=True)
-            raise
-        except BaseException as exc:  # Ctrl-C or a bug: the MLflow run must not stay RUNNING
-            self._finish(trial, run_id, TrialState.FAIL, best, epochs,
-                         reason=f"interrupted: {type(exc).__name__}")
-            raise
         assert best.metrics is not None and best.state is not None  # max_epochs >= 1
         self.tracker.save_checkpoint(run_id, best.state)
         self._finish(trial, run_id, TrialState.COMPLETE, best, epochs, reason="")
