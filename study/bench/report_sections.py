@@ -74,8 +74,9 @@ def throughput(section: Section) -> list[str]:
         f"conventional objective (Optuna's PyTorch example adapted: DataLoader, data reloaded "
         f"per trial, in-memory storage, no tracking) was capped at "
         f"{r['conventional_budget_s']:.0f} s and finished {conv_full['finished']} trials. "
-        f"Both are compared over the first {r['compared_trials']} finished trials, which the "
-        f"shared sampler seed makes start from the same suggestions.", "",
+        f"{_compared(r['compared_trials'], full['n_trials'])} The shared sampler seed makes "
+        f"both start from the same suggestions; from the first pruned or differently scored "
+        f"trial on, each follows its own results.", "",
         "| path | trials | search wall (s) | trials/min | epochs | best val loss | "
         "best val acc | setup (s) | peak RSS (MB) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -90,6 +91,12 @@ def throughput(section: Section) -> list[str]:
         f"({full['trials_per_min']:.1f} trials/min), best val accuracy "
         f"{_acc(full['best_val_acc'])}; setup {full['setup_s']:.0f} s, final test evaluation "
         f"and publishing {full['finalize_s']:.0f} s.", ""]
+
+
+def _compared(n: int, n_trials: int) -> str:
+    if n == n_trials:
+        return f"Both ran all {n} trials and are compared over all of them."
+    return f"Both are compared over the first {n} finished trials."
 
 
 def tracking(section: Section) -> list[str]:
@@ -132,8 +139,9 @@ def tracking(section: Section) -> list[str]:
 def pruning(section: Section) -> list[str]:
     rows = section["result"]["rows"]
     lines = _header("4. Pruning saving", section) + [
-        "The reference study untracked, with each pruner (median: 5 start-up trials, 2 warm-up "
-        "epochs; Hyperband: min 1 epoch, reduction 3).", "",
+        "The reference study untracked, with each pruner as `mnist-study run` builds it "
+        f"(median: 5 start-up trials; Hyperband: reduction 3; neither judges a trial before "
+        f"epoch {section['result'].get('first_decision_epoch', 1)}).", "",
         "| pruner | finished | pruned | epochs trained | epochs saved | search wall (s) | "
         "wall saved | best val loss | vs none | best val acc | peak RSS (MB) |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]

@@ -19,6 +19,7 @@ from typing import Any
 
 from study.bench.settings import BenchSettings
 from study.bench.worker import StudyResult, StudySpec, TrialRecord, run_spec
+from study.strategy import FIRST_DECISION
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def pruning(runner: StudyRunner) -> dict[str, Any]:
         row["epochs_saved_pct"] = 100 * (1 - row["epochs_trained"] / base["epochs_trained"])
         row["wall_saved_pct"] = 100 * (1 - row["search_s"] / base["search_s"])
         row["best_val_loss_vs_none_pct"] = _pct(row["best_val_loss"], base["best_val_loss"])
-    return {"rows": rows}
+    return {"rows": rows, "first_decision_epoch": FIRST_DECISION}
 
 
 def target(runner: StudyRunner) -> dict[str, Any]:
