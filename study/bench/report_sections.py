@@ -82,7 +82,8 @@ def throughput(section: Section) -> list[str]:
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         _study_row("project", rows["project"]),
         _study_row("conventional", rows["conventional"]), "",
-        f"Throughput ratio: **{_f(r['speedup_trials_per_min'], 1, 'x')}** trials/minute. In "
+        f"Throughput ratio: **{_f(r['speedup_trials_per_min'], 1, 'x')}** trials/minute; "
+        f"{_per_epoch(rows['project'], rows['conventional'])} In "
         f"the {r['equal_time']['seconds']:.0f} s the conventional search took, the project "
         f"finished {r['equal_time']['project_trials']} trials, best val accuracy "
         f"{_acc(r['equal_time']['project_best_val_acc'])}. The "
@@ -91,6 +92,17 @@ def throughput(section: Section) -> list[str]:
         f"({full['trials_per_min']:.1f} trials/min), best val accuracy "
         f"{_acc(full['best_val_acc'])}; setup {full['setup_s']:.0f} s, final test evaluation "
         f"and publishing {full['finalize_s']:.0f} s.", ""]
+
+
+def _per_epoch(project: dict[str, Any], conv: dict[str, Any]) -> str:
+    """The studies pruned differently, so trials/min also counts different work."""
+    mine = project["search_s"] / project["epochs_trained"]
+    theirs = conv["search_s"] / conv["epochs_trained"]
+    return (f"per trained epoch {mine:.2f} s against {theirs:.2f} s (**{theirs / mine:.1f}x**), "
+            f"as the two searches pruned differently ({project['epochs_trained']} and "
+            f"{conv['epochs_trained']} epochs). Best val loss {project['best_val_loss']:.4f} "
+            f"against {conv['best_val_loss']:.4f} "
+            f"({100 * (project['best_val_loss'] / conv['best_val_loss'] - 1):+.1f}%).")
 
 
 def _compared(n: int, n_trials: int) -> str:

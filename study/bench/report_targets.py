@@ -53,10 +53,16 @@ def _throughput(section: Section | None) -> str:
     ok = ratio is not None and ratio >= THROUGHPUT_TARGET and acc_ok
     acc = (f"best val acc {100 * (project['best_val_acc'] or 0):.2f}% vs "
            f"{100 * (conv['best_val_acc'] or 0):.2f}%")
+    if project["best_val_loss"] and conv["best_val_loss"]:  # the objective itself, for honesty
+        acc += f" (best val loss {_pct_text(project['best_val_loss'], conv['best_val_loss'])})"
     ratio_text = f"{ratio:.1f}x" if ratio is not None else "n/a"
     return (f"| study throughput: >= {THROUGHPUT_TARGET:.0f}x trials/min at equal or better best "
             f"val accuracy | {ratio_text} over {r['compared_trials']} trials, {acc} | "
             f"{_met(ok)} |")
+
+
+def _pct_text(value: float, reference: float) -> str:
+    return f"{100 * (value / reference - 1):+.1f}%"
 
 
 def _tracking(section: Section | None) -> str:
