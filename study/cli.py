@@ -14,6 +14,7 @@ from types import ModuleType
 from data_pipeline import DataError
 from study import cli_audit, cli_dashboard, cli_run, cli_ui
 from study.errors import StudyError
+from study.interrupts import Terminated
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -39,10 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (StudyError, DataError) as exc:
         print(f"mnist-study: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("mnist-study: interrupted; finished trials are saved, rerun the same command to "
+    except KeyboardInterrupt as exc:
+        stopped_by = f"stopped by {exc}" if isinstance(exc, Terminated) else "interrupted"
+        print(f"mnist-study: {stopped_by}; finished trials are saved, rerun the same command to "
               "resume", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        # The shell's convention, 128 + the signal: what `kill` and schedulers expect to see.
+        return 128 + exc.signum if isinstance(exc, Terminated) else EXIT_INTERRUPTED
 
 
 def _setup_logging() -> None:

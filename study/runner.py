@@ -90,13 +90,13 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
         study.set_user_attr(key, value)
     params = _flat(config.to_dict())
     params.update(storage=redact(config.storage), tracking_uri=redact(config.tracking_uri))
-    tracker.start_study(study_name=config.study_name, params=params,
-                        tags={**provenance, **{f"version.{k}": v for k, v in
-                                               package_versions().items()}})
-    _log_audit(tracker, audited.report)
-    _close_dead_runs(study, tracker)
-    status = "FAILED"
-    with deferred_interrupts():  # Ctrl-C stops in an epoch, never inside a store call
+    with deferred_interrupts():  # a signal stops an epoch, never a store call
+        tracker.start_study(study_name=config.study_name, params=params,
+                            tags={**provenance, **{f"version.{k}": v for k, v in
+                                                   package_versions().items()}})
+        _log_audit(tracker, audited.report)
+        _close_dead_runs(study, tracker)
+        status = "FAILED"
         try:
             before = count_finished(study)
             _optimize(study, config, make_objective(config, data, tracker))

@@ -145,7 +145,13 @@ def test_resume_with_another_val_fraction_is_refused_and_names_the_split(
     assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 1  # the study is intact
 
 
-def test_ctrl_c_records_what_finished_and_the_same_command_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "code", "said"), [
+    (signal.SIGINT, 130, "interrupted"),  # Ctrl-C
+    (signal.SIGTERM, 143, "stopped by SIGTERM"),  # kill, a batch scheduler, docker stop
+])
+def test_a_stop_signal_records_what_finished_and_the_same_command_resumes(
+    tmp_path: Path, sig: signal.Signals, code: int, said: str,
+) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=2000)
     args = ["run", "--data-dir", str(data), "--allow-noncanonical-data", "--no-progress",
             "--n-trials", "40", "--max-epochs", "6", "--pruner", "none"]
@@ -160,10 +166,10 @@ def test_ctrl_c_records_what_finished_and_the_same_command_resumes(tmp_path: Pat
                 break
         except KeyError:  # the study does not exist yet
             continue
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
-    assert "rerun the same command to resume" in stderr
+    assert proc.returncode == code, stderr
+    assert f"{said}; finished trials are saved, rerun the same command to resume" in stderr
     done = _finished(storage)
     assert len(done) >= 2  # finished trials survived the interrupt
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
@@ -173,3 +179,8 @@ def test_ctrl_c_records_what_finished_and_the_same_command_resumes(tmp_path: Pat
     assert "RUNNING" not in {r.info.status for r in runs}  # every run ended truthfully
     parent = [r for r in runs if r.data.tags.get("mnist_study.role") == "study"][0]
     assert parent.info.status == "KILLED"
+    # The same command resumes (a smaller total keeps the test short): one more trial, then done.
+    total = str(len(_finished(storage)) + 1)
+    resumed = _cli(tmp_path, *[total if a == "40" else a for a in args])
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(_finished(storage)) == int(total)  # the earlier trials were kept, not redone

@@ -15,7 +15,13 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from study.config import StudyConfig
-from study.interrupts import deferred_interrupts, interruptibly, raise_pending_interrupt
+from study.interrupts import (
+    SIGNALS,
+    Terminated,
+    deferred_interrupts,
+    interruptibly,
+    raise_pending_interrupt,
+)
 from study.runner import run_study
 from study.tracking import MlflowTracker
 
@@ -82,13 +88,32 @@ def test_raise_pending_interrupt_is_a_checkpoint_inside_the_scope() -> None:
     assert reached == ["first"]
 
 
-def test_the_previous_handler_comes_back_and_nothing_stays_held() -> None:
-    before = signal.getsignal(signal.SIGINT)
+def test_sigterm_is_held_like_ctrl_c_and_raised_as_terminated() -> None:
+    reached = []
+    with pytest.raises(Terminated) as stopped, deferred_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)  # `kill`, a scheduler, `docker stop`
+        reached.append("after")  # not killed mid-write: the clean-up can still run
+    assert reached == ["after"]
+    assert stopped.value.signum == signal.SIGTERM  # the CLI exits 128 + 15
+
+
+def test_the_previous_handlers_come_back_and_nothing_stays_held() -> None:
+    before = {sig: signal.getsignal(sig) for sig in SIGNALS}
     with pytest.raises(KeyboardInterrupt), deferred_interrupts():
         _ctrl_c()
-    assert signal.getsignal(signal.SIGINT) is before
+    assert {sig: signal.getsignal(sig) for sig in SIGNALS} == before
     with deferred_interrupts():
         pass  # the interrupt of the last scope is not raised again here
+
+
+def test_an_ignored_signal_stays_ignored() -> None:
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under `nohup`
+    try:
+        with deferred_interrupts():
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN  # a closed terminal: go on
+            os.kill(os.getpid(), signal.SIGHUP)  # and nothing is raised at the scope's end
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 def test_outside_the_main_thread_ctrl_c_keeps_its_usual_meaning() -> None:
