@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"intra-op threads for both paths (default {d.cpu_threads}, as `run`)")
     p.add_argument("--n-trials", type=int, help="trials of the reference study")
     p.add_argument("--max-epochs", type=int, help="epochs per trial of the reference study")
+    p.add_argument("--seed", type=int, help="sampler and split seed of the reference study "
+                   "(default 0): another seed shows how far a result holds")
     p.add_argument("--conventional-budget", type=float, dest="conventional_budget_s",
                    help="seconds the conventional study may run")
     p.add_argument("--workdir", type=Path, help="keep stores and study results here "
@@ -101,8 +103,9 @@ def _run(args: argparse.Namespace, argv: list[str], *, workdir: Path,
                       workdir=workdir, cpu_threads=args.cpu_threads,
                       allow_noncanonical_data=args.allow_noncanonical_data,
                       in_process=args.in_process)
-    overrides = {k: getattr(args, k) for k in ("n_trials", "max_epochs",
-                                                "conventional_budget_s") if getattr(args, k)}
+    overrides = {k: getattr(args, k) for k in ("n_trials", "max_epochs", "seed",
+                                                "conventional_budget_s")
+                 if getattr(args, k) is not None}
     settings = dataclasses.replace(settings, **overrides)
     set_cpu_threads(settings.cpu_threads)
     tv_root = conventional.torchvision_root(files, workdir / "torchvision")

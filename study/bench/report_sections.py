@@ -68,7 +68,8 @@ def throughput(section: Section) -> list[str]:
     rows, full = r["rows"], r["project_full"]
     conv_full = r["conventional_full"]
     return _header("2. Study throughput", section) + [
-        f"The reference study: TPE (seed 0), median pruner, {full['n_trials']} trials of at "
+        f"The reference study: TPE (seed {section['settings']['seed']}), median pruner, "
+        f"{full['n_trials']} trials of at "
         f"most {full['max_epochs']} epochs. The project runs it as `mnist-study run` does "
         f"(SQLite storage, MLflow tracking on, leakage audit, test evaluation after); the "
         f"conventional objective (Optuna's PyTorch example adapted: DataLoader, data reloaded "
@@ -151,7 +152,8 @@ def tracking(section: Section) -> list[str]:
 def pruning(section: Section) -> list[str]:
     rows = section["result"]["rows"]
     lines = _header("4. Pruning saving", section) + [
-        "The reference study untracked, with each pruner as `mnist-study run` builds it "
+        f"The reference study (seed {section['settings']['seed']}) untracked, with each pruner as "
+        "`mnist-study run` builds it "
         f"(median: 5 start-up trials; Hyperband: reduction 3; neither judges a trial before "
         f"epoch {section['result'].get('first_decision_epoch', 1)}).", "",
         "| pruner | finished | pruned | epochs trained | epochs saved | search wall (s) | "
