@@ -20,7 +20,7 @@ import math
 import statistics
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,25 +35,25 @@ from study.diagnosis import diagnose
 from study.errors import StudyError
 from study.final import TestResult, evaluate_on_test
 from study.interrupts import interruptibly
-from study.objective import Objective, _Best, ending_run, split_tags, trial_seed
+from study.objective import (
+    Objective,
+    TrialSetup,
+    _Best,
+    ending_run,
+    split_tags,
+    trial_seed,
+)
 from study.publish import CONFIG_PATH, PLOTS_DIR, config_toml, write_plots
-from study.search_space import Hyperparams, SearchSpace, hyperparams_from_params, suggest
+from study.search_space import Hyperparams, hyperparams_from_params, suggest
 from study.tracking import StateDict, Tracker
 from study.training import TrainOptions, evaluate, train
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class CvObjective:
+@dataclass(kw_only=True)
+class CvObjective(TrialSetup):
     data: CvData  # the folds only: the search cannot reach the test set
-    space: SearchSpace
-    model_name: str
-    model_kwargs: Mapping[str, Any]
-    max_epochs: int
-    seed: int
-    tracker: Tracker
-    options: TrainOptions = field(default_factory=TrainOptions)  # how steps run (amp, compile)
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         hp = suggest(trial, self.space, max_epochs=self.max_epochs)

@@ -70,9 +70,10 @@ class _Best:
                           model.state_dict().items()}
 
 
-@dataclass
-class Objective:
-    data: SearchData  # train and val only: the search cannot reach the test set
+@dataclass(kw_only=True)
+class TrialSetup:
+    """What every trial of a study is built from, besides its data (a split, or folds)."""
+
     space: SearchSpace
     model_name: str
     model_kwargs: Mapping[str, Any]
@@ -80,6 +81,11 @@ class Objective:
     seed: int
     tracker: Tracker
     options: TrainOptions = field(default_factory=TrainOptions)  # how steps run (amp, compile)
+
+
+@dataclass(kw_only=True)
+class Objective(TrialSetup):
+    data: SearchData  # train and val only: the search cannot reach the test set
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         hp = suggest(trial, self.space, max_epochs=self.max_epochs)
