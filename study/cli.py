@@ -15,6 +15,7 @@ from data_pipeline import DataError
 from study import cli_audit, cli_dashboard, cli_run, cli_ui
 from study.errors import StudyError
 from study.interrupts import Terminated
+from study.redaction import RedactingFilter, redact_text
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -38,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(command.execute(args))
     except (StudyError, DataError) as exc:
-        print(f"mnist-study: error: {exc}", file=sys.stderr)
+        print(f"mnist-study: error: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt as exc:
         stopped_by = f"stopped by {exc}" if isinstance(exc, Terminated) else "interrupted"
@@ -51,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s", datefmt="%H:%M:%S")
+    for handler in logging.getLogger().handlers:  # every record, ours or a library's
+        handler.addFilter(RedactingFilter())
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ def add_parser(sub: Any) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from study.redaction import redact
     from study.servers import (
         dashboard_server,
         exposure_warning,
@@ -32,7 +33,6 @@ def execute(args: argparse.Namespace) -> int:
         resolve_store,
         url_for,
     )
-    from study.storage import redact
 
     # The heartbeat settings of our storage opener are experimental in Optuna: not news here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

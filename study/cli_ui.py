@@ -23,6 +23,7 @@ def add_parser(sub: Any) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from study.redaction import redact
     from study.servers import (
         ServerError,
         ensure_port_free,
@@ -36,7 +37,6 @@ def execute(args: argparse.Namespace) -> int:
         url_for,
         wait_until_ready,
     )
-    from study.storage import redact
 
     uri = resolve_store(args, "tracking_uri")
     command = mlflow_server_command(uri, host=args.host, port=args.port)

@@ -22,7 +22,7 @@ import models
 from data_pipeline import SearchData
 from study.config import StudyConfig
 from study.final import TestResult, restore_best_model
-from study.storage import redact
+from study.redaction import redact
 from study.tracking import Tracker
 
 logger = logging.getLogger(__name__)

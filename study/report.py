@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from study.redaction import redact
+
 if TYPE_CHECKING:
     from study.runner import StudySummary
 
@@ -15,7 +17,7 @@ def format_summary(s: StudySummary) -> str:
     how = (f"mean of the best trial's {s.cv_folds} fold models, restored" if s.cv_folds
            else "best trial's weights restored") + ", test set read once"
     lines = [
-        f"study {s.study_name!r} in {s.storage}: {counts} "
+        f"study {s.study_name!r} in {redact(s.storage)}: {counts} "
         f"({s.trials_run_now} run now, {s.seconds:.0f} s on {s.device})",
         f"best trial #{s.best_trial}:",
         params,

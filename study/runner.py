@@ -24,7 +24,8 @@ from study.final import TestResult
 from study.interrupts import deferred_interrupts, raise_pending_interrupt
 from study.provenance import code_version, package_versions
 from study.publish import publish_study
-from study.storage import FINISHED, count_finished, open_storage, open_study, redact
+from study.redaction import redact
+from study.storage import FINISHED, count_finished, open_storage, open_study
 from study.strategy import make_pruner, make_sampler
 from study.tracking import MlflowTracker, Tracker
 from study.training import NonFiniteLossError

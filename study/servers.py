@@ -25,6 +25,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from study.errors import ConfigError, ServerError
+from study.redaction import redact
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +118,8 @@ def mlflow_server_command(tracking_uri: str, *, host: str, port: int) -> list[st
     from study.tracking import artifact_root_for  # torch: not for `--help`
 
     if tracking_uri.startswith(("http://", "https://")):
-        raise ConfigError(f"tracking URI {tracking_uri} is already an MLflow server: open it in "
-                          f"a browser, or pass --tracking-uri sqlite:///path/mlflow.db")
+        raise ConfigError(f"tracking URI {redact(tracking_uri)} is already an MLflow server: "
+                          f"open it in a browser, or pass --tracking-uri sqlite:///path/mlflow.db")
     check_port(port)
     require_local_store(tracking_uri, what="MLflow tracking store", flag="--tracking-uri")
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 import random
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,6 +18,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from study.errors import ConfigError, StorageError
+from study.redaction import ambiguous_password, redact, redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,6 @@ HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 
 
-def redact(url: str) -> str:
-    """The URL with any password replaced, fit for error messages and logs."""
-    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
-
-
 def open_storage(url: str) -> optuna.storages.BaseStorage:
     """sqlite:/// or postgresql:// (RDB, with heartbeats) or journal:PATH (several processes)."""
     if url.startswith("journal:"):
@@ -42,15 +37,20 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     if "://" not in url:
-        raise ConfigError(f"storage {url!r} is not a URL; use sqlite:///optuna.db, "
+        raise ConfigError(f"storage {redact(url)!r} is not a URL; use sqlite:///optuna.db, "
                           f"postgresql://user:pass@host/db or journal:path/to/optuna.log")
+    if ambiguous_password(url):
+        raise ConfigError(f"the password in --storage {redact(url)} holds an unencoded '@' or "
+                          f"'/': percent-encode it (%40, %2F), or leave it out of the URL and "
+                          f"set PGPASSWORD or ~/.pgpass")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
         return _rdb_storage(_with_driver(url))
     except Exception as exc:  # sqlalchemy's errors, a missing driver (ImportError), bad URL...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open Optuna storage {redact(url)}: {reason}") from exc
+        raise StorageError(f"cannot open Optuna storage {redact(url)}: "
+                           f"{redact_text(reason)}") from exc
 
 
 def _with_driver(url: str) -> str:

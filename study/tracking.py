@@ -26,6 +26,7 @@ import torch
 from optuna.trial import TrialState
 
 from study.errors import TrackingError
+from study.redaction import ambiguous_password, redact, redact_text
 from study.training import EpochMetrics
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,8 @@ class Tracker(Protocol):
     def log_study_artifacts(self, directory: Path) -> None: ...
     def log_study_model(self, model: torch.nn.Module, *, registered_name: str,
                         input_example: np.ndarray, params: Mapping[str, Any],
-                        metadata: Mapping[str, Any], code_paths: Sequence[Path]) -> str: ...
+                        metadata: Mapping[str, Any], model_code: Path,
+                        model_config: Mapping[str, Any], code_paths: Sequence[Path]) -> str: ...
     def end_study(self, *, status: str) -> None: ...
     def close_dead_runs(self, run_ids: Sequence[str]) -> None: ...
 
@@ -101,7 +103,8 @@ class NullTracker:
 
     def log_study_model(self, model: torch.nn.Module, *, registered_name: str,
                         input_example: np.ndarray, params: Mapping[str, Any],
-                        metadata: Mapping[str, Any], code_paths: Sequence[Path]) -> str:
+                        metadata: Mapping[str, Any], model_code: Path,
+                        model_config: Mapping[str, Any], code_paths: Sequence[Path]) -> str:
         return ""  # nothing registered: there is no registry without tracking
 
     def end_study(self, *, status: str) -> None:
@@ -208,12 +211,12 @@ class MlflowTracker:
                     if found is None:
                         raise
         except MlflowException as exc:
-            raise TrackingError(f"MLflow tracking store {self.tracking_uri} refused: "
+            raise TrackingError(f"MLflow tracking store {redact(self.tracking_uri)} refused: "
                                 f"{exc.message.splitlines()[0]}") from exc
         if found.lifecycle_stage == "deleted":
             raise TrackingError(
-                f"MLflow experiment {name!r} is deleted in {self.tracking_uri}; restore it "
-                f"(mlflow experiments restore --experiment-id {found.experiment_id}) or use "
+                f"MLflow experiment {name!r} is deleted in {redact(self.tracking_uri)}; restore "
+                f"it (mlflow experiments restore --experiment-id {found.experiment_id}) or use "
                 f"another --study-name"
             )
         return str(found.experiment_id)
@@ -272,7 +275,8 @@ class MlflowTracker:
                 local = self.client.download_artifacts(run_id, CHECKPOINT_PATH, tmp)
             except (MlflowException, OSError) as exc:
                 raise TrackingError(f"cannot load the checkpoint of MLflow run {run_id} from "
-                                    f"{self.tracking_uri}: {exc}") from exc
+                                    f"{redact(self.tracking_uri)}: "
+                                    f"{redact_text(str(exc))}") from exc
             return dict(torch.load(local, map_location="cpu", weights_only=True))
 
     def log_study_result(self, *, metrics: Mapping[str, float], params: Mapping[str, Any],
@@ -285,9 +289,16 @@ class MlflowTracker:
 
     def log_study_model(self, model: torch.nn.Module, *, registered_name: str,
                         input_example: np.ndarray, params: Mapping[str, Any],
-                        metadata: Mapping[str, Any], code_paths: Sequence[Path]) -> str:
-        """MODEL as an MLflow PyTorch model of the parent run, registered as a new version of
-        REGISTERED_NAME; returns its models:/ URI. MODEL must be on the CPU in eval mode."""
+                        metadata: Mapping[str, Any], model_code: Path,
+                        model_config: Mapping[str, Any], code_paths: Sequence[Path]) -> str:
+        """MODEL as an MLflow pyfunc model of the parent run, registered as a new version of
+        REGISTERED_NAME; returns its models:/ URI. MODEL must be on the CPU in eval mode.
+
+        Models-from-code, nothing pickled: MODEL_CODE (a file calling mlflow.models.set_model)
+        rebuilds the network from MODEL_CONFIG with the CODE_PATHS shipped beside it, and reads
+        MODEL's state dict, stored as the artifact 'weights', with torch.load(weights_only=True).
+        """
+        import mlflow.pyfunc
         import mlflow.pytorch
         from mlflow.models import infer_signature
 
@@ -297,14 +308,15 @@ class MlflowTracker:
         logged = self.client.create_logged_model(
             self.experiment_id, name="model", source_run_id=self.parent_run_id,
             params={k: str(v) for k, v in params.items()})
-        with _global_tracking_uri(self.tracking_uri):
-            info = mlflow.pytorch.log_model(
-                model, name="model", model_id=logged.model_id, run_id=self.parent_run_id,
-                # Pickled eager module: any batch size, bit-identical outputs once loaded.
-                serialization_format="pickle",
+        with tempfile.TemporaryDirectory() as tmp, _global_tracking_uri(self.tracking_uri):
+            weights = Path(tmp) / "weights.pt"
+            torch.save(model.state_dict(), weights)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(model_code), model_config=dict(model_config),
+                artifacts={"weights": str(weights)}, code_paths=[str(p) for p in code_paths],
+                model_id=logged.model_id, run_id=self.parent_run_id,
                 signature=infer_signature(input_example, output), input_example=input_example,
                 registered_model_name=registered_name, metadata=dict(metadata),
-                code_paths=[str(p) for p in code_paths],
                 # Stated, not inferred: inference re-imports the model in a subprocess (slow).
                 pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
             )
@@ -378,15 +390,19 @@ def _prepare_store(tracking_uri: str) -> None:
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         return
+    if ambiguous_password(tracking_uri):
+        raise TrackingError(f"the password in --tracking-uri {redact(tracking_uri)} holds an "
+                            f"unencoded '@' or '/': percent-encode it (%40, %2F)")
     if tracking_uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=10):
                 return
         except (urllib.error.URLError, OSError) as exc:
-            raise TrackingError(f"MLflow tracking server {tracking_uri} does not answer "
-                                f"({exc}); start it or pass another --tracking-uri") from exc
+            raise TrackingError(f"MLflow tracking server {redact(tracking_uri)} does not answer "
+                                f"({redact_text(str(exc))}); start it or pass another "
+                                f"--tracking-uri") from exc
     if tracking_uri.startswith("file:") or "://" not in tracking_uri:
         raise TrackingError(
-            f"tracking URI {tracking_uri!r} is a file store, which MLflow 3 no longer accepts; "
-            f"use sqlite:///path/mlflow.db or an http:// tracking server"
+            f"tracking URI {redact(tracking_uri)!r} is a file store, which MLflow 3 no longer "
+            f"accepts; use sqlite:///path/mlflow.db or an http:// tracking server"
         )

@@ -8,7 +8,7 @@ import optuna
 import pytest
 
 from study.errors import ConfigError, StorageError
-from study.storage import count_finished, open_storage, open_study, redact
+from study.storage import count_finished, open_storage, open_study
 
 IDENTITY: dict[str, Any] = {"seed": 0, "val_fraction": 0.1, "search_space": {"lr": [1e-4, 1e-1]}}
 
@@ -63,7 +63,3 @@ def test_not_a_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="sqlite:///optuna.db"):
         open_storage("optuna.db")
 
-
-def test_redact_hides_passwords_only() -> None:
-    assert redact("postgresql://bob:pw@h:5432/d") == "postgresql://bob:***@h:5432/d"
-    assert redact("sqlite:///optuna.db") == "sqlite:///optuna.db"
