@@ -1,7 +1,7 @@
 """What a finished `run` leaves on its MLflow parent run for people to browse and reuse.
 
 Artifacts: the Optuna plots as self-contained HTML, the split summary, the resolved config;
-and the best trial's restored model, logged with mlflow.pytorch and registered.
+and the best trial's restored model, logged as code plus weights (no pickle) and registered.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from data_pipeline import SearchData
 from study.config import StudyConfig
 from study.final import TestResult, restore_best_model
 from study.redaction import redact
+from study.search_space import hyperparams_from_params
 from study.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ logger = logging.getLogger(__name__)
 PLOTS_DIR = "plots"
 CONFIG_PATH = "config/resolved_config.toml"
 INPUT_EXAMPLE_SIZE = 2  # images in the model's input example: enough to show the batch axis
+# The file MLflow runs to load the registered model (a path: importing it would register it).
+MODEL_CODE = Path(__file__).with_name("registered_model.py")
 
 
 def _plots() -> dict[str, Callable[[optuna.Study], Any]]:
@@ -117,15 +120,23 @@ def log_best_model(
     study: optuna.Study, *, config: StudyConfig, data: SearchData, test: TestResult,
     tracker: Tracker,
 ) -> str:
-    """The best trial's restored weights as a registered MLflow model (CPU, eval mode)."""
-    _, model = restore_best_model(study, tracker=tracker, model_name=config.model,
-                                  model_kwargs={"hidden": config.hidden},
-                                  device=torch.device("cpu"))
+    """The best trial's restored weights as a registered MLflow model (CPU, eval mode).
+
+    Logged as code (study/registered_model.py and the models package) plus a state-dict file,
+    so loading it unpickles nothing: see registered_model.py.
+    """
+    best, model = restore_best_model(study, tracker=tracker, model_name=config.model,
+                                     model_kwargs={"hidden": config.hidden},
+                                     device=torch.device("cpu"))
     model.eval()  # dropout off: the logged model must predict what the test evaluation saw
     example = data.val.x[:INPUT_EXAMPLE_SIZE].cpu().numpy()  # [2, 1, 28, 28] float32
+    # The arguments restore_best_model built the network with: the loader rebuilds the same one.
+    architecture = {"model": config.model, "hidden": config.hidden,
+                    "dropout": hyperparams_from_params(best.params).dropout}
     return tracker.log_study_model(
         model, registered_name=registered_model_name(config.study_name), input_example=example,
         params=study.best_params, metadata=model_metadata(config=config, data=data, test=test),
+        model_code=MODEL_CODE, model_config=architecture,
         # The models package travels with the model, so it loads without mnist-study.
         code_paths=[Path(models.__file__).parent],
     )

@@ -300,7 +300,7 @@ class MlflowTracker:
         """
         import mlflow.pyfunc
         import mlflow.pytorch
-        from mlflow.models import infer_signature
+        from mlflow.models import Model, infer_signature
 
         with torch.inference_mode():
             output = model(torch.from_numpy(input_example)).numpy()
@@ -311,8 +311,10 @@ class MlflowTracker:
         with tempfile.TemporaryDirectory() as tmp, _global_tracking_uri(self.tracking_uri):
             weights = Path(tmp) / "weights.pt"
             torch.save(model.state_dict(), weights)
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(model_code), model_config=dict(model_config),
+            # Model.log is what pyfunc.log_model calls, minus the fluent run: it takes run_id.
+            info = Model.log(
+                artifact_path=None, name="model", flavor=mlflow.pyfunc,
+                python_model=str(model_code), model_config=dict(model_config),
                 artifacts={"weights": str(weights)}, code_paths=[str(p) for p in code_paths],
                 model_id=logged.model_id, run_id=self.parent_run_id,
                 signature=infer_signature(input_example, output), input_example=input_example,
@@ -358,7 +360,7 @@ class MlflowTracker:
 def _global_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's process-global tracking URI at URI for one call, then restore it.
 
-    mlflow.pytorch.log_model and the registration it does read only the global URI. This runs
+    mlflow.pyfunc.log_model and the registration it does read only the global URI. This runs
     once per study, after the search, when no trial is logging from another thread.
     """
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri

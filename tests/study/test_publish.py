@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import mlflow.pytorch
+import mlflow.pyfunc
+import numpy as np
 import optuna
 import pytest
 import torch
 from mlflow import MlflowClient
 
 import models
-from data_pipeline import MnistFiles, Normalizer, SearchData, to_tensor_set
+from data_pipeline import (
+    MnistFiles,
+    Normalizer,
+    SearchData,
+    TensorSet,
+    find_mnist,
+    prepare_search_data,
+    to_tensor_set,
+)
 from study import final  # not `import TestResult`: pytest would try to collect it
 from study.config import StudyConfig, resolve_config
 from study.publish import (
@@ -23,10 +36,11 @@ from study.publish import (
     registered_model_name,
     write_plots,
 )
-from study.runner import run_study
+from study.runner import StudySummary, run_study
 from study.search_space import SearchSpace
-from study.tracking import NullTracker
+from study.tracking import MlflowTracker, NullTracker
 from study.training import evaluate
+from tests.synthetic import write_synthetic_mnist
 
 PLOT_NAMES = {"optimization_history", "param_importances", "parallel_coordinate",
               "intermediate_values"}
@@ -114,16 +128,40 @@ def _artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) 
     return found
 
 
+@dataclass(frozen=True)
+class Published:
+    config: StudyConfig
+    summary: StudySummary
+    files: MnistFiles
+    normalizer: Normalizer  # the study's (train-only) normalisation
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
+    """One small study run end to end, shared by the tests of what it published."""
+    root = tmp_path_factory.mktemp("published")
+    data_dir = write_synthetic_mnist(root / "mnist")
+    config = StudyConfig(study_name="pub test", storage=f"sqlite:///{root}/optuna.db",
+                         tracking_uri=f"sqlite:///{root}/mlflow/mlflow.db", data_dir=data_dir,
+                         download=False, allow_noncanonical_data=True, n_trials=2, max_epochs=2,
+                         hidden=16, val_fraction=0.25, device="cpu", no_progress=True)
+    files = find_mnist(data_dir, verify=False)
+    assert files is not None
+    search = prepare_search_data(files, val_fraction=config.val_fraction, seed=config.seed,
+                                 device=torch.device("cpu"))
+    return Published(config=config, summary=run_study(config), files=files,
+                     normalizer=search.normalizer)
+
+
+def _normalised_test_images(published: Published, normalizer: Normalizer) -> TensorSet:
+    test = published.files.load("test")
+    return to_tensor_set(test.images, test.labels, normalizer, torch.device("cpu"))
+
+
 def test_run_publishes_artifacts_and_a_model_that_reproduces_test_accuracy(
-    tmp_path: Path, synthetic_dir: Path, synthetic_files: MnistFiles,
-    monkeypatch: pytest.MonkeyPatch,
+    published: Published, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    uri = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
-    config = StudyConfig(study_name="pub test", storage=f"sqlite:///{tmp_path}/optuna.db",
-                         tracking_uri=uri, data_dir=synthetic_dir, download=False,
-                         allow_noncanonical_data=True, n_trials=2, max_epochs=2, hidden=16,
-                         val_fraction=0.25, device="cpu", no_progress=True)
-    summary = run_study(config)
+    uri, summary = published.config.tracking_uri, published.summary
     client = MlflowClient(uri)
     parent = client.get_run(summary.mlflow_parent_run_id)
     artifacts = _artifact_paths(client, parent.info.run_id)
@@ -137,12 +175,49 @@ def test_run_publishes_artifacts_and_a_model_that_reproduces_test_accuracy(
     info = mlflow.models.get_model_info(model_uri)
     assert info.signature is not None and info.saved_input_example_info is not None
     assert info.metadata is not None  # the normaliser travels with the model
-    model = mlflow.pytorch.load_model(model_uri)
-    test = synthetic_files.load("test")
+    model = mlflow.pyfunc.load_model(model_uri).unwrap_python_model().model
+    assert isinstance(model, models.MLP) and not model.training  # the nn.Module, eval mode
     normalizer = Normalizer(mean=info.metadata["normalizer_mean"],
                             std=info.metadata["normalizer_std"])
-    loss, acc = evaluate(model, to_tensor_set(test.images, test.labels, normalizer,
-                                              torch.device("cpu")))
+    loss, acc = evaluate(model, _normalised_test_images(published, normalizer))
     assert acc == summary.test.test_acc  # the registered model IS the evaluated one, exactly
     assert loss == summary.test.test_loss
     assert info.metadata["test_accuracy"] == summary.test.test_acc  # and says so itself
+
+
+# Run in a fresh process, as a user would: the model loads with pickle forbidden.
+LOAD_WITHOUT_PICKLE = """
+import sys
+import mlflow
+import numpy as np
+
+model = mlflow.pyfunc.load_model(sys.argv[1])
+np.save(sys.argv[3], model.predict(np.load(sys.argv[2])))
+network = model.unwrap_python_model().model
+print(type(network).__name__, "training" if network.training else "eval")
+"""
+
+
+def test_registered_model_loads_and_predicts_with_pickle_forbidden(
+    published: Published, tmp_path: Path,
+) -> None:
+    config = published.config
+    tracker = MlflowTracker(config.tracking_uri)
+    study = optuna.load_study(study_name=config.study_name, storage=config.storage)
+    _, evaluated = final.restore_best_model(study, tracker=tracker, model_name=config.model,
+                                            model_kwargs={"hidden": config.hidden},
+                                            device=torch.device("cpu"))
+    evaluated.eval()  # the model the final evaluation scored, rebuilt in this process
+    images = _normalised_test_images(published, published.normalizer).x  # [100, 1, 28, 28]
+    np.save(tmp_path / "images.npy", images.numpy())
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_WITHOUT_PICKLE, "models:/mnist-study-pub-test/latest",
+         str(tmp_path / "images.npy"), str(tmp_path / "logits.npy")],
+        env={**os.environ, "MLFLOW_TRACKING_URI": config.tracking_uri,
+             "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"},
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]  # pickle forbidden, and it still loads
+    assert done.stdout.split() == ["MLP", "eval"]  # the nn.Module itself, dropout off
+    with torch.inference_mode():
+        expected = evaluated(images).numpy()
+    assert np.array_equal(np.load(tmp_path / "logits.npy"), expected)  # bit-identical on CPU
