@@ -360,7 +360,7 @@ class MlflowTracker:
 def _global_tracking_uri(uri: str) -> Iterator[None]:
     """Point MLflow's process-global tracking URI at URI for one call, then restore it.
 
-    mlflow.pyfunc.log_model and the registration it does read only the global URI. This runs
+    mlflow's Model.log and the registration it does read only the global URI. This runs
     once per study, after the search, when no trial is logging from another thread.
     """
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
