@@ -184,3 +184,5 @@ def test_a_stop_signal_records_what_finished_and_the_same_command_resumes(
     resumed = _cli(tmp_path, *[total if a == "40" else a for a in args])
     assert resumed.returncode == 0, resumed.stderr
     assert len(_finished(storage)) == int(total)  # the earlier trials were kept, not redone
+    drawn = [tuple(sorted(t.params.items())) for t in _finished(storage)]
+    assert len(set(drawn)) == len(drawn)  # the resumed run drew new parameters, no replay

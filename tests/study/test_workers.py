@@ -1,0 +1,137 @@
+"""Workers never repeat each other: every process draws its own parameters.
+
+Real CLI workers started together on one study (journal file, SQLite, PostgreSQL), and a
+study resumed after it finished: no two trials may share a parameter set, except a trial and
+the deliberate retry of it that Optuna's heartbeat callback enqueues.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from study.storage import open_storage
+from study.strategy import make_sampler, sampler_seed
+from study.tracking import MlflowTracker
+from tests.pg import postgres_url
+from tests.synthetic import write_synthetic_mnist
+
+__all__ = ["postgres_url"]  # the fixture, imported to be found by pytest
+
+SMALL_STUDY = ["run", "--allow-noncanonical-data", "--no-progress", "--max-epochs", "1",
+               "--hidden", "16", "--val-fraction", "0.25", "--pruner", "none"]
+
+
+def _env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items()
+            if k not in ("MLFLOW_TRACKING_URI", "MNIST_STUDY_DATA_DIR")}
+
+
+def _run_workers(cwd: Path, n_workers: int, args: list[str]) -> None:
+    """N_WORKERS `mnist-study run` processes started at once; each must end well."""
+    command = [sys.executable, "-m", "study", *SMALL_STUDY, *args]
+    procs = [subprocess.Popen(command, cwd=cwd, env=_env(), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(n_workers)]
+    try:
+        outputs = [proc.communicate(timeout=300) for proc in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    for proc, (out, err) in zip(procs, outputs):
+        assert proc.returncode == 0, out + err
+
+
+def duplicated_parameter_sets(trials: list[FrozenTrial]) -> list[tuple[int, int]]:
+    """Pairs of trial numbers with equal parameters, retries of a failed trial excepted."""
+    seen: dict[tuple[tuple[str, object], ...], int] = {}
+    pairs = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        if not trial.params:
+            continue  # never started sampling (a WAITING retry not yet run)
+        key = tuple(sorted(trial.params.items()))
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+        if key in seen and seen[key] != retried:
+            pairs.append((seen[key], trial.number))
+        seen.setdefault(key, trial.number)
+    return pairs
+
+
+def _storage_url(kind: str, tmp_path: Path, postgres: str | None) -> str:
+    if kind == "journal":
+        return f"journal:{tmp_path}/optuna.log"
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path}/optuna.db"
+    assert postgres is not None
+    return postgres
+
+
+def _load(url: str, name: str) -> optuna.Study:
+    if url.startswith("journal:"):
+        storage: optuna.storages.BaseStorage = JournalStorage(
+            JournalFileBackend(url.removeprefix("journal:")))
+    else:
+        storage = open_storage(url)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+@pytest.mark.parametrize("n_workers", [2, 4])
+@pytest.mark.parametrize("kind", [
+    "journal", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_workers_started_together_never_repeat_parameters(
+    request: pytest.FixtureRequest, tmp_path: Path, kind: str, n_workers: int,
+) -> None:
+    postgres = request.getfixturevalue("postgres_url") if kind == "postgres" else None
+    url = _storage_url(kind, tmp_path, postgres)
+    name = f"w{n_workers}-{kind}-{os.getpid()}-{tmp_path.name}"[:60]
+    data = write_synthetic_mnist(tmp_path / "data", n_train=200, n_test=50)
+    MlflowTracker(f"sqlite:///{tmp_path}/mlflow/mlflow.db")  # the store exists, as after a run
+    n_trials = 2 * n_workers
+    _run_workers(tmp_path, n_workers, ["--storage", url, "--study-name", name,
+                                       "--n-trials", str(n_trials), "--data-dir", str(data)])
+    trials = _load(url, name).get_trials(deepcopy=False)
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) >= n_trials  # all ran
+    assert duplicated_parameter_sets(trials) == []  # nobody replayed another's suggestion
+
+
+def test_a_fresh_single_process_study_is_still_reproducible() -> None:
+    # The seed's promise stands: the same seed gives the same stream for the same trial...
+    assert sampler_seed(0, 5) == sampler_seed(0, 5)
+    # ...and distinct trials (and seeds) get distinct streams.
+    assert len({sampler_seed(s, n) for s in range(3) for n in range(100)}) == 300
+
+
+def test_two_samplers_with_one_seed_suggest_differently_for_different_trials() -> None:
+    # What two workers' samplers do in one storage: each trial has its own number, so its own
+    # stream, even though both processes were built from the same study seed.
+    study = optuna.create_study(sampler=make_sampler("tpe", seed=0, n_trials=20))
+    other = optuna.load_study(study_name=study.study_name, storage=study._storage,
+                              sampler=make_sampler("tpe", seed=0, n_trials=20))
+    first, second = study.ask(), other.ask()
+    lrs = [t.suggest_float("lr", 1e-5, 1.0, log=True) for t in (first, second)]
+    assert lrs[0] != lrs[1]
+
+
+def test_the_duplicate_finder_tells_a_retry_from_a_repeat() -> None:
+    study = optuna.create_study()
+    for _ in range(2):
+        study.enqueue_trial({"x": 1.0})
+    for _ in range(2):
+        study.optimize(lambda t: t.suggest_float("x", 0, 2), n_trials=1)
+    trials = study.get_trials()
+    assert duplicated_parameter_sets(trials) == [(0, 1)]  # a plain repeat is caught
+    retried = optuna.create_study()
+    retried.add_trial(trials[0])
+    retried.add_trial(optuna.trial.create_trial(  # what the heartbeat callback enqueues
+        params={"x": 1.0}, distributions=trials[0].distributions, value=1.0,
+        system_attrs={"failed_trial": trials[0].number}))
+    assert duplicated_parameter_sets(retried.get_trials()) == []  # a retry is allowed
