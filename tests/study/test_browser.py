@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.pytorch
+import mlflow.pyfunc
 import optuna
 import pytest
 import torch
@@ -285,7 +285,8 @@ def test_registered_model_reproduces_the_printed_test_accuracy(
     made: MadeStudy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", made.tracking_uri)  # models:/ resolves here
-    model = mlflow.pytorch.load_model(f"models:/{MODEL_NAME}/latest")
+    # README's loading snippet: models-from-code, no pickle, the eval-mode nn.Module inside.
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL_NAME}/latest").unwrap_python_model().model
     metadata = mlflow.models.get_model_info(f"models:/{MODEL_NAME}/latest").metadata
     assert metadata is not None
     normalizer = Normalizer(mean=metadata["normalizer_mean"], std=metadata["normalizer_std"])
