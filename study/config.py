@@ -51,6 +51,13 @@ class StudyConfig:
     download: bool = True  # fetch MNIST through torchvision when DATA_DIR has none
     allow_noncanonical_data: bool = False
     tracking_uri: str = DEFAULT_TRACKING_URI
+    # The longest one MLflow call may wait for a tracking server that does not answer; after
+    # that the run goes on and keeps its logs in MLFLOW_SPOOL for `mnist-study sync-mlflow`.
+    tracking_timeout: float = 30.0
+    mlflow_spool: Path = Path("mlflow/spool")
+    # Seconds without a heartbeat after which a RUNNING trial's worker is taken for dead (RDB
+    # storages): its trial is failed and retried, its MLflow runs closed.
+    heartbeat_grace: float = 120.0
     seed: int = 0
     val_fraction: float = 0.1
     cv_folds: int | None = None  # K-fold cross-validation over train+val instead of holdout
@@ -70,6 +77,12 @@ class StudyConfig:
         if not 0.0 < self.val_fraction < 1.0:
             raise ConfigError(f"val_fraction must be in (0, 1), but got "
                               f"val_fraction={self.val_fraction}")
+        if not 5 <= self.tracking_timeout < math.inf:
+            raise ConfigError(f"tracking_timeout must be at least 5 seconds, but got "
+                              f"tracking_timeout={self.tracking_timeout}")
+        if not 60 <= self.heartbeat_grace < math.inf:
+            raise ConfigError(f"heartbeat_grace must be at least 60 seconds (two heartbeats), "
+                              f"but got heartbeat_grace={self.heartbeat_grace}")
         if self.seed < 0:
             raise ConfigError(f"seed must be >= 0, but got seed={self.seed}")
         if self.cpu_threads < 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import fail_stale_trials
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
@@ -20,17 +22,29 @@ from data_pipeline import AuditReport, CvData, SearchData, locate_mnist, prepare
 from study.config import StudyConfig
 from study.cv import evaluate_best_on_test, make_objective, publish_cv_study
 from study.device import resolve_device
+from study.errors import TrackingError
 from study.final import TestResult
 from study.interrupts import deferred_interrupts, raise_pending_interrupt
+from study.liveness import (
+    dead_workers,
+    describe_running,
+    grace_seconds_of,
+    mark_closed,
+    registered_worker,
+    running_trials,
+)
 from study.provenance import code_version, package_versions
 from study.publish import publish_study
-from study.redaction import redact
-from study.storage import FINISHED, count_finished, open_storage, open_study
+from study.redaction import redact, redact_text
+from study.storage import FINISHED, GRACE_SECONDS, count_finished, open_storage, open_study
 from study.strategy import make_pruner, make_sampler
 from study.tracking import MlflowTracker, Tracker
 from study.training import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
+
+# Spool keys of trial runs made during an MLflow outage -> the run ids the back-fill gave them.
+SPOOLED_RUNS_ATTR = "mlflow_spooled_runs"
 
 
 @dataclass(frozen=True)
@@ -65,8 +79,10 @@ def identity(config: StudyConfig, data: SearchData | CvData) -> dict[str, Any]:
 def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySummary:
     started = time.perf_counter()
     device = resolve_device(config.device)
-    storage = open_storage(config.storage)
-    tracker = tracker if tracker is not None else MlflowTracker(config.tracking_uri)
+    storage = open_storage(config.storage, grace_seconds=config.heartbeat_grace)
+    tracker = tracker if tracker is not None else MlflowTracker(
+        config.tracking_uri, spool_root=config.mlflow_spool,
+        tracking_timeout=config.tracking_timeout)
     files = locate_mnist(config.data_dir, download=config.download,
                          verify=not config.allow_noncanonical_data)
     # Audited once per process, before any trial: duplicates across the split refuse the run.
@@ -95,49 +111,112 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
         tracker.start_study(study_name=config.study_name, params=params,
                             tags={**provenance, **{f"version.{k}": v for k, v in
                                                    package_versions().items()}})
+        _backfill(study, tracker)
         _log_audit(tracker, audited.report)
-        _close_dead_runs(study, tracker)
+        _report_running(study)
         status = "FAILED"
-        try:
-            before = count_finished(study)
-            _optimize(study, config, make_objective(config, data, tracker))
-            raise_pending_interrupt()  # held through the last trial: the test set stays unseen
-            test = evaluate_best_on_test(study, config=config, files=files, data=data,
-                                         tracker=tracker, device=device)
-            summary = _summarise(study, config, test, device=str(device),
-                                 trials_run_now=count_finished(study) - before,
-                                 seconds=time.perf_counter() - started,
-                                 parent_run_id=getattr(tracker, "parent_run_id", ""))
-            tracker.log_study_result(
-                metrics={"test_accuracy": test.test_acc, "test_loss": test.test_loss,
-                         "best_val_loss": summary.best_val_loss,
-                         "best_val_accuracy": summary.best_val_acc},
-                params={f"best.{k}": v for k, v in summary.best_params.items()},
-                tags={"best_trial_number": str(test.trial_number)},
-            )
-            # After the result: the logged model copies the parent run's metrics.
-            if isinstance(data, CvData):
-                publish_cv_study(study, config=config, tracker=tracker)
-            else:
-                summary = dataclasses.replace(summary, registered_model=publish_study(
-                    study, config=config, data=data, test=test, tracker=tracker))
-            raise_pending_interrupt()  # held through publishing: the run says KILLED
-            status = "FINISHED"
-            return summary
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            _close_dead_runs(study, tracker)
-            tracker.end_study(status=status)
+        with registered_worker(study, tracker.parent_run_id):
+            try:
+                _close_dead_runs(study, tracker)
+                before = count_finished(study)
+                _optimize(study, config, make_objective(config, data, tracker))
+                raise_pending_interrupt()  # held through the last trial: test set unseen
+                if tracker.outage:  # the search is saved; its logs wait in the spool
+                    raise TrackingError(_outage_line(study, config, tracker))
+                test = evaluate_best_on_test(study, config=config, files=files, data=data,
+                                             tracker=tracker, device=device)
+                summary = _summarise(study, config, test, device=str(device),
+                                     trials_run_now=count_finished(study) - before,
+                                     seconds=time.perf_counter() - started,
+                                     parent_run_id=tracker.parent_run_id)
+                tracker.log_study_result(
+                    metrics={"test_accuracy": test.test_acc, "test_loss": test.test_loss,
+                             "best_val_loss": summary.best_val_loss,
+                             "best_val_accuracy": summary.best_val_acc},
+                    params={f"best.{k}": v for k, v in summary.best_params.items()},
+                    tags={"best_trial_number": str(test.trial_number)},
+                )
+                # After the result: the logged model copies the parent run's metrics.
+                if isinstance(data, CvData):
+                    publish_cv_study(study, config=config, tracker=tracker)
+                else:
+                    summary = dataclasses.replace(summary, registered_model=publish_study(
+                        study, config=config, data=data, test=test, tracker=tracker))
+                raise_pending_interrupt()  # held through publishing: the run says KILLED
+                status = "FINISHED"
+                return summary
+            except KeyboardInterrupt:
+                status = "KILLED"
+                raise
+            finally:
+                _end_study(study, tracker, status=status, failing=sys.exc_info()[1])
+
+
+def _backfill(study: optuna.Study, tracker: Tracker) -> None:
+    """Send what earlier processes spooled during an outage; join their runs to the trials."""
+    runs = {**study.user_attrs.get(SPOOLED_RUNS_ATTR, {}), **tracker.backfill()}
+    if runs != study.user_attrs.get(SPOOLED_RUNS_ATTR, {}):
+        study.set_user_attr(SPOOLED_RUNS_ATTR, runs)  # for workers on other machines
+    tracker.remember_runs(runs)
+
+
+def _report_running(study: optuna.Study) -> None:
+    """Say what this run finds RUNNING; a trial whose worker is gone gets its fail_reason."""
+    grace = grace_seconds_of(study)
+    stale = False
+    for trial in running_trials(study):
+        logger.warning("%s", describe_running(trial, grace_seconds=grace))
+        if grace is not None and trial.heartbeat_age is not None \
+                and trial.heartbeat_age > grace:
+            study._storage.set_trial_user_attr(
+                trial.trial_id, "fail_reason",
+                f"its worker stopped without a word (heartbeat {trial.heartbeat_age:.0f} s old)")
+            stale = True
+    if stale:  # failed and re-queued now, so that this run counts and retries it
+        fail_stale_trials(study)
 
 
 def _close_dead_runs(study: optuna.Study, tracker: Tracker) -> None:
-    # A SIGKILLed worker cannot end its MLflow run; once Optuna has failed its trial (heartbeat),
-    # the run must not stay RUNNING forever.
+    # A SIGKILLed worker cannot end its MLflow runs: once Optuna has failed its trial
+    # (heartbeat), the trial's run must not stay RUNNING forever, nor its parent run.
     failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     tracker.close_dead_runs([t.user_attrs["mlflow_run_id"] for t in failed
-                             if "mlflow_run_id" in t.user_attrs])
+                             if "mlflow_run_id" in t.user_attrs],
+                            tags={"optuna.state": "FAIL", "optuna.fail_reason":
+                                  "its worker stopped without a word (heartbeat went stale)"})
+    grace = grace_seconds_of(study) or GRACE_SECONDS
+    for parent, why in dead_workers(study, grace_seconds=grace).items():
+        if parent == tracker.parent_run_id:
+            continue
+        tracker.close_dead_runs([parent], tags={"mnist_study.fail_reason": f"{why}; closed by "
+                                                f"the run {tracker.parent_run_id}"})
+        if not tracker.outage:
+            mark_closed(study, parent, why)
+            logger.info("closed the MLflow run %s of a dead worker: %s", parent, why)
+
+
+def _end_study(study: optuna.Study, tracker: Tracker, *, status: str,
+               failing: BaseException | None) -> None:
+    """End this invocation's runs; a clean-up error never hides the error being raised."""
+    try:
+        try:
+            _close_dead_runs(study, tracker)
+        finally:
+            tracker.end_study(status=status)
+    except Exception as exc:
+        if failing is None:
+            raise
+        logger.warning("could not end the MLflow runs: %s",
+                       redact_text(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def _outage_line(study: optuna.Study, config: StudyConfig, tracker: Tracker) -> str:
+    return (f"MLflow tracking server {redact(config.tracking_uri)} stopped answering "
+            f"({tracker.outage}); the study's {count_finished(study)} finished trials are in "
+            f"the Optuna storage and their MLflow logs in {tracker.spool_dir}: once it answers, "
+            f"run `mnist-study sync-mlflow` with the same --study-name, --storage and "
+            f"--tracking-uri, or this same command, which back-fills them and then evaluates "
+            f"the best trial on the test set")
 
 
 def _log_audit(tracker: Tracker, report: AuditReport) -> None:

@@ -30,7 +30,8 @@ HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 
 
-def open_storage(url: str) -> optuna.storages.BaseStorage:
+def open_storage(url: str, *,
+                 grace_seconds: float = GRACE_SECONDS) -> optuna.storages.BaseStorage:
     """sqlite:/// or postgresql:// (RDB, with heartbeats) or journal:PATH (several processes)."""
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:"))
@@ -46,7 +47,7 @@ def open_storage(url: str) -> optuna.storages.BaseStorage:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return _rdb_storage(_with_driver(url))
+        return _rdb_storage(_with_driver(url), grace_seconds=grace_seconds)
     except Exception as exc:  # sqlalchemy's errors, a missing driver (ImportError), bad URL...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StorageError(f"cannot open Optuna storage {redact(url)}: "
@@ -62,13 +63,13 @@ def _with_driver(url: str) -> str:
     return url if driver is None else f"postgresql+{driver}://" + url.removeprefix("postgresql://")
 
 
-def _rdb_storage(url: str) -> RDBStorage:
+def _rdb_storage(url: str, *, grace_seconds: float) -> RDBStorage:
     # Workers started together on a new database race to create the schema; the losers'
     # CREATE TABLE fails (optuna/optuna#1092). Once the winner has committed, opening works.
     for attempt in range(1, 4):
         try:
             return RDBStorage(
-                url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=int(grace_seconds),
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
             )
         except sqlalchemy.exc.DBAPIError as exc:

@@ -27,6 +27,17 @@ from optuna.trial import TrialState
 
 from study.errors import TrackingError
 from study.redaction import ambiguous_password, redact, redact_text
+from study.spool import (
+    SPOOL_KEY_TAG,
+    Op,
+    Spool,
+    is_spooled,
+    known_runs,
+    pending,
+    read_ops,
+    replay,
+    study_spool_dir,
+)
 from study.training import EpochMetrics
 
 logger = logging.getLogger(__name__)
@@ -42,6 +53,12 @@ StateDict = dict[str, torch.Tensor]
 
 
 class Tracker(Protocol):
+    parent_run_id: str  # "" until start_study; the invocation's MLflow run
+    outage: str  # why the tracking server stopped answering mid-run; "" while it answers
+
+    @property
+    def spool_dir(self) -> Path | None: ...  # where this study's unsent operations are kept
+
     def start_study(self, *, study_name: str, params: Mapping[str, Any],
                     tags: Mapping[str, str]) -> None: ...
     def start_trial(self, *, number: int, params: Mapping[str, Any],
@@ -59,11 +76,17 @@ class Tracker(Protocol):
                         metadata: Mapping[str, Any], model_code: Path,
                         model_config: Mapping[str, Any], code_paths: Sequence[Path]) -> str: ...
     def end_study(self, *, status: str) -> None: ...
-    def close_dead_runs(self, run_ids: Sequence[str]) -> None: ...
+    def close_dead_runs(self, run_ids: Sequence[str], *, tags: Mapping[str, str]) -> None: ...
+    def backfill(self) -> dict[str, str]: ...
+    def remember_runs(self, runs: Mapping[str, str]) -> None: ...
 
 
 class NullTracker:
     """Tracking off: the loop never branches on 'is logging on'. Checkpoints stay in memory."""
+
+    parent_run_id = ""
+    outage = ""
+    spool_dir: Path | None = None
 
     def __init__(self) -> None:
         self._checkpoints: dict[str, StateDict] = {}
@@ -110,7 +133,13 @@ class NullTracker:
     def end_study(self, *, status: str) -> None:
         pass
 
-    def close_dead_runs(self, run_ids: Sequence[str]) -> None:
+    def close_dead_runs(self, run_ids: Sequence[str], *, tags: Mapping[str, str]) -> None:
+        pass
+
+    def backfill(self) -> dict[str, str]:
+        return {}
+
+    def remember_runs(self, runs: Mapping[str, str]) -> None:
         pass
 
 
@@ -130,20 +159,22 @@ def experiment_artifact_location(tracking_uri: str, experiment_name: str) -> str
 
 
 class _BackgroundWriter:
-    """Runs MLflow writes in order on one daemon thread, off the training loop.
+    """Runs tracker operations in order on one daemon thread, off the training loop.
 
-    A write that fails is raised (as a TrackingError) by the next submit() or flush(), so
-    nothing is lost silently; flush() is the point where everything submitted is on disk.
+    An operation that fails for a reason other than an outage (outages are spooled by RUN)
+    is raised, as a TrackingError, by the next submit() or flush(): nothing is lost silently.
+    flush() is the point where everything submitted has been stored or spooled.
     """
 
-    def __init__(self) -> None:
-        self._jobs: queue.Queue[Callable[[], object]] = queue.Queue()
+    def __init__(self, run: Callable[[Op], object]) -> None:
+        self._jobs: queue.Queue[Op] = queue.Queue()
+        self._run = run
         self._error: BaseException | None = None
         threading.Thread(target=self._work, name="mlflow-writer", daemon=True).start()
 
-    def submit(self, job: Callable[[], object]) -> None:
+    def submit(self, op: Op) -> None:
         self._raise_failure()
-        self._jobs.put(job)
+        self._jobs.put(op)
 
     def flush(self) -> None:
         self._jobs.join()
@@ -151,9 +182,9 @@ class _BackgroundWriter:
 
     def _work(self) -> None:
         while True:
-            job = self._jobs.get()
+            op = self._jobs.get()
             try:
-                job()
+                self._run(op)
             except BaseException as exc:  # handed over to the caller's thread, not swallowed
                 self._error = self._error or exc
             finally:
@@ -162,7 +193,66 @@ class _BackgroundWriter:
     def _raise_failure(self) -> None:
         error, self._error = self._error, None
         if error is not None:
-            raise TrackingError(f"an MLflow write failed: {error}") from error
+            raise TrackingError(f"an MLflow write failed: {redact_text(str(error))}") from error
+
+
+def bound_http_waits(total_seconds: float) -> None:
+    """Cap how long one MLflow HTTP call may wait for a server that is gone.
+
+    MLflow's defaults (7 retries, exponential backoff, 120 s per request) add up to minutes per
+    call. Three attempts with 1 s and 2 s backoffs, each with a timeout of a third of what is
+    left, keep a call under TOTAL_SECONDS even when the server hangs instead of refusing.
+    """
+    per_request = max(1, int((total_seconds - 4) / 3))
+    os.environ.update({"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+                       "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.5",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": str(per_request)})
+
+
+def apply_op(client: Any, op: Op, runs: Mapping[str, str], *, spool_dir: Path | None) -> str | None:
+    """Perform one tracker operation (see study.spool) on CLIENT; the run id it created.
+
+    RUNS maps the keys of runs created from a spool to their MLflow ids. A spooled run is
+    looked up by its key tag before it is created, so a replay cut short never makes it twice.
+    """
+    from mlflow.entities import Metric, Param, RunTag
+
+    run = runs.get(op.get("run", ""), op.get("run", ""))
+    kind = op["op"]
+    if kind == "create_run":
+        tags = {k: runs.get(v, v) for k, v in op["tags"].items()}
+        if is_spooled(op["key"]):
+            found = client.search_runs([op["experiment_id"]], max_results=1,
+                                       filter_string=f"tags.`{SPOOL_KEY_TAG}` = '{op['key']}'")
+            if found:
+                return str(found[0].info.run_id)
+            tags[SPOOL_KEY_TAG] = op["key"]
+        created = client.create_run(op["experiment_id"], run_name=op["run_name"], tags=tags)
+        return str(created.info.run_id)
+    if kind == "log_batch":
+        client.log_batch(run, metrics=[Metric(k, float(v), int(t), int(s))
+                                       for k, v, t, s in op.get("metrics", [])],
+                         params=[Param(k, str(v)) for k, v in op.get("params", {}).items()],
+                         tags=[RunTag(k, str(v)) for k, v in op.get("tags", {}).items()])
+    elif kind == "terminate":
+        client.set_terminated(run, status=op["status"])
+    elif kind == "artifact":
+        file = Path(op["file"]) if spool_dir is None else spool_dir / op["file"]
+        client.log_artifact(run, str(file), artifact_path=op["artifact_path"])
+    else:
+        raise TrackingError(f"unknown tracker operation {kind!r} in the spool")
+    return None
+
+
+def _batch(run_id: str, *, params: Mapping[str, Any] | None = None,
+           metrics: Mapping[str, float] | None = None, step: int = 0,
+           tags: Mapping[str, str] | None = None) -> Op:
+    now = int(time.time() * 1000)
+    return {"op": "log_batch", "run": run_id,
+            "metrics": [[k, float(v), now, step] for k, v in (metrics or {}).items()],
+            "params": {k: str(v) for k, v in (params or {}).items()},
+            "tags": {k: str(v) for k, v in (tags or {}).items()}}
 
 
 class MlflowTracker:
@@ -171,30 +261,78 @@ class MlflowTracker:
     Per-epoch metrics and trial params are written by a background thread (an SQLite commit
     costs ~20 ms, a GPU epoch not much more); end_trial and end_study wait for those writes, so
     a run's final status is only set once everything it logged is stored.
+
+    When a tracking server stops answering mid-study, the tracker goes *offline* for the rest
+    of the process: each call waits at most TRACKING_TIMEOUT seconds once, then this and every
+    later operation is appended to the study's spool (study.spool) and training goes on.
+    `backfill` replays spools into the store: `mnist-study sync-mlflow`, and every `run`.
     """
 
-    def __init__(self, tracking_uri: str) -> None:
+    def __init__(self, tracking_uri: str, *, spool_root: Path = Path("mlflow/spool"),
+                 tracking_timeout: float = 30.0) -> None:
         from mlflow import MlflowClient  # heavy import, only when tracking is on
 
         self.tracking_uri = tracking_uri
+        self.spool_root = spool_root
+        bound_http_waits(tracking_timeout)
         _prepare_store(tracking_uri)
         with _store_lock(tracking_uri):  # one process at a time creates/migrates a new store
             self.client = MlflowClient(tracking_uri=tracking_uri)
             self.client.search_experiments(max_results=1)  # forces the schema now, under the lock
         self.experiment_id = ""
         self.parent_run_id = ""
-        self._writer = _BackgroundWriter()
+        self.outage = ""  # why the server stopped answering; "" while it answers
+        self._spool: Spool | None = None
+        self._runs: dict[str, str] = {}  # spool key -> run id, from replays
+        self._offline_lock = threading.Lock()
+        self._writer = _BackgroundWriter(self._execute)
+
+    @property
+    def spool_dir(self) -> Path | None:
+        return self._spool.directory if self._spool is not None else None
+
+    def attach(self, study_name: str) -> None:
+        """Use STUDY_NAME's experiment and spool without starting a run (for back-fills)."""
+        self.experiment_id = self._experiment(study_name)
+        self._spool = Spool(study_spool_dir(self.spool_root, study_name))
 
     def start_study(self, *, study_name: str, params: Mapping[str, Any],
                     tags: Mapping[str, str]) -> None:
-        self.experiment_id = self._experiment(study_name)
+        self.attach(study_name)
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"{study_name}@{time.strftime('%Y%m%d-%H%M%S')}",
             tags={"optuna.study_name": study_name, "mnist_study.role": "study", **tags},
         )
         self.parent_run_id = run.info.run_id
-        self._log(self.parent_run_id, params=params)
+        self._execute(_batch(self.parent_run_id, params=params))
+
+    def backfill(self) -> dict[str, str]:
+        """Replay this study's spools (earlier processes') into the store: key -> run id.
+
+        Runs only while the server answers; a failure is one TrackingError line, and the next
+        backfill goes on where this one stopped.
+        """
+        assert self._spool is not None, "attach or start_study first"
+        directory = self._spool.directory
+        if pending(directory):
+            try:
+                result = replay(directory, lambda op, runs: apply_op(
+                    self.client, op, runs, spool_dir=directory))
+            except Exception as exc:
+                raise TrackingError(
+                    f"cannot back-fill the MLflow spool {directory} into "
+                    f"{redact(self.tracking_uri)}: {redact_text(str(exc)).splitlines()[0]}; "
+                    f"nothing is lost: run `mnist-study sync-mlflow` again once it answers"
+                ) from exc
+            logger.info("back-filled %d spooled MLflow operations (%d runs) from %s",
+                        result.operations, len(result.runs_created), directory)
+        self._runs.update(known_runs(directory))
+        return dict(self._runs)
+
+    def remember_runs(self, runs: Mapping[str, str]) -> None:
+        """Spool keys that a replay elsewhere turned into run ids (from the Optuna study)."""
+        self._runs.update(runs)
 
     def _experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException
@@ -223,33 +361,24 @@ class MlflowTracker:
 
     def start_trial(self, *, number: int, params: Mapping[str, Any],
                     tags: Mapping[str, str] | None = None) -> str:
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{number:04d}",
-            tags={**(tags or {}), "mlflow.parentRunId": self.parent_run_id,
-                  "optuna.trial_number": str(number), "optuna.state": "RUNNING",
-                  "mnist_study.role": "trial"},
-        )
-        run_id, params = str(run.info.run_id), dict(params)
-        self._writer.submit(lambda: self._log(run_id, params=params))
+        assert self._spool is not None, "start_study first"
+        key = self._spool.new_key()
+        run_id = self._execute({
+            "op": "create_run", "key": key, "experiment_id": self.experiment_id,
+            "run_name": f"trial-{number:04d}",
+            "tags": {**(tags or {}), "mlflow.parentRunId": self.parent_run_id,
+                     "optuna.trial_number": str(number), "optuna.state": "RUNNING",
+                     "mnist_study.role": "trial"}}) or key
+        self._writer.submit(_batch(run_id, params=params))
         return run_id
 
     def log_epoch(self, run_id: str, metrics: EpochMetrics) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
         # One batched write per epoch, never one per metric or per step, and not on this thread.
-        batch = [Metric(key, value, now, metrics.epoch) for key, value in
-                 metrics.as_dict().items()]
-        self._writer.submit(lambda: self.client.log_batch(run_id, metrics=batch))
+        self._writer.submit(_batch(run_id, metrics=metrics.as_dict(), step=metrics.epoch))
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int) -> None:
         """METRICS at STEP in one batched write (cross-validation's per-fold names)."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self.client.log_batch(run_id, metrics=[
-            Metric(key, float(value), now, step) for key, value in metrics.items()])
+        self._execute(_batch(run_id, metrics=metrics, step=step))
 
     def flush(self) -> None:
         """Wait until every write submitted so far is stored (end_trial does it itself)."""
@@ -257,35 +386,52 @@ class MlflowTracker:
 
     def end_trial(self, run_id: str, *, state: TrialState, tags: Mapping[str, str]) -> None:
         self._writer.flush()  # the run's metrics are stored before its status says it ended
-        self._log(run_id, tags={"optuna.state": state.name, **tags})
-        self.client.set_terminated(run_id, status=RUN_STATUS.get(state, "FAILED"))
+        self._execute(_batch(run_id, tags={"optuna.state": state.name, **tags}))
+        self._execute({"op": "terminate", "run": run_id,
+                       "status": RUN_STATUS.get(state, "FAILED")})
 
     def save_checkpoint(self, run_id: str, state: StateDict) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / Path(CHECKPOINT_PATH).name
             torch.save(state, path)
-            self.client.log_artifact(run_id, str(path),
-                                     artifact_path=str(Path(CHECKPOINT_PATH).parent))
+            self._execute({"op": "artifact", "run": run_id, "file": str(path),
+                           "artifact_path": str(Path(CHECKPOINT_PATH).parent)})
 
     def load_checkpoint(self, run_id: str) -> StateDict:
         from mlflow.exceptions import MlflowException
 
+        run_id = self._runs.get(run_id, run_id)
+        if is_spooled(run_id):  # never reached the store: it is in a spool on this machine
+            return self._spooled_checkpoint(run_id)
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 local = self.client.download_artifacts(run_id, CHECKPOINT_PATH, tmp)
             except (MlflowException, OSError) as exc:
                 raise TrackingError(f"cannot load the checkpoint of MLflow run {run_id} from "
                                     f"{redact(self.tracking_uri)}: "
-                                    f"{redact_text(str(exc))}") from exc
+                                    f"{redact_text(str(exc)).splitlines()[0]}") from exc
             return dict(torch.load(local, map_location="cpu", weights_only=True))
+
+    def _spooled_checkpoint(self, key: str) -> StateDict:
+        directory = self.spool_dir
+        for path in sorted(directory.glob("*.jsonl")) if directory is not None else []:
+            for op in read_ops(path):
+                if op["op"] == "artifact" and op["run"] == key:
+                    return dict(torch.load(directory / op["file"], map_location="cpu",
+                                           weights_only=True))
+        raise TrackingError(f"the checkpoint of trial run {key} was spooled by a worker on "
+                            f"another machine; run `mnist-study sync-mlflow` there first")
 
     def log_study_result(self, *, metrics: Mapping[str, float], params: Mapping[str, Any],
                          tags: Mapping[str, str]) -> None:
-        self._log(self.parent_run_id, metrics=metrics, params=params, tags=tags)
+        self._execute(_batch(self.parent_run_id, metrics=metrics, params=params, tags=tags))
 
     def log_study_artifacts(self, directory: Path) -> None:
         """DIRECTORY's files, sub-folders kept, at the root of the parent run's artifacts."""
-        self.client.log_artifacts(self.parent_run_id, str(directory))
+        for file in sorted(p for p in directory.rglob("*") if p.is_file()):
+            folder = file.parent.relative_to(directory).as_posix()
+            self._execute({"op": "artifact", "run": self.parent_run_id, "file": str(file),
+                           "artifact_path": None if folder == "." else folder})
 
     def log_study_model(self, model: torch.nn.Module, *, registered_name: str,
                         input_example: np.ndarray, params: Mapping[str, Any],
@@ -327,33 +473,61 @@ class MlflowTracker:
     def end_study(self, *, status: str) -> None:
         self._writer.flush()
         if self.parent_run_id:
-            self.client.set_terminated(self.parent_run_id, status=status)
+            self._execute({"op": "terminate", "run": self.parent_run_id, "status": status})
 
-    def close_dead_runs(self, run_ids: Sequence[str]) -> None:
-        """Make the runs of trials Optuna failed say FAILED too.
+    def close_dead_runs(self, run_ids: Sequence[str], *, tags: Mapping[str, str]) -> None:
+        """Make runs whose process is gone say FAILED, with TAGS saying why.
 
-        A worker killed mid-trial leaves its run RUNNING; one killed between ending its run and
-        recording the result leaves it FINISHED while Optuna says FAIL.
+        A worker killed mid-trial leaves its trial's run (and its own parent run) RUNNING; one
+        killed between ending its run and recording the result leaves it FINISHED while Optuna
+        says FAIL. Runs only spooled on another machine are that machine's sync to close.
         """
-        for run_id in run_ids:
-            if self.client.get_run(run_id).info.status == "FAILED":
+        if self.outage:
+            return  # the next run, or sync-mlflow, closes them once the server answers
+        for run_id in (self._runs.get(r, r) for r in run_ids):
+            if is_spooled(run_id) or self.client.get_run(run_id).info.status == "FAILED":
                 continue
-            self._log(run_id, tags={"optuna.state": "FAIL", "optuna.fail_reason":
-                                    "its worker stopped without a word (heartbeat went stale)"})
-            self.client.set_terminated(run_id, status="FAILED")
+            self._execute(_batch(run_id, tags=tags))
+            self._execute({"op": "terminate", "run": run_id, "status": "FAILED"})
 
-    def _log(self, run_id: str, *, params: Mapping[str, Any] | None = None,
-             metrics: Mapping[str, float] | None = None,
-             tags: Mapping[str, str] | None = None) -> None:
-        from mlflow.entities import Metric, Param, RunTag
+    def _execute(self, op: Op) -> str | None:
+        """Apply OP to the store, or spool it when the server does not answer (from then on).
 
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
-            params=[Param(k, str(v)) for k, v in (params or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()],
-        )
+        Returns the run id a `create_run` made; None when it was spooled (its key stands in).
+        """
+        if not self.outage:
+            try:
+                return apply_op(self.client, op, self._runs, spool_dir=None)
+            except Exception as exc:
+                if not self._is_outage(exc):
+                    raise
+                self._go_offline(exc)
+        assert self._spool is not None, "start_study first"
+        if op["op"] == "artifact":  # the file is a temporary one: the spool keeps a copy
+            op = {**op, "file": self._spool.keep_file(Path(op["file"]))}
+        self._spool.append(op)
+        return None
+
+    def _is_outage(self, exc: BaseException) -> bool:
+        """A server that did not answer, as opposed to one that answered with an error."""
+        from mlflow.exceptions import MlflowException, RestException
+
+        if not self.tracking_uri.startswith(("http://", "https://")):
+            return False  # a local store that fails is a real error, not an outage
+        if isinstance(exc, RestException):
+            return False
+        # MLflow wraps transport failures (refused, reset, timed out) in MlflowException;
+        # requests' own exceptions are OSErrors.
+        return isinstance(exc, (MlflowException, OSError))
+
+    def _go_offline(self, exc: BaseException) -> None:
+        with self._offline_lock:
+            if self.outage:
+                return
+            self.outage = redact_text(str(exc)).splitlines()[0][:300]
+        logger.warning("MLflow tracking server %s stopped answering; training goes on and its "
+                       "logs are kept in %s for `mnist-study sync-mlflow`",
+                       redact(self.tracking_uri), self.spool_dir)
 
 
 @contextmanager
