@@ -35,6 +35,7 @@ from study.diagnosis import diagnose
 from study.errors import StudyError
 from study.final import TestResult, evaluate_on_test
 from study.interrupts import interruptibly
+from study.liveness import WORKER_ATTR
 from study.objective import (
     Objective,
     TrialSetup,
@@ -61,6 +62,7 @@ class CvObjective(TrialSetup):
             number=trial.number, params=hp.as_params(),
             tags={**split_tags(self.data), "cv_folds": str(self.data.folds.k)})
         trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr(WORKER_ATTR, self.tracker.parent_run_id)  # whose process runs it
         done: list[_Best] = []
         current = _Best()
         # `current` is read when the trial stops: the closure sees the fold that was running.

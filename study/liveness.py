@@ -28,7 +28,8 @@ from optuna.trial import TrialState
 
 logger = logging.getLogger(__name__)
 
-WORKER_PREFIX = "worker."
+WORKER_PREFIX = "worker."  # study user attr per process: worker.<parent run id>
+WORKER_ATTR = "worker"  # trial user attr: the parent run id of the process that runs it
 HEARTBEAT_SECONDS = 30
 
 
@@ -38,6 +39,7 @@ class RunningTrial:
     trial_id: int
     heartbeat_age: float | None  # seconds since its worker's last heartbeat; None: no heartbeats
     started_age: float  # seconds since it started
+    worker: str  # the parent run id of the process running it ("" if unknown)
 
 
 def running_trials(study: optuna.Study) -> list[RunningTrial]:
@@ -48,6 +50,7 @@ def running_trials(study: optuna.Study) -> list[RunningTrial]:
     return [RunningTrial(
         number=t.number, trial_id=t._trial_id, heartbeat_age=beats.get(t._trial_id),
         started_age=(now - t.datetime_start).total_seconds() if t.datetime_start else 0.0,
+        worker=str(t.user_attrs.get(WORKER_ATTR, "")),
     ) for t in trials]
 
 

@@ -15,6 +15,7 @@ import models
 from data_pipeline import CvData, SearchData
 from study.diagnosis import diagnose
 from study.interrupts import interruptibly
+from study.liveness import WORKER_ATTR
 from study.search_space import SearchSpace, suggest
 from study.tracking import StateDict, Tracker
 from study.training import EpochMetrics, NonFiniteLossError, TrainOptions, train
@@ -92,6 +93,7 @@ class Objective(TrialSetup):
         run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params(),
                                           tags=split_tags(self.data))
         trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr(WORKER_ATTR, self.tracker.parent_run_id)  # whose process runs it
         torch.manual_seed(trial_seed(self.seed, trial.number))  # init and dropout
         generator = torch.Generator().manual_seed(trial_seed(self.seed, trial.number))
         device = self.data.train.y.device

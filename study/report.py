@@ -29,6 +29,7 @@ def format_summary(s: StudySummary) -> str:
         lines.append(f"MLflow parent run: {s.mlflow_parent_run_id}")
     if s.registered_model:
         lines.append(f"registered model: {s.registered_model}")
+    lines += s.notes
     return "\n".join(lines)
 
 

@@ -14,12 +14,21 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import fail_stale_trials
+import torch
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
-from data_pipeline import AuditReport, CvData, SearchData, locate_mnist, prepare_audited_data
-from study.config import StudyConfig
+from data_pipeline import (
+    AuditedData,
+    AuditReport,
+    CvData,
+    MnistFiles,
+    SearchData,
+    locate_mnist,
+    prepare_audited_data,
+)
+from study.config import StudyConfig, check_batch_sizes
 from study.cv import evaluate_best_on_test, make_objective, publish_cv_study
 from study.device import resolve_device
 from study.errors import TrackingError
@@ -36,9 +45,18 @@ from study.liveness import (
 from study.provenance import code_version, package_versions
 from study.publish import publish_study
 from study.redaction import redact, redact_text
-from study.storage import FINISHED, GRACE_SECONDS, count_finished, open_storage, open_study
+from study.storage import (
+    FINISHED,
+    GRACE_SECONDS,
+    RETRIES,
+    check_storage_url,
+    check_tracking_store,
+    count_finished,
+    open_storage,
+    open_study,
+)
 from study.strategy import make_pruner, make_sampler
-from study.tracking import MlflowTracker, Tracker
+from study.tracking import MlflowTracker, Tracker, check_tracking_uri
 from study.training import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
@@ -79,18 +97,9 @@ def identity(config: StudyConfig, data: SearchData | CvData) -> dict[str, Any]:
 def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySummary:
     started = time.perf_counter()
     device = resolve_device(config.device)
-    storage = open_storage(config.storage, grace_seconds=config.heartbeat_grace)
-    tracker = tracker if tracker is not None else MlflowTracker(
-        config.tracking_uri, spool_root=config.mlflow_spool,
-        tracking_timeout=config.tracking_timeout)
-    files = locate_mnist(config.data_dir, download=config.download,
-                         verify=not config.allow_noncanonical_data)
-    # Audited once per process, before any trial: duplicates across the split refuse the run.
-    audited = prepare_audited_data(
-        files, val_fraction=config.val_fraction, seed=config.seed, cv_folds=config.cv_folds,
-        near_threshold=config.near_duplicate_threshold, drop_duplicates=config.drop_duplicates,
-        device=device)
+    files, audited = _checked_inputs(config, device, tracked=tracker is None)
     data = audited.data
+    storage = open_storage(config.storage, grace_seconds=config.heartbeat_grace)
     study = open_study(
         name=config.study_name, storage=storage, storage_url=config.storage,
         sampler=make_sampler(config.sampler, seed=config.seed, n_trials=config.n_trials),
@@ -98,6 +107,10 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
         pruner=make_pruner(config.pruner, max_epochs=config.cv_folds or config.max_epochs),
         identity=identity(config, data),
     )
+    check_tracking_store(study, config.tracking_uri)  # before a new, empty store is made
+    tracker = tracker if tracker is not None else MlflowTracker(
+        config.tracking_uri, spool_root=config.mlflow_spool,
+        tracking_timeout=config.tracking_timeout)
     provenance = {"code_version": code_version(), "data_fingerprint": data.data_fingerprint,
                   "split_fingerprint": data.split_fingerprint, "device": str(device)}
     for key, value in {**provenance, "split_seed": config.seed,
@@ -113,7 +126,7 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
                                                    package_versions().items()}})
         _backfill(study, tracker)
         _log_audit(tracker, audited.report)
-        _report_running(study)
+        _take_stock(study)
         status = "FAILED"
         with registered_worker(study, tracker.parent_run_id):
             try:
@@ -160,11 +173,26 @@ def _backfill(study: optuna.Study, tracker: Tracker) -> None:
     tracker.remember_runs(runs)
 
 
-def _report_running(study: optuna.Study) -> None:
-    """Say what this run finds RUNNING; a trial whose worker is gone gets its fail_reason."""
+def _take_stock(study: optuna.Study) -> None:
+    """Say what this run finds RUNNING, and fail (then retry) the trials of dead workers.
+
+    A worker on this host whose process is gone is dead for sure: its trials are failed and
+    re-queued now. Elsewhere only the heartbeat tells, after the grace period (RDB storages).
+    A failed trial's fail_reason says why, and its retry keeps it.
+    """
     grace = grace_seconds_of(study)
+    dead = dead_workers(study, grace_seconds=grace or GRACE_SECONDS)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=RETRIES)
     stale = False
     for trial in running_trials(study):
+        if trial.worker in dead:
+            reason = f"its worker stopped without a word: {dead[trial.worker]}"
+            logger.warning("trial %d was RUNNING, but %s: it is failed and retried now",
+                           trial.number, dead[trial.worker])
+            study._storage.set_trial_user_attr(trial.trial_id, "fail_reason", reason)
+            study._storage.set_trial_state_values(trial.trial_id, TrialState.FAIL)
+            retry(study, study._storage.get_trial(trial.trial_id))
+            continue
         logger.warning("%s", describe_running(trial, grace_seconds=grace))
         if grace is not None and trial.heartbeat_age is not None \
                 and trial.heartbeat_age > grace:
@@ -176,14 +204,43 @@ def _report_running(study: optuna.Study) -> None:
         fail_stale_trials(study)
 
 
+def _checked_inputs(config: StudyConfig, device: torch.device, *,
+                    tracked: bool) -> tuple[MnistFiles, AuditedData]:
+    """The data, and every check a run can fail, before any store or folder is created.
+
+    A refused run (a misspelled --data-dir, a bad URL) leaves no empty optuna.db, mlflow/ or
+    lock file behind. TRACKED: the run makes its own MlflowTracker on config.tracking_uri.
+    """
+    check_storage_url(config.storage)
+    if tracked:
+        check_tracking_uri(config.tracking_uri)
+    files = locate_mnist(config.data_dir, download=config.download,
+                         verify=not config.allow_noncanonical_data)
+    # Audited once per process, before any trial: duplicates across the split refuse the run.
+    audited = prepare_audited_data(
+        files, val_fraction=config.val_fraction, seed=config.seed, cv_folds=config.cv_folds,
+        near_threshold=config.near_duplicate_threshold, drop_duplicates=config.drop_duplicates,
+        device=device)
+    check_batch_sizes(config.search_space, train_size=_train_size(audited.data))
+    return files, audited
+
+
+def _train_size(data: SearchData | CvData) -> int:
+    """Images one trial trains on; with cross-validation, the smallest fold's train part."""
+    if isinstance(data, CvData):
+        return min(len(data.folds.train(k)) for k in range(data.folds.k))
+    return len(data.train)
+
+
 def _close_dead_runs(study: optuna.Study, tracker: Tracker) -> None:
     # A SIGKILLed worker cannot end its MLflow runs: once Optuna has failed its trial
     # (heartbeat), the trial's run must not stay RUNNING forever, nor its parent run.
-    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    tracker.close_dead_runs([t.user_attrs["mlflow_run_id"] for t in failed
-                             if "mlflow_run_id" in t.user_attrs],
-                            tags={"optuna.state": "FAIL", "optuna.fail_reason":
-                                  "its worker stopped without a word (heartbeat went stale)"})
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        if "mlflow_run_id" in trial.user_attrs:
+            why = trial.user_attrs.get("fail_reason", "its worker stopped without a word "
+                                                      "(heartbeat went stale)")
+            tracker.close_dead_runs([trial.user_attrs["mlflow_run_id"]],
+                                    tags={"optuna.state": "FAIL", "optuna.fail_reason": why})
     grace = grace_seconds_of(study) or GRACE_SECONDS
     for parent, why in dead_workers(study, grace_seconds=grace).items():
         if parent == tracker.parent_run_id:
@@ -256,7 +313,20 @@ def _summarise(study: optuna.Study, config: StudyConfig, test: TestResult, *, de
         best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs["best_val_acc"]),
         test=test, device=device, trials_run_now=trials_run_now, seconds=seconds,
         mlflow_parent_run_id=parent_run_id, cv_folds=config.cv_folds,
+        notes=_budget_notes(counts, n_trials=config.n_trials),
     )
+
+
+def _budget_notes(counts: Counter[str], *, n_trials: int) -> list[str]:
+    """The budget's arithmetic, when the study stopped short of --n-trials."""
+    finished = sum(counts[state.name] for state in FINISHED)
+    if finished >= n_trials:
+        return []
+    running, waiting = counts[TrialState.RUNNING.name], counts[TrialState.WAITING.name]
+    return [f"budget: {finished} of --n-trials {n_trials} finished; {running} RUNNING "
+            f"(another worker's, or a dead one's) and {waiting} queued count against it. A "
+            f"dead worker's trial is failed and retried once its heartbeat is older than "
+            f"the grace period: rerun this command then to finish the budget"]
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

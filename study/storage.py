@@ -19,6 +19,12 @@ from optuna.trial import TrialState
 
 from study.errors import ConfigError, StorageError
 from study.redaction import ambiguous_password, redact, redact_text
+from study.store_checks import (
+    INSTALL_POSTGRES,
+    POSTGRES_DRIVERS,
+    check_store_path,
+    missing_postgres_driver,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,15 +34,31 @@ OBJECTIVE_NAME = "val_loss"
 # period its RUNNING trial is marked FAIL and re-queued with the same parameters.
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
+RETRIES = 2  # times a dead worker's trial is re-queued with its parameters
+TRACKING_URI_ATTR = "tracking_uri"  # the study's MLflow store, redacted
 
 
 def open_storage(url: str, *,
                  grace_seconds: float = GRACE_SECONDS) -> optuna.storages.BaseStorage:
     """sqlite:/// or postgresql:// (RDB, with heartbeats) or journal:PATH (several processes)."""
+    check_storage_url(url)
+    for prefix in ("journal:", "sqlite:///"):
+        if url.startswith(prefix):
+            Path(url.removeprefix(prefix)).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if url.startswith("journal:"):
+            return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+        return _rdb_storage(_with_driver(url), grace_seconds=grace_seconds)
+    except Exception as exc:  # sqlalchemy's errors, a missing driver (ImportError), bad URL...
+        raise _cannot_open(url, exc) from exc
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse a storage URL that cannot be opened, creating nothing (no file, no folder)."""
     if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        check_store_path(Path(url.removeprefix("journal:")), flag="--storage journal:",
+                         example="optuna.log")
+        return
     if "://" not in url:
         raise ConfigError(f"storage {redact(url)!r} is not a URL; use sqlite:///optuna.db, "
                           f"postgresql://user:pass@host/db or journal:path/to/optuna.log")
@@ -45,13 +67,27 @@ def open_storage(url: str, *,
                           f"'/': percent-encode it (%40, %2F), or leave it out of the URL and "
                           f"set PGPASSWORD or ~/.pgpass")
     if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return _rdb_storage(_with_driver(url), grace_seconds=grace_seconds)
-    except Exception as exc:  # sqlalchemy's errors, a missing driver (ImportError), bad URL...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"cannot open Optuna storage {redact(url)}: "
-                           f"{redact_text(reason)}") from exc
+        check_store_path(Path(url.removeprefix("sqlite:///")), flag="--storage",
+                         example="optuna.db")
+    if missing_postgres_driver(url):
+        raise StorageError(f"--storage {redact(url)} needs a PostgreSQL driver (psycopg2 or "
+                           f"psycopg), and none is installed: {INSTALL_POSTGRES}")
+    if not url.startswith("sqlite:"):  # a database server: it answers and lets us in
+        try:
+            engine = sqlalchemy.create_engine(_with_driver(url))
+            try:
+                engine.connect().close()
+            finally:
+                engine.dispose()
+        except Exception as exc:  # sqlalchemy's errors, a missing driver, a bad URL...
+            raise _cannot_open(url, exc) from exc
+
+
+def _cannot_open(url: str, exc: Exception) -> StorageError:
+    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if isinstance(exc, ImportError):  # e.g. postgresql+psycopg2:// without psycopg2
+        reason += f"; {INSTALL_POSTGRES}"
+    return StorageError(f"cannot open Optuna storage {redact(url)}: {redact_text(reason)}")
 
 
 def _with_driver(url: str) -> str:
@@ -59,7 +95,7 @@ def _with_driver(url: str) -> str:
     (psycopg2, psycopg 3): use whichever is installed."""
     if not url.startswith("postgresql://"):
         return url
-    driver = next((d for d in ("psycopg", "psycopg2") if importlib.util.find_spec(d)), None)
+    driver = next((d for d in POSTGRES_DRIVERS if importlib.util.find_spec(d)), None)
     return url if driver is None else f"postgresql+{driver}://" + url.removeprefix("postgresql://")
 
 
@@ -70,7 +106,7 @@ def _rdb_storage(url: str, *, grace_seconds: float) -> RDBStorage:
         try:
             return RDBStorage(
                 url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=int(grace_seconds),
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=2),
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=RETRIES),
             )
         except sqlalchemy.exc.DBAPIError as exc:
             lost_the_race = isinstance(exc, (sqlalchemy.exc.IntegrityError,
@@ -107,6 +143,28 @@ def open_study(
         )
     logger.info("resuming study %r: %d finished trials", name, count_finished(study))
     return study
+
+
+def check_tracking_store(study: optuna.Study, tracking_uri: str) -> None:
+    """A study keeps its MLflow runs, and the checkpoints its final evaluation restores, in one
+    tracking store: the first run records it, a resume elsewhere is refused naming it."""
+    here = _comparable_uri(tracking_uri)
+    stored = study.user_attrs.get(TRACKING_URI_ATTR)
+    if stored is None:
+        study.set_user_attr(TRACKING_URI_ATTR, here)
+        return
+    if stored != here:
+        raise StorageError(
+            f"study {study.study_name!r} keeps its MLflow runs and checkpoints in {stored}, not "
+            f"in {here}: pass --tracking-uri {stored} (or set MLFLOW_TRACKING_URI) to resume it, "
+            f"or choose a new --study-name")
+
+
+def _comparable_uri(tracking_uri: str) -> str:
+    # A relative SQLite path names another store in another directory: compare absolute paths.
+    if tracking_uri.startswith("sqlite:///"):
+        return f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).resolve()}"
+    return redact(tracking_uri.rstrip("/"))  # recorded in the study: no password
 
 
 def count_finished(study: optuna.Study) -> int:
