@@ -58,6 +58,24 @@ _SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
 }
 
 
+def repeated_parameter_sets(trials: Sequence[FrozenTrial]) -> list[tuple[int, int]]:
+    """(first, repeat) trial numbers that share a parameter set, except a failed trial and the
+    retry that Optuna's heartbeat callback queues for it: what workers must never produce."""
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    seen: dict[tuple[tuple[str, Any], ...], int] = {}
+    pairs = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        key = tuple(sorted(trial.params.items()))
+        if not key:
+            continue  # a queued retry that has not started
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+        if key in seen and seen[key] != retried:
+            pairs.append((seen[key], trial.number))
+        seen.setdefault(key, trial.number)
+    return pairs
+
+
 def sampler_seed(seed: int, trial_number: int) -> int:
     """The sampler's seed for one trial: distinct per trial number, fixed by the study seed."""
     return int(np.random.SeedSequence((seed, trial_number)).generate_state(1)[0])

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import TrialState
 
 from study.storage import open_storage
-from study.strategy import make_sampler, sampler_seed
+from study.strategy import make_sampler, repeated_parameter_sets, sampler_seed
 from study.tracking import MlflowTracker
 from tests.pg import postgres_url
 from tests.synthetic import write_synthetic_mnist
@@ -49,21 +48,6 @@ def _run_workers(cwd: Path, n_workers: int, args: list[str]) -> None:
                 proc.kill()
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, out + err
-
-
-def duplicated_parameter_sets(trials: list[FrozenTrial]) -> list[tuple[int, int]]:
-    """Pairs of trial numbers with equal parameters, retries of a failed trial excepted."""
-    seen: dict[tuple[tuple[str, object], ...], int] = {}
-    pairs = []
-    for trial in sorted(trials, key=lambda t: t.number):
-        if not trial.params:
-            continue  # never started sampling (a WAITING retry not yet run)
-        key = tuple(sorted(trial.params.items()))
-        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-        if key in seen and seen[key] != retried:
-            pairs.append((seen[key], trial.number))
-        seen.setdefault(key, trial.number)
-    return pairs
 
 
 def _storage_url(kind: str, tmp_path: Path, postgres: str | None) -> str:
@@ -100,7 +84,7 @@ def test_workers_started_together_never_repeat_parameters(
                                        "--n-trials", str(n_trials), "--data-dir", str(data)])
     trials = _load(url, name).get_trials(deepcopy=False)
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) >= n_trials  # all ran
-    assert duplicated_parameter_sets(trials) == []  # nobody replayed another's suggestion
+    assert repeated_parameter_sets(trials) == []  # nobody replayed another's suggestion
 
 
 def test_a_fresh_single_process_study_is_still_reproducible() -> None:
@@ -128,10 +112,10 @@ def test_the_duplicate_finder_tells_a_retry_from_a_repeat() -> None:
     for _ in range(2):
         study.optimize(lambda t: t.suggest_float("x", 0, 2), n_trials=1)
     trials = study.get_trials()
-    assert duplicated_parameter_sets(trials) == [(0, 1)]  # a plain repeat is caught
+    assert repeated_parameter_sets(trials) == [(0, 1)]  # a plain repeat is caught
     retried = optuna.create_study()
     retried.add_trial(trials[0])
     retried.add_trial(optuna.trial.create_trial(  # what the heartbeat callback enqueues
         params={"x": 1.0}, distributions=trials[0].distributions, value=1.0,
         system_attrs={"failed_trial": trials[0].number}))
-    assert duplicated_parameter_sets(retried.get_trials()) == []  # a retry is allowed
+    assert repeated_parameter_sets(retried.get_trials()) == []  # a retry is allowed
