@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from data_pipeline.errors import DataError
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _UBYTE = 0x08  # MNIST only uses unsigned bytes; other IDX element types are rejected.
+# IDX file names say how many dimensions the header must declare: idx3 images, idx1 labels.
+_NAMED_NDIM = re.compile(r"idx(\d)-ubyte")
 
 
 @dataclass(frozen=True)
@@ -24,7 +27,10 @@ class IdxContent:
 
 
 def read_idx(path: Path) -> IdxContent:
-    """Read one IDX file; gzip is detected by its magic bytes, not by the file name."""
+    """Read one IDX file; gzip is detected by its magic bytes, not by the file name.
+
+    A name like `*-idx3-ubyte` fixes the number of dimensions the magic number must declare.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -34,23 +40,30 @@ def read_idx(path: Path) -> IdxContent:
             data = gzip.decompress(data)
         except (OSError, EOFError, zlib.error) as exc:
             raise DataError(f"{path} is a corrupt gzip archive ({exc}); replace the file") from exc
-    return IdxContent(array=parse_idx(data, source=str(path)), md5=hashlib.md5(data).hexdigest())
+    named = _NAMED_NDIM.search(path.name)
+    array = parse_idx(data, source=str(path), ndim=int(named.group(1)) if named else None)
+    return IdxContent(array=array, md5=hashlib.md5(data).hexdigest())
 
 
-def parse_idx(data: bytes, *, source: str) -> np.ndarray:
-    """Parse uncompressed IDX bytes into a uint8 array, validating the header against the body."""
+def parse_idx(data: bytes, *, source: str, ndim: int | None = None) -> np.ndarray:
+    """Parse uncompressed IDX bytes into a uint8 array, validating the header against the body.
+
+    NDIM, when known, is the number of dimensions the magic number must declare: a wrong one is
+    reported as such, instead of as a body that does not match the dimensions read after it.
+    """
     if len(data) < 4:
         raise DataError(f"{source} is not an IDX file: only {len(data)} bytes")
-    zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != _UBYTE or ndim == 0:
+    zero, dtype, declared = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype != _UBYTE or declared == 0 or ndim not in (None, declared):
+        expected = "000008NN" if ndim is None else f"000008{ndim:02x}, {ndim} dimensions"
         raise DataError(
             f"{source} is not an unsigned-byte IDX file: bad magic {data[:4].hex()} "
-            f"(expected 000008NN); the file is corrupt or of another format"
+            f"(expected {expected}); the file is corrupt or of another format"
         )
-    header_len = 4 + 4 * ndim
+    header_len = 4 + 4 * declared
     if len(data) < header_len:
         raise DataError(f"{source} has a truncated IDX header ({len(data)} bytes)")
-    dims = struct.unpack(f">{ndim}I", data[4:header_len])
+    dims = struct.unpack(f">{declared}I", data[4:header_len])
     expected = header_len + int(np.prod(dims, dtype=np.int64))
     if len(data) != expected:
         raise DataError(

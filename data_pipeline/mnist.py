@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,11 +135,17 @@ def _download(directory: Path) -> None:
     from torchvision.datasets import MNIST  # heavy import, only needed here
 
     logger.info("downloading MNIST into %s", directory)
+    # The topmost folder this download creates (torchvision adds MNIST/raw): a failed download
+    # removes it, so a misspelled --data-dir leaves nothing behind.
+    target = directory / "MNIST" / "raw"
+    created = next((p for p in reversed((target, *target.parents)) if not p.exists()), None)
     try:
         directory.mkdir(parents=True, exist_ok=True)
         for train in (True, False):
             MNIST(root=str(directory), train=train, download=True)
     except Exception as exc:  # torchvision raises RuntimeError, URLError, OSError...
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
             f"could not download MNIST into {directory} ({reason}); offline? {_HOW_TO_POINT}"

@@ -11,15 +11,16 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-from data_pipeline import DataError
-from study import cli_audit, cli_dashboard, cli_run, cli_ui
+from data_pipeline.errors import DataError  # not `data_pipeline`: that would load torch
+from study import cli_audit, cli_dashboard, cli_run, cli_sync, cli_ui
+from study.cli_common import InterruptedTrialFilter
 from study.errors import StudyError
 from study.interrupts import Terminated
 from study.redaction import RedactingFilter, redact_text
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-COMMANDS: tuple[ModuleType, ...] = (cli_run, cli_audit, cli_dashboard, cli_ui)
+COMMANDS: tuple[ModuleType, ...] = (cli_run, cli_audit, cli_dashboard, cli_ui, cli_sync)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,10 @@ def _setup_logging() -> None:
                         "%(message)s", datefmt="%H:%M:%S")
     for handler in logging.getLogger().handlers:  # every record, ours or a library's
         handler.addFilter(RedactingFilter())
+    # By name: Optuna is not imported yet (and need not be, for `--help`).
+    optuna_trials = logging.getLogger(InterruptedTrialFilter.LOGGER)
+    if not any(isinstance(f, InterruptedTrialFilter) for f in optuna_trials.filters):
+        optuna_trials.addFilter(InterruptedTrialFilter())
 
 
 if __name__ == "__main__":

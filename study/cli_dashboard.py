@@ -6,8 +6,6 @@ import argparse
 import warnings
 from typing import Any
 
-import optuna
-
 from study.config import DEFAULT_STORAGE
 
 NAME = "dashboard"
@@ -25,6 +23,8 @@ def add_parser(sub: Any) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    import optuna  # seconds to import: not for --help
+
     from study.redaction import redact
     from study.servers import (
         dashboard_server,

@@ -75,13 +75,13 @@ def add_parser(sub: Any) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    # Resolved before the heavy imports: a bad value is answered at once, not after seconds.
+    config = resolve_config(cli, config_path=args.config, env=os.environ)
     from study.runner import run_study  # torch, optuna and mlflow load only when needed
+    from study.training import set_cpu_threads
 
     quiet_libraries()
-
-    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
-    config = resolve_config(cli, config_path=args.config, env=os.environ)
-    from study.training import set_cpu_threads
 
     set_cpu_threads(config.cpu_threads)
     summary = run_study(config)

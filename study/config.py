@@ -110,6 +110,16 @@ class StudyConfig:
         return out
 
 
+def check_batch_sizes(space: SearchSpace, *, train_size: int) -> None:
+    """Refuse batch sizes over TRAIN_SIZE, known once the data is split: each would train on
+    one batch of the whole split, the same trial under several names."""
+    too_big = sorted(size for size in space.batch_sizes if size > train_size)
+    if too_big:
+        raise ConfigError(f"search_space batch_sizes {too_big} are larger than the train split, "
+                          f"which has {train_size} images; set [search_space] batch_sizes in the "
+                          f"--config file to sizes up to {train_size}")
+
+
 def _check_positive(name: str, value: int) -> None:
     if value < 1:
         raise ConfigError(f"{name} must be >= 1, but got {name}={value}")

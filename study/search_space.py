@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from study.errors import ConfigError
+
+if TYPE_CHECKING:  # only in hints: the CLI parses its flags without importing optuna
+    import optuna
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle", "exponential")

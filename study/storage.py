@@ -56,8 +56,8 @@ def open_storage(url: str, *,
 def check_storage_url(url: str) -> None:
     """Refuse a storage URL that cannot be opened, creating nothing (no file, no folder)."""
     if url.startswith("journal:"):
-        check_store_path(Path(url.removeprefix("journal:")), flag="--storage journal:",
-                         example="optuna.log")
+        check_store_path(Path(url.removeprefix("journal:")), flag="--storage",
+                         scheme="journal:", example="optuna.log")
         return
     if "://" not in url:
         raise ConfigError(f"storage {redact(url)!r} is not a URL; use sqlite:///optuna.db, "
@@ -68,7 +68,7 @@ def check_storage_url(url: str) -> None:
                           f"set PGPASSWORD or ~/.pgpass")
     if url.startswith("sqlite:///"):
         check_store_path(Path(url.removeprefix("sqlite:///")), flag="--storage",
-                         example="optuna.db")
+                         scheme="sqlite:///", example="optuna.db")
     if missing_postgres_driver(url):
         raise StorageError(f"--storage {redact(url)} needs a PostgreSQL driver (psycopg2 or "
                            f"psycopg), and none is installed: {INSTALL_POSTGRES}")
@@ -85,7 +85,7 @@ def check_storage_url(url: str) -> None:
 
 def _cannot_open(url: str, exc: Exception) -> StorageError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, ImportError):  # e.g. postgresql+psycopg2:// without psycopg2
+    if isinstance(exc, ImportError) and url.startswith("postgresql"):  # no psycopg2
         reason += f"; {INSTALL_POSTGRES}"
     return StorageError(f"cannot open Optuna storage {redact(url)}: {redact_text(reason)}")
 

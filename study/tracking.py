@@ -556,15 +556,30 @@ def _store_lock(tracking_uri: str) -> Iterator[None]:
         yield
         return
     lock_path = Path(tracking_uri.removeprefix("sqlite:///") + ".lock")
-    with lock_path.open("a") as lock:
+    try:
+        lock = lock_path.open("a")
+    except OSError as exc:
+        raise TrackingError(f"cannot create the lock file {lock_path} beside the MLflow store "
+                            f"({exc.strerror or exc}); pass another --tracking-uri") from exc
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
 
 def _prepare_store(tracking_uri: str) -> None:
-    """Create the local store's folder, or check that a tracking server answers, quickly."""
+    """Check the tracking URI, then create the local store's folder."""
+    check_tracking_uri(tracking_uri)
     if tracking_uri.startswith("sqlite:///"):
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+
+
+def check_tracking_uri(tracking_uri: str) -> None:
+    """Refuse a URI MLflow cannot use, creating nothing; a tracking server must answer, quickly."""
+    from study.store_checks import INSTALL_POSTGRES, check_store_path, missing_postgres_driver
+
+    if tracking_uri.startswith("sqlite:///"):
+        check_store_path(Path(tracking_uri.removeprefix("sqlite:///")), flag="--tracking-uri",
+                         scheme="sqlite:///", example="mlflow.db")
         return
     if ambiguous_password(tracking_uri):
         raise TrackingError(f"the password in --tracking-uri {redact(tracking_uri)} holds an "
@@ -582,3 +597,15 @@ def _prepare_store(tracking_uri: str) -> None:
             f"tracking URI {redact(tracking_uri)!r} is a file store, which MLflow 3 no longer "
             f"accepts; use sqlite:///path/mlflow.db or an http:// tracking server"
         )
+    if missing_postgres_driver(tracking_uri):
+        raise TrackingError(f"--tracking-uri {redact(tracking_uri)} needs a PostgreSQL driver, "
+                            f"and none is installed: {INSTALL_POSTGRES}")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+    try:  # looks the scheme up; builds no store
+        _tracking_store_registry.get_store_builder(tracking_uri)
+    except MlflowException as exc:
+        raise TrackingError(f"tracking URI {redact(tracking_uri)!r} has a scheme MLflow has no "
+                            f"store for; use sqlite:///path/mlflow.db or an http:// tracking "
+                            f"server") from exc

@@ -84,6 +84,26 @@ def test_bad_magic_or_dtype_rejected(header: bytes, fragment: str) -> None:
         parse_idx(data, source="some-file")
 
 
+@pytest.mark.parametrize(("name", "ndim_byte"), [
+    ("train-images-idx3-ubyte", 0x04), ("train-images-idx3-ubyte", 0x01),
+    ("t10k-labels-idx1-ubyte", 0x03), ("t10k-labels-idx1-ubyte", 0x02),
+])
+def test_a_magic_number_that_contradicts_the_file_name_is_reported_as_such(
+    tmp_path: Path, name: str, ndim_byte: int
+) -> None:
+    array = _images() if "images" in name else np.arange(5, dtype=np.uint8)
+    raw = bytearray(_raw_idx(array))
+    raw[3] = ndim_byte  # the magic's dimension count, wrong for an idx3 / idx1 file
+    path = tmp_path / name
+    path.write_bytes(bytes(raw))
+    expected = "03" if "idx3" in name else "01"
+    # The magic is named (with what it should be), not blamed on a truncated body.
+    with pytest.raises(DataError, match=f"bad magic 000008{ndim_byte:02x} \\(expected "
+                                        f"000008{expected}, {int(expected)} dimensions\\)") as info:
+        read_idx(path)
+    assert "truncated" not in str(info.value)
+
+
 @pytest.mark.parametrize("data", [b"", b"\x00\x00", b"\x00\x00\x08"])
 def test_too_short_for_a_header(data: bytes) -> None:
     # Fewer than 4 bytes cannot hold the magic; the message says how many there were.

@@ -195,6 +195,7 @@ def test_download_failure_says_how_to_point_at_files(tmp_path: Path) -> None:
     assert "--data-dir" in message and DATA_DIR_ENV in message  # and how to avoid the download
     assert "\n" not in message  # one line, as the CLI prints it
     assert elapsed < 10  # a refused connection fails fast, no long retry loop
+    assert not target.exists()  # the folders the download made are gone: nothing misspelled
 
 
 @pytest.mark.slow

@@ -27,13 +27,14 @@ from study.bench.worker import StudyResult, StudySpec
 from study.bench.worker import main as worker_main
 from study.tracking import NullTracker
 from study.training import EpochMetrics
+from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.synthetic import write_synthetic_mnist
 
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     root = tmp_path_factory.mktemp("bench")
-    data = write_synthetic_mnist(root / "mnist", n_train=600, n_test=100)
+    data = write_synthetic_mnist(root / "mnist", n_train=STUDY_TRAIN_IMAGES, n_test=100)
     out = root / "docs"
     threads = torch.get_num_threads()
     # In-process: one process instead of one per study keeps the smoke test fast.

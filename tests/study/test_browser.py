@@ -29,6 +29,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from data_pipeline import Normalizer, find_mnist, prepare_search_data, to_tensor_set
 from study.training import evaluate
+from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.study.test_servers_cli import CliServer, cli_env, free_port, start_cli_server
 from tests.synthetic import write_synthetic_mnist
 
@@ -67,7 +68,7 @@ class MadeStudy:
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> MadeStudy:
     root = tmp_path_factory.mktemp("browse")
-    data = write_synthetic_mnist(root / "data")
+    data = write_synthetic_mnist(root / "data", n_train=STUDY_TRAIN_IMAGES)
     study = optuna.create_study(storage=f"sqlite:///{root / STORAGE}", study_name="mnist",
                                 direction="minimize")
     for params in PLANTED:  # `run` takes enqueued trials first
@@ -276,8 +277,8 @@ def test_mlflow_api_matches_the_optuna_storage(made: MadeStudy, mlflow_ui: Mlflo
     assert parent[0].data.tags["best_trial_number"] == str(best.number)
     local = client.download_artifacts(parent[0].info.run_id, "audit/audit.json", str(tmp_path))
     audit = json.loads(Path(local).read_text())  # the split/leakage summary
-    assert {p["name"]: p["size"] for p in audit["parts"]} == {"train": 300, "val": 100,
-                                                              "test": 100}
+    assert {p["name"]: p["size"] for p in audit["parts"]} == {  # the 3:1 split, and test
+        "train": STUDY_TRAIN_IMAGES * 3 // 4, "val": STUDY_TRAIN_IMAGES // 4, "test": 100}
     assert audit["index_overlaps"] == {"train&val": 0}  # disjoint
 
 

@@ -13,6 +13,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
+from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.synthetic import write_synthetic_mnist
 
 FLAGS = ["--study-name", "--storage", "--n-trials", "--timeout", "--max-epochs", "--model",
@@ -50,7 +51,7 @@ def test_help_documents_every_flag_with_its_default() -> None:
 
 
 def test_smoke_run_with_defaults_then_resume(tmp_path: Path) -> None:
-    data = write_synthetic_mnist(tmp_path / "data")
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     env = _env(MNIST_STUDY_DATA_DIR=str(data))  # the data dir comes from the environment
     first = _cli(tmp_path, *_run_args("--n-trials", "3"), env=env)
     assert first.returncode == 0, first.stderr
@@ -83,7 +84,7 @@ def test_smoke_run_with_defaults_then_resume(tmp_path: Path) -> None:
 
 
 def test_toml_config_is_used_and_flags_override_it(tmp_path: Path) -> None:
-    data = write_synthetic_mnist(tmp_path / "data")
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     config = tmp_path / "study.toml"
     config.write_text(f'study-name = "from-toml"\nn_trials = 2\ndata_dir = "{data}"\n'
                       f'storage = "sqlite:///{tmp_path}/o.db"\n'
@@ -101,6 +102,13 @@ def test_toml_config_is_used_and_flags_override_it(tmp_path: Path) -> None:
     (["--storage", "optuna.db"], "is not a URL"),
     (["--tracking-uri", "file:///tmp/x"], "MLflow 3 no longer accepts"),
     (["--device", "cuda"], "sees no CUDA device"),
+    (["--storage", "journal:/tmp"], "/tmp is a directory; name a file in it"),
+    # Read-only even for root (tests may run as root, whom chmod does not stop): sysfs takes no
+    # new files, and /proc no new folders.
+    (["--storage", "journal:/sys/optuna.log"], "cannot write in /sys"),
+    (["--tracking-uri", "sqlite:////sys/mlflow.db"], "cannot write in /sys"),
+    (["--storage", "sqlite:////proc/x/y.db"], "cannot write in /proc"),
+    (["--tracking-uri", "bogus://x"], "'bogus://x' has a scheme MLflow has no store for"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     if "cuda" in args:
@@ -108,9 +116,84 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], messa
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA, so --device cuda is valid here")
     result = _cli(tmp_path, *_run_args("--data-dir", str(tmp_path), *args))
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert error_lines == [error_lines[0]] and message in error_lines[0]  # one clear line
+    assert "Traceback" not in result.stderr  # and nothing else
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no store, no folder made
+
+
+def test_a_sqlite_path_under_a_file_is_one_line_and_creates_nothing(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    for flag, name in (("--storage", "optuna.db"), ("--tracking-uri", "mlflow.db")):
+        url = f"sqlite:///{tmp_path}/notes.txt/{name}"
+        result = _cli(tmp_path, *_run_args("--data-dir", str(tmp_path), flag, url))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.splitlines()[-1] == (  # one line, the last, naming the culprit
+            f"mnist-study: error: {flag} {url}: {tmp_path}/notes.txt is a file, not a "
+            f"directory; choose another path")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # nothing created
+
+
+@pytest.mark.parametrize("args", [
+    ["--data-dir", "no-such-dir", "--no-download"],  # a misspelled --data-dir
+    ["--storage", "sqlite:///typo/optuna.db", "--tracking-uri", "sqlite:///typo2/mlflow.db",
+     "--data-dir", "no-such-dir", "--no-download"],
+    ["--tracking-uri", "bogus://x"],  # good data, bad tracking URI: no optuna.db either
+], ids=["data-dir", "store-folders", "tracking-uri"])
+def test_a_refused_run_leaves_nothing_behind(tmp_path: Path, args: list[str]) -> None:
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = _cli(workdir, *_run_args("--data-dir", str(data), *args))
+    assert result.returncode == 2, result.stderr
+    # Everything was checked before a store was made: no empty optuna.db, mlflow/mlflow.db,
+    # lock file, or folder named after a typo.
+    assert sorted(p.name for p in workdir.iterdir()) == []
+
+
+def test_batch_sizes_larger_than_the_train_split_are_refused(tmp_path: Path) -> None:
+    data = write_synthetic_mnist(tmp_path / "data")  # 400 images: 300 train at 3:1
+    result = _cli(tmp_path, *_run_args("--data-dir", str(data), "--n-trials", "1"))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (  # the split's size, the culprits and the fix
+        "mnist-study: error: search_space batch_sizes [512, 1024] are larger than the train "
+        "split, which has 300 images; set [search_space] batch_sizes in the --config file to "
+        "sizes up to 300")
+    assert not (tmp_path / "optuna.db").exists()  # refused before a store was made
+
+
+def test_resuming_with_another_tracking_store_names_the_study_s_own(tmp_path: Path) -> None:
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
+    base = [*_run_args("--data-dir", str(data), "--n-trials", "1"), "--max-epochs", "1"]
+    assert _cli(tmp_path, *base).returncode == 0  # the default store, mlflow/mlflow.db
+    other = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
+    refused = _cli(tmp_path, *base, "--tracking-uri", other)
+    assert refused.returncode == 2, refused.stderr
+    own = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    line = refused.stderr.splitlines()[-1]
+    assert f"keeps its MLflow runs and checkpoints in {own}" in line  # where they are
+    assert f"pass --tracking-uri {own}" in line  # and how to point at them
+    assert not (tmp_path / "elsewhere").exists()  # no empty store made on the way
+    # The same store named by a relative path is the same store: the resume runs.
+    resumed = _cli(tmp_path, *base, "--tracking-uri", "sqlite:///mlflow/mlflow.db",
+                   "--n-trials", "2")
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_help_and_a_bad_flag_are_answered_without_the_heavy_libraries() -> None:
+    # They used to take 9-15 s: torch, optuna and mlflow were imported before parsing.
+    code = ("import sys\nfrom study.cli import main\n"
+            "for argv in (['--help'], ['run', '--help'], ['run', '--bogus'], ['dashboard', "
+            "'--help'], ['ui', '--help'], ['audit', '--help']):\n"
+            "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+            "heavy = ('torch', 'optuna', 'mlflow', 'sklearn', 'numpy', 'sqlalchemy')\n"
+            "print('loaded:', sorted(m for m in heavy if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "unrecognized arguments: --bogus" in done.stderr  # the bad flag was answered
+    assert done.stdout.splitlines()[-1] == "loaded: []"
 
 
 def test_missing_data_says_how_to_point_at_local_files(tmp_path: Path) -> None:
@@ -120,7 +203,7 @@ def test_missing_data_says_how_to_point_at_local_files(tmp_path: Path) -> None:
 
 
 def test_resume_with_another_seed_is_refused_and_loses_nothing(tmp_path: Path) -> None:
-    data = write_synthetic_mnist(tmp_path / "data")
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     base = _run_args("--data-dir", str(data), "--n-trials", "2")
     assert _cli(tmp_path, *base).returncode == 0
     refused = _cli(tmp_path, *base, "--seed", "7", "--n-trials", "4")
@@ -132,7 +215,7 @@ def test_resume_with_another_seed_is_refused_and_loses_nothing(tmp_path: Path) -
 def test_resume_with_another_val_fraction_is_refused_and_names_the_split(
     tmp_path: Path
 ) -> None:
-    data = write_synthetic_mnist(tmp_path / "data")
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     base = [*_run_args("--data-dir", str(data), "--n-trials", "1"), "--max-epochs", "1"]
     assert _cli(tmp_path, *base).returncode == 0
     refused = _cli(tmp_path, *base, "--val-fraction", "0.2", "--n-trials", "2")
@@ -170,6 +253,9 @@ def test_a_stop_signal_records_what_finished_and_the_same_command_resumes(
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
     assert f"{said}; finished trials are saved, rerun the same command to resume" in stderr
+    # One line says it: no traceback, no Optuna report of the interrupted trial as a failure.
+    assert "Traceback" not in stderr and "failed with" not in stderr, stderr
+    assert len([line for line in stderr.splitlines() if "mnist-study:" in line]) == 1
     done = _finished(storage)
     assert len(done) >= 2  # finished trials survived the interrupt
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow/mlflow.db")

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from study.config import DEFAULT_DATA_DIR, DEFAULT_TRACKING_URI, StudyConfig, resolve_config
+from study.config import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_TRACKING_URI,
+    StudyConfig,
+    check_batch_sizes,
+    resolve_config,
+)
 from study.errors import ConfigError
 from study.search_space import SearchSpace
 
@@ -221,3 +227,12 @@ def test_speed_settings_from_toml(tmp_path: Path) -> None:
     # How fast, not what: threads (0 = one per core), bf16 autocast, the compile mode.
     assert (config.cpu_threads, config.amp, config.compile) == (0, "bf16", "reduce-overhead")
     assert (StudyConfig().amp, StudyConfig().compile) == ("none", "none")  # off by default
+
+
+def test_batch_sizes_larger_than_the_train_split_are_refused_naming_its_size() -> None:
+    space = SearchSpace(batch_sizes=(32, 512, 64, 1024))
+    check_batch_sizes(space, train_size=1024)  # a batch of the whole split is still one batch
+    # Too large: each would be the whole split in one step; the message names the split's size.
+    with pytest.raises(ConfigError, match=r"batch_sizes \[512, 1024\] are larger than the train "
+                                          r"split, which has 300 images.*sizes up to 300"):
+        check_batch_sizes(space, train_size=300)

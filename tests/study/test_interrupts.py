@@ -24,6 +24,8 @@ from study.interrupts import (
 )
 from study.runner import run_study
 from study.tracking import MlflowTracker
+from tests.helpers import STUDY_TRAIN_IMAGES
+from tests.synthetic import write_synthetic_mnist
 
 
 def _ctrl_c() -> None:
@@ -139,11 +141,12 @@ class _CtrlCInStartTrial(MlflowTracker):
 
 
 def test_ctrl_c_during_a_store_call_ends_every_run_truthfully(
-    tmp_path: Path, synthetic_dir: Path
+    tmp_path: Path
 ) -> None:
     uri, storage = f"sqlite:///{tmp_path}/mlflow.db", f"sqlite:///{tmp_path}/optuna.db"
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     config = StudyConfig(study_name="ctrl-c", storage=storage, tracking_uri=uri,
-                         data_dir=synthetic_dir, download=False, allow_noncanonical_data=True,
+                         data_dir=data, download=False, allow_noncanonical_data=True,
                          n_trials=4, max_epochs=2, hidden=16, pruner="none", device="cpu",
                          no_progress=True)
     with pytest.raises(KeyboardInterrupt):

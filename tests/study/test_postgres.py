@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.storage import open_storage
 from study.tracking import MlflowTracker
+from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.pg import create_database, drop_database, free_port, postgres_url, sqlalchemy_scheme
 from tests.synthetic import write_synthetic_mnist
 
@@ -152,7 +153,7 @@ def _assert_one_study_shared(study: optuna.Study, *, n_trials: int,
 def test_two_workers_on_postgres_share_one_study_and_its_budget(
     postgres_url: str, mlflow_server: str, tmp_path: Path,
 ) -> None:
-    data = write_synthetic_mnist(tmp_path / "data")
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     name = _study_name()
     open_storage(postgres_url)  # the schema exists, as after a first run (see the test below)
     args = ["--storage", postgres_url, "--study-name", name, "--n-trials", "6", "--data-dir",
@@ -168,7 +169,7 @@ def test_two_workers_on_postgres_share_one_study_and_its_budget(
 
 
 def test_two_workers_on_a_journal_file_share_one_study(tmp_path: Path) -> None:
-    data = write_synthetic_mnist(tmp_path / "data")
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     journal = tmp_path / "optuna.log"
     # One machine, one working directory: both workers use the default MLflow store there,
     # made by an earlier run (a new one is the next test's business).
@@ -294,7 +295,7 @@ def _kill_mid_trial(proc: subprocess.Popen[str], storage: RDBStorage, name: str)
 def test_a_killed_worker_s_trial_is_failed_requeued_and_run_on_resume(
     postgres_url: str, tmp_path: Path,
 ) -> None:
-    data = write_synthetic_mnist(tmp_path / "data")
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     name = _study_name()
     args = ["--storage", postgres_url, "--study-name", name, "--data-dir", str(data),
             "--pruner", "none", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
@@ -361,7 +362,8 @@ def test_a_storage_password_reaches_no_mlflow_param_tag_or_artifact(
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
     summary = run_study(StudyConfig(
         study_name=_study_name(), storage=url, tracking_uri=tracking,
-        data_dir=write_synthetic_mnist(tmp_path / "data"), download=False,
+        data_dir=write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES),
+        download=False,
         allow_noncanonical_data=True, n_trials=1, max_epochs=1, hidden=16, device="cpu",
         no_progress=True))
     client = MlflowClient(tracking)

@@ -40,6 +40,7 @@ from study.runner import StudySummary, run_study
 from study.search_space import SearchSpace
 from study.tracking import MlflowTracker, NullTracker
 from study.training import evaluate
+from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.synthetic import write_synthetic_mnist
 
 PLOT_NAMES = {"optimization_history", "param_importances", "parallel_coordinate",
@@ -140,7 +141,7 @@ class Published:
 def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     """One small study run end to end, shared by the tests of what it published."""
     root = tmp_path_factory.mktemp("published")
-    data_dir = write_synthetic_mnist(root / "mnist")
+    data_dir = write_synthetic_mnist(root / "mnist", n_train=STUDY_TRAIN_IMAGES)
     config = StudyConfig(study_name="pub test", storage=f"sqlite:///{root}/optuna.db",
                          tracking_uri=f"sqlite:///{root}/mlflow/mlflow.db", data_dir=data_dir,
                          download=False, allow_noncanonical_data=True, n_trials=2, max_epochs=2,

@@ -16,6 +16,7 @@ from data_pipeline import IdxContent
 from data_pipeline import mnist as mnist_module
 from study.config import StudyConfig
 from study.tracking import NullTracker
+from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.study.test_cli import _env, _run_args
 from tests.synthetic import write_synthetic_mnist
 
@@ -28,7 +29,7 @@ def _trials(directory: Path) -> tuple[optuna.Study, list[optuna.trial.FrozenTria
 def test_same_seed_in_fresh_storages_gives_the_same_study_to_the_last_bit(
     tmp_path: Path
 ) -> None:
-    data = write_synthetic_mnist(tmp_path / "data")
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     args = _run_args("--data-dir", str(data), "--n-trials", "6", "--seed", "3",
                      "--sampler", "tpe", "--device", "cpu")
     runs = []
@@ -57,7 +58,7 @@ Hook = Callable[..., Any]
 @pytest.mark.parametrize("cv_folds", [None, 2], ids=["holdout", "cv"])
 def test_the_search_never_reads_the_test_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                              cv_folds: int | None) -> None:
-    data = write_synthetic_mnist(tmp_path / "data")
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     test_files = sorted(data.glob("t10k-*"))
     phase = ["setup"]
     reads: list[tuple[str, str]] = []  # (phase, file name) of every IDX file read

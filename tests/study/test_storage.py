@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -8,7 +9,7 @@ import optuna
 import pytest
 
 from study.errors import ConfigError, StorageError
-from study.storage import count_finished, open_storage, open_study
+from study.storage import check_tracking_store, count_finished, open_storage, open_study
 
 IDENTITY: dict[str, Any] = {"seed": 0, "val_fraction": 0.1, "search_space": {"lr": [1e-4, 1e-1]}}
 
@@ -63,3 +64,47 @@ def test_not_a_url_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="sqlite:///optuna.db"):
         open_storage("optuna.db")
 
+
+
+@pytest.mark.parametrize(("url", "fragment"), [
+    ("journal:/tmp", "/tmp is a directory; name a file in it, e.g. --storage journal:/tmp/"),
+    ("sqlite:////tmp", "/tmp is a directory"),
+    # Places even root cannot write (chmod would not stop root): sysfs and procfs.
+    ("journal:/sys/optuna.log", "cannot write in /sys"),
+    ("sqlite:////sys/optuna.db", "cannot write in /sys"),
+    ("sqlite:////proc/x/y.db", "cannot write in /proc"),
+])
+def test_an_unusable_local_path_is_a_config_error(url: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        open_storage(url)
+
+
+@pytest.mark.parametrize("scheme", ["sqlite:///", "journal:"])
+def test_a_path_under_a_file_is_refused_and_nothing_is_created(tmp_path: Path,
+                                                               scheme: str) -> None:
+    (tmp_path / "notes.txt").write_text("a file")
+    with pytest.raises(ConfigError, match="notes.txt is a file, not a directory"):
+        open_storage(f"{scheme}{tmp_path}/notes.txt/deeper/optuna.db")
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]  # the check made nothing
+
+
+def test_a_missing_postgres_driver_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    for driver in ("psycopg", "psycopg2"):
+        monkeypatch.setitem(sys.modules, driver, None)  # as if not installed: imports fail
+    with pytest.raises(StorageError, match=r'pip install -e "\.\[postgres\]"'):
+        open_storage("postgresql://u@127.0.0.1:9/db")
+
+
+def test_the_tracking_store_is_recorded_and_a_resume_elsewhere_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    study = _open(f"sqlite:///{tmp_path}/optuna.db")
+    check_tracking_store(study, "sqlite:///mlflow/mlflow.db")  # the first run records it
+    own = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert study.user_attrs["tracking_uri"] == own  # absolute: the same from any directory
+    check_tracking_store(study, own)  # the same store by another name is no change
+    with pytest.raises(StorageError, match=f"keeps its MLflow runs and checkpoints in {own}, "
+                                           f"not in http://u:\\*\\*\\*@mlflow: pass "
+                                           f"--tracking-uri {own}"):
+        check_tracking_store(study, "http://u:secret@mlflow/")

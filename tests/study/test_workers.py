@@ -20,6 +20,7 @@ from optuna.trial import TrialState
 from study.storage import open_storage
 from study.strategy import make_sampler, repeated_parameter_sets, sampler_seed
 from study.tracking import MlflowTracker
+from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.pg import postgres_url
 from tests.synthetic import write_synthetic_mnist
 
@@ -77,7 +78,7 @@ def test_workers_started_together_never_repeat_parameters(
     postgres = request.getfixturevalue("postgres_url") if kind == "postgres" else None
     url = _storage_url(kind, tmp_path, postgres)
     name = f"w{n_workers}-{kind}-{os.getpid()}-{tmp_path.name}"[:60]
-    data = write_synthetic_mnist(tmp_path / "data", n_train=200, n_test=50)
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES, n_test=50)
     MlflowTracker(f"sqlite:///{tmp_path}/mlflow/mlflow.db")  # the store exists, as after a run
     n_trials = 2 * n_workers
     _run_workers(tmp_path, n_workers, ["--storage", url, "--study-name", name,
