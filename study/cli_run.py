@@ -66,6 +66,14 @@ def add_parser(sub: Any) -> None:
                         "(a subset, Fashion-MNIST...); their fingerprint is still logged")
     p.add_argument("--tracking-uri", help=f"MLflow tracking URI; env MLFLOW_TRACKING_URI "
                    f"(default {d.tracking_uri})")
+    p.add_argument("--tracking-timeout", type=float, help=f"seconds one MLflow call may wait "
+                   f"for a tracking server that does not answer; then training goes on and its "
+                   f"logs are spooled (default {d.tracking_timeout:.0f})")
+    p.add_argument("--mlflow-spool", type=Path, help=f"where logs that MLflow could not take "
+                   f"wait for `mnist-study sync-mlflow` (default {d.mlflow_spool})")
+    p.add_argument("--heartbeat-grace", type=float, help=f"seconds without a heartbeat after "
+                   f"which a RUNNING trial's worker is taken for dead, its trial failed and "
+                   f"retried (PostgreSQL/SQLite storages; default {d.heartbeat_grace:.0f})")
     p.add_argument("--seed", type=int, help=f"drives split, sampler and torch (default {d.seed})")
     p.add_argument("--val-fraction", type=float, help=f"share of the 60k training images held "
                    f"out for validation, stratified (default {d.val_fraction})")

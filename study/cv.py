@@ -41,6 +41,7 @@ from study.objective import (
     TrialSetup,
     _Best,
     ending_run,
+    pruned,
     split_tags,
     trial_seed,
 )
@@ -100,7 +101,7 @@ class CvObjective(TrialSetup):
             "fold_val_acc": last.val_acc, "fold_best_epoch": last.epoch}, step=step)
         trial.report(mean_loss, step)
         if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned after fold {step}: mean val_loss {mean_loss:.4f}")
+            raise pruned(trial, mean_loss, step=step, unit="fold")
 
     def _finish(self, trial: optuna.trial.BaseTrial, run_id: str, state: TrialState,
                 done: list[_Best], current: _Best, *, reason: str, diverged: bool = False) -> None:
@@ -119,8 +120,7 @@ class CvObjective(TrialSetup):
             attrs["fail_reason"] = reason
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        self.tracker.end_trial(run_id, state=state,
-                               tags={f"optuna.{k}": str(v) for k, v in attrs.items()})
+        self.tracker.end_trial(run_id, number=trial.number, state=state, attrs=attrs)
 
 
 def _mean_loss(done: list[_Best]) -> float:

@@ -6,6 +6,7 @@ glance which ones diverged, overfit, never fit the training data, or were still 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 
 from optuna.trial import TrialState
@@ -37,10 +38,21 @@ def diagnose(history: Sequence[EpochMetrics], *, state: TrialState, reason: str 
         return _failed(history, reason, diverged=diverged)
     if not history:
         return f"{state.name.lower()} before the first epoch"
-    verdict = _trend(history)
     if state == TrialState.PRUNED:
-        return f"pruned at epoch {history[-1].epoch}: {verdict}"
-    return verdict
+        # What the pruner saw, when the caller knows it; a trend over two epochs says little.
+        return f"pruned at epoch {history[-1].epoch}: {reason or _trend(history)}"
+    return _trend(history)
+
+
+def pruner_evidence(value: float, others: Sequence[float], *, step: int,
+                    unit: str = "epoch") -> str:
+    """How VALUE (a val loss at STEP) compared with the OTHERS the pruner saw at that step."""
+    if not others:
+        return f"val loss {value:.4g} at {unit} {step}, no other trial there yet"
+    ranked = sorted([*others, value])
+    return (f"val loss {value:.4g} at {unit} {step} ranked {ranked.index(value) + 1} of "
+            f"{len(ranked)} trials there (best {ranked[0]:.4g}, median "
+            f"{statistics.median(ranked):.4g})")
 
 
 def _failed(history: Sequence[EpochMetrics], reason: str, *, diverged: bool) -> str:

@@ -13,7 +13,7 @@ from optuna.trial import TrialState
 
 import models
 from data_pipeline import CvData, SearchData
-from study.diagnosis import diagnose
+from study.diagnosis import diagnose, pruner_evidence
 from study.interrupts import interruptibly
 from study.liveness import WORKER_ATTR
 from study.search_space import SearchSpace, suggest
@@ -35,6 +35,16 @@ class _Finish(Protocol):
     def __call__(self, state: TrialState, *, reason: str, diverged: bool = False) -> None: ...
 
 
+def pruned(trial: optuna.trial.BaseTrial, value: float, *, step: int,
+           unit: str = "epoch") -> optuna.TrialPruned:
+    """The prune, saying what the pruner saw: this trial's value among the others at STEP."""
+    study = getattr(trial, "study", None)  # a FixedTrial has none
+    others = [] if study is None else [
+        t.intermediate_values[step] for t in study.get_trials(deepcopy=False)
+        if t.number != trial.number and step in t.intermediate_values]
+    return optuna.TrialPruned(pruner_evidence(value, others, step=step, unit=unit))
+
+
 @contextmanager
 def ending_run(finish: _Finish) -> Iterator[None]:
     """FINISH the trial's MLflow run with the state Optuna will record, however it stops early.
@@ -44,8 +54,8 @@ def ending_run(finish: _Finish) -> Iterator[None]:
     """
     try:
         yield
-    except optuna.TrialPruned:
-        finish(TrialState.PRUNED, reason="pruned")
+    except optuna.TrialPruned as exc:
+        finish(TrialState.PRUNED, reason=str(exc))
         raise
     except NonFiniteLossError as exc:
         finish(TrialState.FAIL, reason=str(exc), diverged=True)
@@ -110,8 +120,7 @@ class Objective(TrialSetup):
                 best.update(metrics, model)
                 trial.report(metrics.val_loss, metrics.epoch)
                 if trial.should_prune():
-                    raise optuna.TrialPruned(
-                        f"pruned after epoch {metrics.epoch}: val_loss {metrics.val_loss:.4f}")
+                    raise pruned(trial, metrics.val_loss, step=metrics.epoch)
         assert best.metrics is not None and best.state is not None  # max_epochs >= 1
         self.tracker.save_checkpoint(run_id, best.state)
         self._finish(trial, run_id, TrialState.COMPLETE, best, epochs, reason="")
@@ -128,5 +137,4 @@ class Objective(TrialSetup):
             attrs["fail_reason"] = reason
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        tags = {f"optuna.{k}": str(v) for k, v in attrs.items()}
-        self.tracker.end_trial(run_id, state=state, tags=tags)
+        self.tracker.end_trial(run_id, number=trial.number, state=state, attrs=attrs)

@@ -45,6 +45,7 @@ from study.liveness import (
 from study.provenance import code_version, package_versions
 from study.publish import publish_study
 from study.redaction import redact, redact_text
+from study.result import evaluated_result, store_result, summary_from_result
 from study.storage import (
     FINISHED,
     GRACE_SECONDS,
@@ -84,18 +85,26 @@ class StudySummary:
     notes: list[str] = field(default_factory=list)
 
 
-def identity(config: StudyConfig, data: SearchData | CvData) -> dict[str, Any]:
-    """What a resumed study must share with the run that created it (JSON-comparable)."""
+def settings_identity(config: StudyConfig) -> dict[str, Any]:
+    """The settings a resumed study must share with the run that created it."""
     return {
         "model": config.model, "hidden": config.hidden, "max_epochs": config.max_epochs,
         "seed": config.seed, "val_fraction": config.val_fraction, "cv_folds": config.cv_folds,
         "search_space": config.search_space.as_dict(),
-        "data_fingerprint": data.data_fingerprint, "split_fingerprint": data.split_fingerprint,
     }
+
+
+def identity(config: StudyConfig, data: SearchData | CvData) -> dict[str, Any]:
+    """What a resumed study must share with the run that created it (JSON-comparable)."""
+    return {**settings_identity(config), "data_fingerprint": data.data_fingerprint,
+            "split_fingerprint": data.split_fingerprint}
 
 
 def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySummary:
     started = time.perf_counter()
+    finished = _already_evaluated(config, started=started)
+    if finished is not None:
+        return finished  # no data read, no MLflow run made, no model registered
     device = resolve_device(config.device)
     files, audited = _checked_inputs(config, device, tracked=tracker is None)
     data = audited.data
@@ -147,7 +156,9 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
                              "best_val_loss": summary.best_val_loss,
                              "best_val_accuracy": summary.best_val_acc},
                     params={f"best.{k}": v for k, v in summary.best_params.items()},
-                    tags={"best_trial_number": str(test.trial_number)},
+                    tags={"best_trial_number": str(test.trial_number),
+                          # MLflow shows a run's note as its description: read first.
+                          "mlflow.note.content": _description(summary)},
                 )
                 # After the result: the logged model copies the parent run's metrics.
                 if isinstance(data, CvData):
@@ -156,6 +167,7 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
                     summary = dataclasses.replace(summary, registered_model=publish_study(
                         study, config=config, data=data, test=test, tracker=tracker))
                 raise_pending_interrupt()  # held through publishing: the run says KILLED
+                store_result(study, summary)  # a rerun shows it instead of evaluating again
                 status = "FINISHED"
                 return summary
             except KeyboardInterrupt:
@@ -163,6 +175,27 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
                 raise
             finally:
                 _end_study(study, tracker, status=status, failing=sys.exc_info()[1])
+
+
+def _already_evaluated(config: StudyConfig, *, started: float) -> StudySummary | None:
+    """The stored result of a finished, evaluated study; None when there is work to do."""
+    url = config.storage
+    for prefix in ("sqlite:///", "journal:"):
+        if url.startswith(prefix) and not Path(url.removeprefix(prefix)).is_file():
+            return None  # a new study: and opening would create the file
+    try:
+        study = optuna.load_study(study_name=config.study_name, storage=open_storage(
+            url, grace_seconds=config.heartbeat_grace))
+    except KeyError:
+        return None
+    result = evaluated_result(study, n_trials=config.n_trials,
+                              identity=settings_identity(config))
+    if result is None:
+        return None
+    logger.info("study %r is finished (%d of --n-trials %d) and evaluated: nothing to run",
+                config.study_name, count_finished(study), config.n_trials)
+    return summary_from_result(study, result, storage=url, cv_folds=config.cv_folds,
+                               seconds=time.perf_counter() - started)
 
 
 def _backfill(study: optuna.Study, tracker: Tracker) -> None:
@@ -315,6 +348,17 @@ def _summarise(study: optuna.Study, config: StudyConfig, test: TestResult, *, de
         mlflow_parent_run_id=parent_run_id, cv_folds=config.cv_folds,
         notes=_budget_notes(counts, n_trials=config.n_trials),
     )
+
+
+def _description(s: StudySummary) -> str:
+    """The parent run's description: the study's result in three lines of markdown."""
+    params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in sorted(s.best_params.items()))
+    how = f"mean of its {s.cv_folds} fold models" if s.cv_folds else "its restored weights"
+    return (f"**Best trial #{s.best_trial}** of study `{s.study_name}`: validation loss "
+            f"{s.best_val_loss:.4f}, validation accuracy {s.best_val_acc:.2%}.\n\n"
+            f"**Test accuracy {s.test.test_acc:.2%}** (loss {s.test.test_loss:.4f}; {how}, "
+            f"test set read once).\n\nParameters: {params}.")
 
 
 def _budget_notes(counts: Counter[str], *, n_trials: int) -> list[str]:

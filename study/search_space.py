@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -115,7 +115,7 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, *, max_epochs: in
     return Hyperparams(
         lr=trial.suggest_float("lr", *space.lr, log=True),
         optimizer=optimizer,
-        batch_size=trial.suggest_categorical("batch_size", list(space.batch_sizes)),
+        batch_size=int(str(trial.suggest_categorical("batch_size", _batch_choices(trial, space)))),
         dropout=trial.suggest_float("dropout", *space.dropout),
         weight_decay=trial.suggest_float("weight_decay", *space.weight_decay, log=True),
         scheduler=scheduler,
@@ -123,6 +123,38 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, *, max_epochs: in
                   if optimizer == "sgd" else None),
         scheduler_params=_suggest_scheduler(trial, scheduler, max_epochs=max_epochs),
     )
+
+
+def batch_size_label(size: int, sizes: Sequence[int]) -> str:
+    """SIZE zero-padded to the widest of SIZES: "0032" ... "1024".
+
+    optuna-dashboard orders a categorical parameter's values as text, so plain numbers would
+    put 1024 before 128 in its contour and rank plots; equal-width labels sort by size.
+    """
+    return str(size).zfill(len(str(max(sizes))))
+
+
+def _batch_choices(trial: optuna.trial.BaseTrial, space: SearchSpace) -> list[int | str]:
+    from optuna.trial import FixedTrial
+
+    sizes = sorted(space.batch_sizes)
+    labels = [batch_size_label(s, sizes) for s in sizes]
+    if isinstance(trial, FixedTrial):  # parameters given by hand: a plain int will do too
+        return [*labels, *sizes]
+    study = getattr(trial, "study", None)
+    if study is not None and _study_uses_plain_batch_sizes(study):
+        return list(sizes)  # a study made before the labels: its stored distribution stays
+    return list(labels)
+
+
+def _study_uses_plain_batch_sizes(study: optuna.Study) -> bool:
+    from optuna.distributions import CategoricalDistribution
+
+    for trial in study.get_trials(deepcopy=False):
+        distribution = trial.distributions.get("batch_size")
+        if isinstance(distribution, CategoricalDistribution):
+            return isinstance(distribution.choices[0], int)
+    return False
 
 
 def _suggest_scheduler(

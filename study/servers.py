@@ -171,12 +171,14 @@ def wait_until_ready(process: subprocess.Popen[bytes], url: str,
 
 
 def experiment_links(server_url: str) -> dict[str, str]:
-    """Each experiment's runs table: the UI's own landing page is its GenAI overview."""
+    """Each experiment's runs table in the classic ML view (the UI's own landing page is its
+    GenAI overview, with the assistant panel open)."""
     from mlflow import MlflowClient
 
     experiments = MlflowClient(server_url).search_experiments()
-    return {e.name: f"{server_url}#/experiments/{e.experiment_id}/runs" for e in experiments
-            if e.name != "Default"}
+    return {e.name: f"{server_url}/#/experiments/{e.experiment_id}/runs"
+                    f"?workflowType=machine_learning"
+            for e in experiments if e.name != "Default"}
 
 
 def stop_process_group(process: subprocess.Popen[bytes]) -> None:

@@ -49,6 +49,10 @@ RUN_STATUS = {
     TrialState.FAIL: "FAILED",
 }
 CHECKPOINT_PATH = "checkpoint/model_state.pt"
+# A trial's objective as run metrics (step 0), so the runs table and charts sort by it.
+OBJECTIVE_METRICS = ("best_val_loss", "best_val_acc", "best_epoch")
+# Experiments open in MLflow's classic ML view (runs table, charts), not its GenAI overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 StateDict = dict[str, torch.Tensor]
 
 
@@ -65,7 +69,8 @@ class Tracker(Protocol):
                     tags: Mapping[str, str] | None = None) -> str: ...
     def log_epoch(self, run_id: str, metrics: EpochMetrics) -> None: ...
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int) -> None: ...
-    def end_trial(self, run_id: str, *, state: TrialState, tags: Mapping[str, str]) -> None: ...
+    def end_trial(self, run_id: str, *, number: int, state: TrialState,
+                  attrs: Mapping[str, Any]) -> None: ...
     def save_checkpoint(self, run_id: str, state: StateDict) -> None: ...
     def load_checkpoint(self, run_id: str) -> StateDict: ...
     def log_study_result(self, *, metrics: Mapping[str, float], params: Mapping[str, Any],
@@ -105,7 +110,8 @@ class NullTracker:
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], *, step: int) -> None:
         pass
 
-    def end_trial(self, run_id: str, *, state: TrialState, tags: Mapping[str, str]) -> None:
+    def end_trial(self, run_id: str, *, number: int, state: TrialState,
+                  attrs: Mapping[str, Any]) -> None:
         pass
 
     def save_checkpoint(self, run_id: str, state: StateDict) -> None:
@@ -237,12 +243,23 @@ def apply_op(client: Any, op: Op, runs: Mapping[str, str], *, spool_dir: Path | 
                          tags=[RunTag(k, str(v)) for k, v in op.get("tags", {}).items()])
     elif kind == "terminate":
         client.set_terminated(run, status=op["status"])
+    elif kind == "rename":
+        client.update_run(run, name=op["name"])
     elif kind == "artifact":
         file = Path(op["file"]) if spool_dir is None else spool_dir / op["file"]
         client.log_artifact(run, str(file), artifact_path=op["artifact_path"])
     else:
         raise TrackingError(f"unknown tracker operation {kind!r} in the spool")
     return None
+
+
+def trial_run_name(number: int, state: TrialState, epochs: object = None) -> str:
+    """'trial-0017 pruned@2': the state readable in the runs table, where KILLED and FAILED
+    both show as a red cross."""
+    label = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+             TrialState.FAIL: "failed"}.get(state, state.name.lower())
+    at = f"@{epochs}" if state != TrialState.COMPLETE and epochs is not None else ""
+    return f"trial-{number:04d} {label}{at}"
 
 
 def _batch(run_id: str, *, params: Mapping[str, Any] | None = None,
@@ -342,7 +359,8 @@ class MlflowTracker:
             if found is None:
                 location = experiment_artifact_location(self.tracking_uri, name)
                 try:
-                    return self.client.create_experiment(name, artifact_location=location)
+                    return self.client.create_experiment(name, artifact_location=location,
+                                                         tags=EXPERIMENT_KIND)
                 except MlflowException:
                     # Another worker created it between our look-up and create: use theirs.
                     found = self.client.get_experiment_by_name(name)
@@ -357,6 +375,9 @@ class MlflowTracker:
                 f"it (mlflow experiments restore --experiment-id {found.experiment_id}) or use "
                 f"another --study-name"
             )
+        if found.tags.get("mlflow.experimentKind") is None:  # made before the tag existed
+            for key, value in EXPERIMENT_KIND.items():
+                self.client.set_experiment_tag(found.experiment_id, key, value)
         return str(found.experiment_id)
 
     def start_trial(self, *, number: int, params: Mapping[str, Any],
@@ -384,9 +405,17 @@ class MlflowTracker:
         """Wait until every write submitted so far is stored (end_trial does it itself)."""
         self._writer.flush()
 
-    def end_trial(self, run_id: str, *, state: TrialState, tags: Mapping[str, str]) -> None:
+    def end_trial(self, run_id: str, *, number: int, state: TrialState,
+                  attrs: Mapping[str, Any]) -> None:
+        """End trial NUMBER's run: ATTRS (the trial's user attrs) as `optuna.*` tags, its
+        objective as metrics the runs table sorts by, its state in its name and status."""
         self._writer.flush()  # the run's metrics are stored before its status says it ended
-        self._execute(_batch(run_id, tags={"optuna.state": state.name, **tags}))
+        self._execute(_batch(
+            run_id, tags={"optuna.state": state.name,
+                          **{f"optuna.{k}": str(v) for k, v in attrs.items()}},
+            metrics={k: float(attrs[k]) for k in OBJECTIVE_METRICS if k in attrs}))
+        self._execute({"op": "rename", "run": run_id,
+                       "name": trial_run_name(number, state, attrs.get("epochs_trained"))})
         self._execute({"op": "terminate", "run": run_id,
                        "status": RUN_STATUS.get(state, "FAILED")})
 

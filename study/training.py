@@ -80,7 +80,8 @@ class EpochMetrics:
             "train_acc": self.train_acc,
             "val_loss": self.val_loss,
             "val_acc": self.val_acc,
-            "lr": self.lr,
+            # Not "lr": that is the sampled rate, a param; this is the schedule's rate now.
+            "lr_now": self.lr,
             "epoch_seconds": self.seconds,
         }
 

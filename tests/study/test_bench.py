@@ -134,7 +134,7 @@ def test_timed_tracker_clocks_phases_and_the_target() -> None:
     tracker.log_epoch(run_id, _epoch(1, 0.5))
     tracker.log_epoch(run_id, _epoch(2, 0.95))
     tracker.log_epoch(run_id, _epoch(3, 0.97))
-    tracker.end_trial(run_id, state=TrialState.COMPLETE, tags={})
+    tracker.end_trial(run_id, number=7, state=TrialState.COMPLETE, attrs={})
     tracker.save_checkpoint(run_id, {})  # not clocked by name: passes through, still counted
     tracker.end_study(status="FINISHED")
     trial = clock.trials[run_id]

@@ -43,10 +43,11 @@ TRACKING = "mlflow/mlflow.db"
 MODEL_NAME = "mnist-study-mnist"
 _BASE = {"scheduler": "none", "dropout": 0.0, "weight_decay": 1e-6}
 PLANTED = [
-    {**_BASE, "optimizer": "sgd", "lr": 1e-3, "sgd_momentum": 0.8, "batch_size": 256},  # slow
-    {**_BASE, "optimizer": "adam", "lr": 3e-3, "batch_size": 32},  # good: beats trial 0
-    {**_BASE, "optimizer": "sgd", "lr": 1e-4, "sgd_momentum": 0.8, "batch_size": 1024},  # pruned
-    {**_BASE, "optimizer": "sgd", "lr": 1e3, "sgd_momentum": 0.9, "batch_size": 32},  # diverges
+    # Batch sizes as the study stores them: labels that sort by size ("0032" ... "1024").
+    {**_BASE, "optimizer": "sgd", "lr": 1e-3, "sgd_momentum": 0.8, "batch_size": "0256"},  # slow
+    {**_BASE, "optimizer": "adam", "lr": 3e-3, "batch_size": "0032"},  # good: beats trial 0
+    {**_BASE, "optimizer": "sgd", "lr": 1e-4, "sgd_momentum": 0.8, "batch_size": "1024"},  # pruned
+    {**_BASE, "optimizer": "sgd", "lr": 1e3, "sgd_momentum": 0.9, "batch_size": "0032"},  # diverges
 ]
 
 

@@ -20,10 +20,10 @@ from study.search_space import SearchSpace
 from study.tracking import MlflowTracker, NullTracker, Tracker
 from study.training import NonFiniteLossError
 
-GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": 32,
+GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",
         "dropout": 0.0, "weight_decay": 1e-6}
 # Far too small a learning rate to learn in two epochs: the median pruner must stop it.
-HOPELESS = {**GOOD, "optimizer": "sgd", "lr": 1e-4, "sgd_momentum": 0.8, "batch_size": 1024}
+HOPELESS = {**GOOD, "optimizer": "sgd", "lr": 1e-4, "sgd_momentum": 0.8, "batch_size": "1024"}
 K, EPOCHS = 3, 2
 
 

@@ -5,7 +5,7 @@ import pytest
 from optuna.trial import TrialState
 
 from data_pipeline import SearchData
-from study.diagnosis import diagnose
+from study.diagnosis import diagnose, pruner_evidence
 from study.objective import Objective
 from study.search_space import SearchSpace
 from study.tracking import NullTracker
@@ -53,6 +53,16 @@ def test_training_loss_blowing_up_reads_diverged() -> None:
 def test_tiny_losses_doubling_are_not_divergence() -> None:
     history = _curve((0.004, 1.0, 0.01), (0.001, 1.0, 0.008), (0.003, 1.0, 0.008))
     assert diagnose(history, state=TrialState.COMPLETE).startswith("converging")
+
+
+def test_a_pruned_trial_says_what_the_pruner_saw() -> None:
+    history = _curve((2.2, 0.30, 2.1), (1.9, 0.40, 1.8))
+    evidence = pruner_evidence(1.8, [0.2, 0.3, 0.25, 2.0], step=2)
+    assert evidence == ("val loss 1.8 at epoch 2 ranked 4 of 5 trials there (best 0.2, "
+                        "median 0.3)")
+    assert diagnose(history, state=TrialState.PRUNED, reason=evidence) == \
+        f"pruned at epoch 2: {evidence}"  # not a verdict on a two-epoch curve
+    assert "no other trial there yet" in pruner_evidence(1.0, [], step=1)
 
 
 def test_pruned_trial_names_its_epoch_and_trend() -> None:

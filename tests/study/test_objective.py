@@ -15,10 +15,10 @@ from study.search_space import SearchSpace
 from study.tracking import MlflowTracker, NullTracker, Tracker
 from study.training import NonFiniteLossError
 
-GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": 32,
+GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",
         "dropout": 0.0, "weight_decay": 1e-6}
 # Too small a learning rate to learn anything in a few epochs: the median pruner must stop it.
-HOPELESS = {**GOOD, "optimizer": "sgd", "lr": 1e-4, "sgd_momentum": 0.8, "batch_size": 1024}
+HOPELESS = {**GOOD, "optimizer": "sgd", "lr": 1e-4, "sgd_momentum": 0.8, "batch_size": "1024"}
 DIVERGING = {**GOOD, "optimizer": "sgd", "lr": 3e-2, "sgd_momentum": 0.8}
 
 

@@ -12,6 +12,7 @@ from study.search_space import (
     SCHEDULERS,
     Hyperparams,
     SearchSpace,
+    batch_size_label,
     hyperparams_from_params,
     suggest,
 )
@@ -185,3 +186,33 @@ def test_search_space_errors_from_toml_name_the_file() -> None:
     # A bare string is not split into letters: the message asks for a list.
     with pytest.raises(ConfigError, match=r"\['optimizers'\] must be lists"):
         SearchSpace.from_mapping({"optimizers": "adam"}, source="study.toml")
+
+
+def test_batch_sizes_are_stored_as_labels_that_sort_by_size() -> None:
+    # optuna-dashboard orders a categorical's values as (lower-cased) text: labels must agree.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):
+        trial = study.ask()
+        hp = suggest(trial, SearchSpace(), max_epochs=4)
+        assert isinstance(hp.batch_size, int)  # training gets a number
+        study.tell(trial, 1.0)
+    distribution = study.trials[0].distributions["batch_size"]
+    assert isinstance(distribution, optuna.distributions.CategoricalDistribution)
+    labels = list(distribution.choices)
+    assert labels == ["0032", "0064", "0128", "0256", "0512", "1024"]
+    assert sorted(labels, key=lambda v: str(v).lower()) == labels  # text order is size order
+    assert {hyperparams_from_params(t.params).batch_size for t in study.trials} <= {
+        32, 64, 128, 256, 512, 1024}
+    assert batch_size_label(64, [64, 128]) == "064"
+
+
+def test_a_study_made_with_plain_batch_sizes_keeps_them() -> None:
+    # Resuming a study made before the labels: its stored distribution must not change.
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.enqueue_trial({"batch_size": 64})
+    old = study.ask()
+    old.suggest_categorical("batch_size", [32, 64, 128, 256, 512, 1024])
+    study.tell(old, 1.0)
+    trial = study.ask()
+    assert suggest(trial, SearchSpace(), max_epochs=4).batch_size in SearchSpace().batch_sizes
+    assert trial.params["batch_size"] in SearchSpace().batch_sizes  # an int, as before

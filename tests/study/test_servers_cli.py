@@ -269,7 +269,8 @@ def test_ui_stops_its_mlflow_server_when_terminated(tmp_path: Path,
     server = start_cli_server(tmp_path, "ui", "--port", str(port))  # default tracking store
     servers.append(server)
     link = server.wait_for(r"study mnist: (\S+)").group(1)
-    assert link == f"http://127.0.0.1:{port}/#/experiments/1/runs"  # straight to the runs table
+    # Straight to the runs table, in the classic ML view rather than the GenAI overview.
+    assert link == f"http://127.0.0.1:{port}/#/experiments/1/runs?workflowType=machine_learning"
     child = int(server.wait_for(r"mlflow server pid (\d+)").group(1))
     server.extra_groups.append(child)
     server.process.send_signal(signal.SIGTERM)

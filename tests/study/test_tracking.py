@@ -33,13 +33,18 @@ def test_trial_state_maps_to_a_truthful_run_status(
 ) -> None:
     run_id = tracker.start_trial(number=3, params={"lr": 0.1, "optimizer": "adam"})
     tracker.log_epoch(run_id, _metrics(1, 0.5))
-    tracker.end_trial(run_id, state=state, tags={"optuna.best_epoch": "1"})
+    tracker.end_trial(run_id, number=3, state=state,
+                      attrs={"best_epoch": 1, "best_val_loss": 0.5, "epochs_trained": 1})
     run = tracker.client.get_run(run_id)
     assert run.info.status == status  # pruned reads KILLED, failed FAILED, complete FINISHED
     assert run.data.tags["optuna.state"] == state.name  # Optuna's own word is kept too
     assert run.data.tags["optuna.trial_number"] == "3"
     assert run.data.tags["mlflow.parentRunId"] == tracker.parent_run_id  # nested under study
     assert run.data.params == {"lr": "0.1", "optimizer": "adam"}
+    assert run.data.metrics["best_val_loss"] == 0.5  # the objective, sortable in the table
+    assert run.data.metrics["best_epoch"] == 1
+    assert run.info.run_name == {"FINISHED": "trial-0003 complete", "KILLED": "trial-0003 pruned@1",
+                                 "FAILED": "trial-0003 failed@1"}[status]  # the state at a glance
 
 
 def test_epoch_metrics_are_a_history_over_step(tracker: MlflowTracker) -> None:
@@ -50,7 +55,7 @@ def test_epoch_metrics_are_a_history_over_step(tracker: MlflowTracker) -> None:
     history = tracker.client.get_metric_history(run_id, "val_loss")
     assert [(m.step, m.value) for m in history] == [(1, 0.9), (2, 0.5), (3, 0.4)]  # one per epoch
     keys = set(tracker.client.get_run(run_id).data.metrics)
-    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_seconds"} <= keys
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr_now", "epoch_seconds"} <= keys
 
 
 def test_one_experiment_per_study_and_parent_run_per_invocation(tmp_path: Path) -> None:
@@ -119,7 +124,7 @@ def test_epoch_writes_are_stored_before_the_run_ends(tracker: MlflowTracker) -> 
     run_id = tracker.start_trial(number=0, params={"lr": 0.1})
     for epoch in range(1, 6):
         tracker.log_epoch(run_id, _metrics(epoch, 1.0 / epoch))  # queued, not yet written
-    tracker.end_trial(run_id, state=TrialState.COMPLETE, tags={})  # no flush by the caller
+    tracker.end_trial(run_id, number=0, state=TrialState.COMPLETE, attrs={})  # caller: no flush
     run = tracker.client.get_run(run_id)
     assert run.info.status == "FINISHED"
     # Every epoch written by the background thread, in order, and the params too.
@@ -134,6 +139,6 @@ def test_a_failed_background_write_is_raised(tracker: MlflowTracker) -> None:
         tracker.flush()  # ...and surfaces on the caller's, never swallowed
     tracker.flush()  # reported once: the tracker goes on working
     run_id = tracker.start_trial(number=1, params={})
-    tracker.end_trial(run_id, state=TrialState.PRUNED, tags={})
+    tracker.end_trial(run_id, number=1, state=TrialState.PRUNED, attrs={})
     assert tracker.client.get_run(run_id).info.status == "KILLED"
 

@@ -53,7 +53,7 @@ def test_train_yields_one_metric_per_epoch(search_data: SearchData, model_name: 
         assert m.seconds >= 0  # wall time recorded
         assert m.lr == 1e-2  # no scheduler: the lr stays put
     assert set(metrics[0].as_dict()) == {"train_loss", "train_acc", "val_loss", "val_acc",
-                                         "lr", "epoch_seconds"}  # the names tracked per epoch
+                                         "lr_now", "epoch_seconds"}  # the names tracked per epoch
 
 
 def test_loss_goes_down(search_data: SearchData) -> None:

@@ -1,0 +1,68 @@
+"""A study's evaluated result, kept in the study so that a rerun can show it without a look at
+the test set: the promise is that the test set is read once."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import TYPE_CHECKING, Any
+
+import optuna
+from optuna.trial import TrialState
+
+from study.final import TestResult
+
+if TYPE_CHECKING:
+    from study.runner import StudySummary
+
+RESULT_ATTR = "result"
+# What a rerun must share with the run that evaluated the study, short of reading the data
+# (the data and split fingerprints need the files, the test file among them).
+_SETTINGS = ("model", "hidden", "max_epochs", "seed", "val_fraction", "cv_folds", "search_space")
+
+
+def store_result(study: optuna.Study, summary: StudySummary) -> None:
+    """Keep SUMMARY's evaluation in STUDY (user attr `result`), for reruns to show."""
+    study.set_user_attr(RESULT_ATTR, {
+        "best_trial": summary.best_trial, "test": dataclasses.asdict(summary.test),
+        "device": summary.device, "mlflow_parent_run_id": summary.mlflow_parent_run_id,
+        "registered_model": summary.registered_model,
+        "finished_trials": sum(summary.state_counts.get(s.name, 0) for s in
+                               (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)),
+    })
+
+
+def evaluated_result(study: optuna.Study, *, n_trials: int,
+                     identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The stored result, when STUDY is finished (N_TRIALS, nothing running or queued), was
+    evaluated with its present best trial, and was made with IDENTITY's settings."""
+    result = study.user_attrs.get(RESULT_ATTR)
+    stored = study.user_attrs.get("identity", {})
+    if result is None or any(stored.get(k) != identity.get(k) for k in _SETTINGS):
+        return None
+    states = Counter(t.state for t in study.get_trials(deepcopy=False))
+    finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED] + states[TrialState.FAIL]
+    if finished < n_trials or states[TrialState.RUNNING] or states[TrialState.WAITING]:
+        return None
+    if finished != result.get("finished_trials") or study.best_trial.number != \
+            result["best_trial"]:
+        return None  # more trials ran since the evaluation (another worker's)
+    return dict(result)
+
+
+def summary_from_result(study: optuna.Study, result: dict[str, Any], *, storage: str,
+                        cv_folds: int | None, seconds: float) -> StudySummary:
+    from study.runner import StudySummary
+
+    best = study.best_trial
+    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    return StudySummary(
+        study_name=study.study_name, storage=storage, state_counts=dict(counts),
+        best_trial=best.number, best_params=dict(best.params),
+        best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs["best_val_acc"]),
+        test=TestResult(**result["test"]), device=str(result["device"]), trials_run_now=0,
+        seconds=seconds, mlflow_parent_run_id=str(result["mlflow_parent_run_id"]),
+        cv_folds=cv_folds, registered_model=str(result["registered_model"]),
+        notes=[f"the study was finished: nothing ran now and no test data was read; these are "
+               f"the results its evaluation stored (MLflow parent run "
+               f"{result['mlflow_parent_run_id']})"])
