@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from data_pipeline.duplicates import Duplicates
+from data_pipeline.duplicates import CLOSEST, DEAD_ZONE, Duplicates, Pairs
 from data_pipeline.errors import DataError
 
 TEST_PART = "test"
@@ -40,12 +40,13 @@ class PartStats:
 
 @dataclass(frozen=True)
 class DuplicatePair:
-    kind: str  # "exact" or "near"
+    kind: str  # "exact" or "near"; "candidate" (a closer look, not a duplicate) in `closest`
     part_a: str  # parts in split order (train, val, ..., test): part_a never after part_b
     index_a: int  # index into part_a's file (the training file, or the test file for "test")
     part_b: str
     index_b: int
-    distance: float  # Ruzicka distance; 0.0 for exact duplicates
+    distance: float  # aligned distance of the normalised images; 0.0 for exact duplicates
+    shift: tuple[int, int] = (0, 0)  # (rows, columns) moving image b onto image a
 
     @property
     def cross_split(self) -> bool:
@@ -60,8 +61,11 @@ class AuditReport:
     max_class_deviation: float  # over the split's parts (not test): stratification at work
     index_overlaps: dict[str, int]  # "train&val" -> indices in both (0: disjoint)
     near_threshold: float
-    hash_candidates: int  # pairs the perceptual hash proposed for pixel verification
+    hash_candidates: int  # candidate pairs the near-duplicate search verified on the pixels
     duplicates: tuple[DuplicatePair, ...]
+    # The closest pairs, to judge by eye (`audit --output` draws them in this order): the
+    # flagged ones, cross-split first, or when none is flagged the closest candidates.
+    closest: tuple[DuplicatePair, ...]
     normalisation: tuple[dict[str, Any], ...]  # mean, std and the images they come from
     dropped: tuple[int, ...]  # training-file indices removed by --drop-duplicates
     test_access: str = TEST_ACCESS
@@ -132,14 +136,16 @@ def build_report(
     full = np.bincount(train_labels, minlength=N_CLASSES) / len(train_labels)
     stats = [class_stats(name, train_labels[idx], full) for name, idx in parts.items()]
     test_stats = class_stats(TEST_PART, test_labels, full)
+    locate = _Locator(parts, n_train=len(train_labels), n_test=len(test_labels))
+    kinds = np.where(duplicates.exact, "exact", "near")
+    found = locate(duplicates.a, duplicates.b, duplicates.distance, duplicates.shift, kinds)
     return AuditReport(
         split=dict(split), reference=class_stats("training set", train_labels, None),
         parts=(*stats, test_stats),
         max_class_deviation=max(s.max_deviation for s in stats),
         index_overlaps=index_overlaps(parts), near_threshold=near_threshold,
-        hash_candidates=duplicates.candidates,
-        duplicates=_pairs(duplicates, parts, n_train=len(train_labels),
-                          n_test=len(test_labels)),
+        hash_candidates=duplicates.candidates, duplicates=found,
+        closest=_closest(found, duplicates.closest, locate),
         normalisation=tuple(dict(n) for n in normalisation),
         dropped=tuple(int(i) for i in dropped),
     )
@@ -152,28 +158,46 @@ def index_overlaps(parts: Mapping[str, np.ndarray]) -> dict[str, int]:
             for i, a in enumerate(names) for b in names[i + 1:]}
 
 
-def _pairs(dups: Duplicates, parts: Mapping[str, np.ndarray], *, n_train: int,
-           n_test: int) -> tuple[DuplicatePair, ...]:
-    names = [*parts, TEST_PART]
-    part_of = np.full(n_train + n_test, -1, dtype=np.int64)  # -1: dropped, in no part
-    for number, idx in enumerate(parts.values()):
-        part_of[idx] = number
-    part_of[n_train:] = len(names) - 1
-    file_index = np.concatenate([np.arange(n_train), np.arange(n_test)])
-    pairs = []
-    for a, b, distance, exact in zip(dups.a.tolist(), dups.b.tolist(), dups.distance.tolist(),
-                                     dups.exact.tolist(), strict=True):
-        if part_of[a] < 0 or part_of[b] < 0:
-            continue
-        if part_of[a] > part_of[b]:
-            a, b = b, a  # pairs read in split order: train/val, never val/train
-        pairs.append(DuplicatePair(
-            kind="exact" if exact else "near", part_a=names[part_of[a]],
-            index_a=int(file_index[a]), part_b=names[part_of[b]], index_b=int(file_index[b]),
-            distance=round(float(distance), 6)))
-    order = {name: i for i, name in enumerate(names)}
-    pairs.sort(key=lambda p: (order[p.part_a], order[p.part_b], p.kind, p.index_a, p.index_b))
-    return tuple(pairs)
+class _Locator:
+    """Pairs of indices into train+test turned into DuplicatePairs of named parts."""
+
+    def __init__(self, parts: Mapping[str, np.ndarray], *, n_train: int, n_test: int) -> None:
+        self.names = [*parts, TEST_PART]
+        self.part_of = np.full(n_train + n_test, -1, dtype=np.int64)  # -1: dropped, in no part
+        for number, idx in enumerate(parts.values()):
+            self.part_of[idx] = number
+        self.part_of[n_train:] = len(self.names) - 1
+        self.file_index = np.concatenate([np.arange(n_train), np.arange(n_test)])
+
+    def __call__(self, a: np.ndarray, b: np.ndarray, distance: np.ndarray, shift: np.ndarray,
+                 kinds: np.ndarray) -> tuple[DuplicatePair, ...]:
+        """The pairs in split order (train/val, never val/train), those with a dropped image
+        left out, sorted by parts, kind and indices."""
+        pairs = []
+        for i, j, d, (dy, dx), kind in zip(a.tolist(), b.tolist(), distance.tolist(),
+                                           shift.tolist(), kinds.tolist(), strict=True):
+            if self.part_of[i] < 0 or self.part_of[j] < 0:
+                continue
+            if self.part_of[i] > self.part_of[j]:
+                i, j, dy, dx = j, i, -dy, -dx  # moving a onto b is the opposite shift
+            pairs.append(DuplicatePair(
+                kind=kind, part_a=self.names[self.part_of[i]],
+                index_a=int(self.file_index[i]), part_b=self.names[self.part_of[j]],
+                index_b=int(self.file_index[j]), distance=round(float(d), 6),
+                shift=(int(dy), int(dx))))
+        order = {name: i for i, name in enumerate(self.names)}
+        pairs.sort(key=lambda p: (order[p.part_a], order[p.part_b], p.kind, p.index_a,
+                                  p.index_b))
+        return tuple(pairs)
+
+
+def _closest(found: Sequence[DuplicatePair], candidates: Pairs, locate: _Locator
+             ) -> tuple[DuplicatePair, ...]:
+    if found:  # the flagged pairs; those that refuse a run first
+        return tuple(sorted(found, key=lambda p: (not p.cross_split, p.distance))[:CLOSEST])
+    located = locate(candidates.a, candidates.b, candidates.distance, candidates.shift,
+                     np.full(len(candidates.a), "candidate"))
+    return tuple(sorted(located, key=lambda p: p.distance))
 
 
 def plan_drop(report: AuditReport, droppable: Collection[str]) -> np.ndarray:
@@ -252,10 +276,12 @@ def _md_balance(r: AuditReport) -> list[str]:
 def _md_duplicates(r: AuditReport) -> list[str]:
     cross = r.cross_split()
     lines = ["## Duplicate images", "",
-             "Exact: identical pixel bytes (BLAKE2b-128 content hash). Near: Ruzicka distance "
-             f"1 - sum(min)/sum(max) <= {r.near_threshold} on the pixels, among images whose "
-             f"7x7 average hashes differ in at most one bit ({r.hash_candidates:,} candidate "
-             "pairs verified).", "", "| parts | exact | near |", "| --- | --- | --- |"]
+             "Exact: identical pixel bytes (BLAKE2b-128 content hash). Near: distance "
+             f"<= {r.near_threshold} between the intensity-normalised images (background 0, ink "
+             "255) at the best of the 9 shifts by up to one pixel, the distance being the share "
+             f"of the pair's ink that differs by more than {DEAD_ZONE:.0%} of the ink level "
+             f"({r.hash_candidates:,} candidate pairs verified).", "",
+             "| parts | exact | near |", "| --- | --- | --- |"]
     lines += [f"| {k} | {v['exact']} | {v['near']} |" for k, v in r.pair_counts().items()]
     lines += ["", f"**{len(cross)} pairs cross the split**: `run` refuses unless "
               "--drop-duplicates." if cross else "No duplicate pair crosses the split.", ""]
@@ -264,9 +290,27 @@ def _md_duplicates(r: AuditReport) -> list[str]:
         groups.setdefault((pair.part_a, pair.part_b, pair.kind), []).append(pair)
     for (a, b, kind), pairs in groups.items():
         shown = [f"{a}[{p.index_a}]~{b}[{p.index_b}]"
-                 + (f" ({p.distance:.3f})" if kind == "near" else "") for p in pairs]
+                 + (f" ({p.distance:.4f})" if kind == "near" else "") for p in pairs]
         lines += [f"- {kind} {a}/{b}: {_listed(shown)}"]
-    return [*lines, ""] if groups else lines
+    if groups:
+        lines.append("")
+    return [*lines, *_md_closest(r)]
+
+
+def _md_closest(r: AuditReport) -> list[str]:
+    if not r.closest:
+        return []
+    which = ("The flagged pairs, those across the split first, closest first" if r.duplicates
+             else "No pair is flagged: the closest candidate pairs, closest first")
+    lines = ["### Closest pairs", "", f"{which}. `mnist-study audit --output DIR` draws them in "
+             "this order in `closest_pairs.png` (left to right, then down; beside each pair, "
+             "bright where the aligned, normalised images differ by more than the dead zone).",
+             ""]
+    for number, p in enumerate(r.closest, start=1):
+        moved = "as they are" if p.shift == (0, 0) else f"{p.part_b} moved by {p.shift}"
+        lines.append(f"{number}. {p.kind} {p.part_a}[{p.index_a}]~{p.part_b}[{p.index_b}]: "
+                     f"distance {p.distance:.4f}, aligned {moved}")
+    return [*lines, ""]
 
 
 def _md_normalisation(r: AuditReport) -> list[str]:

@@ -61,8 +61,9 @@ class StudyConfig:
     seed: int = 0
     val_fraction: float = 0.1
     cv_folds: int | None = None  # K-fold cross-validation over train+val instead of holdout
-    # Ruzicka pixel distance at or under which two images are near duplicates; 0: exact only.
-    near_duplicate_threshold: float = 0.05
+    # Aligned, intensity-normalised distance (data_pipeline.duplicates) at or under which two
+    # images are near duplicates; 0: exact only.
+    near_duplicate_threshold: float = 0.01
     drop_duplicates: bool = False  # drop training images that duplicate another part's
     no_progress: bool = False
     search_space: SearchSpace = field(default_factory=SearchSpace)

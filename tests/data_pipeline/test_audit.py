@@ -13,6 +13,7 @@ import torch
 from data_pipeline import (
     CvData,
     DataError,
+    DuplicatePair,
     Normalizer,
     SearchData,
     find_mnist,
@@ -24,9 +25,10 @@ from data_pipeline import (
 )
 from data_pipeline import duplicates as duplicates_module
 from data_pipeline.audit import AuditReport, build_report, plan_drop
-from data_pipeline.duplicates import Duplicates, average_hash, find_duplicates
+from data_pipeline.duplicates import Duplicates, Pairs, find_duplicates
 
 VAL_FRACTION, SEED = 0.25, 0
+THRESHOLD = 0.01  # the default of --near-duplicate-threshold
 Key = tuple[str, str, int, str, int]  # kind, part_a, index_a, part_b, index_b
 
 
@@ -105,7 +107,7 @@ def _keys(report: AuditReport, *, cross: bool) -> set[Key]:
             if p.cross_split == cross}
 
 
-def _audit(planted: Planted, near_threshold: float = 0.05) -> AuditReport:
+def _audit(planted: Planted, near_threshold: float = THRESHOLD) -> AuditReport:
     files = find_mnist(planted.directory, verify=False)
     assert files is not None  # the planted IDX files are found
     train, test = files.load("train"), files.load("test")
@@ -130,7 +132,8 @@ def test_every_planted_duplicate_is_found_and_nothing_else(planted: Planted) -> 
     assert _keys(report, cross=True) == planted.cross  # all four cross-split plants, no others
     assert _keys(report, cross=False) == planted.within  # and the ones inside one part
     near = [p for p in report.duplicates if p.kind == "near"]
-    assert all(0.0 < p.distance <= 0.05 for p in near)  # near means close but not identical
+    assert all(p.distance <= THRESHOLD for p in near)  # near means within the threshold
+    assert all(p.shift == (0, 0) for p in near)  # the plants are not shifted: none is reported
 
 
 def test_threshold_zero_checks_exact_duplicates_only(planted: Planted) -> None:
@@ -140,21 +143,12 @@ def test_threshold_zero_checks_exact_duplicates_only(planted: Planted) -> None:
     assert report.hash_candidates == 0  # no perceptual search was run
 
 
-def test_average_hash_ignores_brightness_and_sees_shapes() -> None:
-    image = mnist_like(np.array([3]), np.random.default_rng(0))
-    other = mnist_like(np.array([3]), np.random.default_rng(1))
-    dimmer = np.round(image * 0.8).astype(np.uint8)
-    hashes = average_hash(np.concatenate([image, dimmer, other]))
-    assert hashes[0] == hashes[1]  # thresholded at the image's own mean: contrast-invariant
-    assert hashes[0] != hashes[2]  # another drawing hashes differently
-
-
 def test_too_many_candidates_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(duplicates_module, "MAX_CANDIDATE_PAIRS", 10)
     blank_ish = np.zeros((20, 28, 28), np.uint8)
     blank_ish[:, 0, 0] = np.arange(20)  # all distinct, all hashing alike
     with pytest.raises(DataError, match="--near-duplicate-threshold 0"):
-        find_duplicates(blank_ish, near_threshold=0.05)
+        find_duplicates(blank_ish, near_threshold=THRESHOLD)
 
 
 def test_class_balance_and_disjointness_are_reported(planted: Planted) -> None:
@@ -200,16 +194,40 @@ def test_drop_plan_takes_training_images_only(planted: Planted) -> None:
 
 def test_drop_plan_between_folds_takes_the_later_folds_image() -> None:
     labels = np.arange(12) % 2
+    no_pairs = Pairs(a=np.zeros(0, np.int64), b=np.zeros(0, np.int64), distance=np.zeros(0),
+                     shift=np.zeros((0, 2), np.int8))
     dups = Duplicates(a=np.array([0, 7, 3]), b=np.array([7, 8, 12]),  # 12: test image 0
                       distance=np.array([0.0, 0.0, 0.01]), exact=np.array([True, True, False]),
-                      candidates=3)
+                      shift=np.zeros((3, 2), np.int8), candidates=3, closest=no_pairs)
     report = build_report(train_labels=labels, test_labels=labels[:2],
                           parts={"fold1": np.arange(6), "fold2": np.arange(6, 12)},
-                          duplicates=dups, near_threshold=0.05, split={}, normalisation=[])
+                          duplicates=dups, near_threshold=THRESHOLD, split={}, normalisation=[])
     assert [(p.part_a, p.part_b) for p in report.cross_split()] == [
         ("fold1", "fold2"), ("fold1", "test")]  # 7~8 lie in one fold: not a leak
     dropped = plan_drop(report, droppable={"fold1", "fold2"})
     assert dropped.tolist() == [3, 7]  # fold2's image of the fold pair; the pool's, not test's
+
+
+def test_closest_candidates_are_reported_when_none_is_flagged() -> None:
+    labels = np.arange(12) % 2
+    closest = Pairs(a=np.array([2, 5]), b=np.array([9, 12]),  # 12: test image 0
+                    distance=np.array([0.03, 0.02]), shift=np.array([[1, 0], [0, -1]], np.int8))
+    dups = Duplicates(a=np.zeros(0, np.int64), b=np.zeros(0, np.int64), distance=np.zeros(0),
+                      exact=np.zeros(0, bool), shift=np.zeros((0, 2), np.int8), candidates=2,
+                      closest=closest)
+    report = build_report(train_labels=labels, test_labels=labels[:2],
+                          parts={"train": np.arange(4, 12), "val": np.arange(4)},
+                          duplicates=dups, near_threshold=THRESHOLD,
+                          split={"data_fingerprint": "d", "split_fingerprint": "s"},
+                          normalisation=[])
+    assert report.closest == (  # closest first, in split order, as candidates not duplicates
+        DuplicatePair("candidate", "train", 5, "test", 0, 0.02, (0, -1)),
+        DuplicatePair("candidate", "train", 9, "val", 2, 0.03, (-1, 0)))  # swapped: shift too
+    assert not report.cross_split()  # a candidate is no duplicate: `run` is not refused
+    markdown = report.to_markdown()
+    assert "No pair is flagged: the closest candidate pairs" in markdown  # says what they are
+    assert "1. candidate train[5]~test[0]: distance 0.0200, aligned test moved by (0, -1)" in (
+        markdown)  # numbered in the order of the picture
 
 
 def test_val_test_duplicates_cannot_be_dropped_from_train(tmp_path: Path) -> None:
@@ -219,10 +237,11 @@ def test_val_test_duplicates_cannot_be_dropped_from_train(tmp_path: Path) -> Non
     train, test = files.load("train"), files.load("test")
     split = stratified_split(train.labels, val_fraction=VAL_FRACTION, seed=SEED)
     test.images[50] = train.images[split.val[-1]]  # validation image leaked into test
-    dups = find_duplicates(np.concatenate([train.images, test.images]), near_threshold=0.05)
+    dups = find_duplicates(np.concatenate([train.images, test.images]),
+                           near_threshold=THRESHOLD)
     report = build_report(train_labels=train.labels, test_labels=test.labels,
                           parts={"train": split.train, "val": split.val}, duplicates=dups,
-                          near_threshold=0.05, split={}, normalisation=[])
+                          near_threshold=THRESHOLD, split={}, normalisation=[])
     with pytest.raises(DataError, match="between val and test .* cannot fix"):
         plan_drop(report, droppable={"train"})
 
@@ -233,7 +252,7 @@ def test_run_data_is_refused_with_cross_split_duplicates(planted: Planted) -> No
     with pytest.raises(DataError, match=r"4 duplicate image pairs cross the split \(train/val: "
                                         r"1 exact \+ 1 near, train/test: 1 exact \+ 1 near"):
         prepare_audited_data(files, val_fraction=VAL_FRACTION, seed=SEED, cv_folds=None,
-                             near_threshold=0.05, drop_duplicates=False,
+                             near_threshold=THRESHOLD, drop_duplicates=False,
                              device=torch.device("cpu"))
 
 
@@ -241,7 +260,7 @@ def test_drop_duplicates_removes_them_from_train_and_refits(planted: Planted) ->
     files = find_mnist(planted.directory, verify=False)
     assert files is not None  # the planted IDX files are found
     audited = prepare_audited_data(files, val_fraction=VAL_FRACTION, seed=SEED, cv_folds=None,
-                                   near_threshold=0.05, drop_duplicates=True,
+                                   near_threshold=THRESHOLD, drop_duplicates=True,
                                    device=torch.device("cpu"))
     dropped = sorted(k[2] for k in planted.cross)
     report, data = audited.report, audited.data

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
+from PIL import Image
 
+from data_pipeline import find_mnist
 from study.cli import main
 from tests.data_pipeline.test_audit import Planted, write_planted_mnist
+from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.study.test_cli import _cli
 
 SPLIT = ["--val-fraction", "0.25", "--seed", "0", "--allow-noncanonical-data"]
@@ -40,6 +44,28 @@ def test_audit_lists_every_planted_duplicate_and_exits_1(planted: Planted,
     assert "**4 pairs cross the split**" in markdown and "## Normalisation" in markdown
 
 
+def test_audit_output_draws_the_closest_pairs(planted: Planted, tmp_path: Path) -> None:
+    _cli(tmp_path, "audit", "--data-dir", str(planted.directory), *SPLIT, "--output",
+         str(tmp_path / "out"))
+    report = json.loads((tmp_path / "out" / "audit.json").read_text())
+    closest = report["closest"]
+    assert len(closest) == 6  # the flagged pairs: 4 across the split, 2 inside a part
+    assert [p["part_a"] != p["part_b"] for p in closest] == [True] * 4 + [False] * 2  # cross 1st
+    with Image.open(tmp_path / "out" / "closest_pairs.png") as png:
+        assert png.format == "PNG" and png.mode == "L"  # a real greyscale PNG
+        assert png.size == (1072, 244)  # 4 pairs a row, 2 rows: 8 + 4 * (258 + 8), 8 + 2 * 118
+        picture = np.asarray(png)
+    files = find_mnist(planted.directory, verify=False)
+    assert files is not None  # the planted IDX files are found
+    first = closest[0]
+    image = files.load("test" if first["part_a"] == "test" else "train").images[first["index_a"]]
+    drawn = picture[8 + 26:8 + 26 + 84, 8:8 + 84]  # the first tile's left image, 3x zoomed
+    assert (drawn == np.kron(image, np.ones((3, 3), np.uint8))).all()  # the pair named first
+    markdown = (tmp_path / "out" / "audit.md").read_text()
+    assert (f"1. {first['kind']} {first['part_a']}[{first['index_a']}]~"
+            f"{first['part_b']}[{first['index_b']}]") in markdown  # numbered as drawn
+
+
 def test_audit_with_drop_duplicates_previews_the_clean_split(planted: Planted,
                                                              tmp_path: Path) -> None:
     result = _cli(tmp_path, "audit", "--data-dir", str(planted.directory), *SPLIT,
@@ -64,8 +90,8 @@ def test_run_refuses_a_split_with_duplicates_across_it(planted: Planted,
     assert storage.get_all_studies() == []  # refused before a study or trial existed
 
 
-def test_run_with_drop_duplicates_logs_the_audit_and_tags_every_trial(planted: Planted,
-                                                                      tmp_path: Path) -> None:
+def test_run_with_drop_duplicates_logs_the_audit_and_tags_every_trial(tmp_path: Path) -> None:
+    planted = write_planted_mnist(tmp_path / "planted", n_train=STUDY_TRAIN_IMAGES)
     result = _cli(tmp_path, "run", "--data-dir", str(planted.directory), *SPLIT,
                   "--drop-duplicates", "--n-trials", "2", "--max-epochs", "1", "--hidden", "16",
                   "--no-progress")
@@ -73,7 +99,7 @@ def test_run_with_drop_duplicates_logs_the_audit_and_tags_every_trial(planted: P
     study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{tmp_path}/optuna.db")
     attrs = study.user_attrs
     assert attrs["audit"]["dropped_from_train"] == 4  # the compact summary, in the study
-    assert attrs["audit"]["sizes"] == {"train": 296, "val": 100, "test": 100}  # train only
+    assert attrs["audit"]["sizes"] == {"train": 1571, "val": 525, "test": 100}  # train only
     assert {"code_version", "data_fingerprint", "package_versions"} <= set(attrs)  # provenance
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
     for trial in study.trials:
@@ -98,7 +124,7 @@ def test_help_documents_the_leakage_flags(command: str,
     out = capsys.readouterr().out
     for flag in ("--cv-folds", "--near-duplicate-threshold", "--drop-duplicates"):
         assert flag in out  # the same flags on both commands
-    assert "default 0.05" in out  # the near-duplicate threshold's default is shown
+    assert "default 0.01" in out  # the near-duplicate threshold's default is shown
 
 
 @pytest.mark.slow
@@ -109,10 +135,11 @@ def test_real_mnist_has_no_duplicates_at_the_default_threshold(tmp_path: Path,
     report = json.loads(clean.stdout)
     assert report["duplicates"] == []  # no exact and no near pair anywhere in 70k images
     assert report["max_class_deviation"] < 1e-4  # stratified: every class within 0.01%
+    first = report["closest"][0]  # the README's closest pair: two writers' slanted "1"s
+    assert (first["index_a"], first["index_b"], first["distance"]) == (28350, 37674, 0.011727)
     loose = _cli(tmp_path, "audit", "--data-dir", str(real_mnist_dir), "--format", "json",
-                 "--near-duplicate-threshold", "0.1")
+                 "--near-duplicate-threshold", "0.02")
     counts = {k: v for k, v in json.loads(loose.stdout)["pair_counts"].items() if any(v.values())}
     assert counts == {  # the look-alike "1"s the README reports, pinned
-        "train/train": {"exact": 0, "near": 20}, "train/val": {"exact": 0, "near": 6},
-        "train/test": {"exact": 0, "near": 6}, "val/test": {"exact": 0, "near": 1},
-        "test/test": {"exact": 0, "near": 1}}
+        "train/train": {"exact": 0, "near": 18}, "train/val": {"exact": 0, "near": 1},
+        "train/test": {"exact": 0, "near": 10}, "test/test": {"exact": 0, "near": 1}}
