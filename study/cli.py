@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -14,6 +15,7 @@ from types import ModuleType
 from data_pipeline.errors import DataError  # not `data_pipeline`: that would load torch
 from study import cli_audit, cli_dashboard, cli_run, cli_sync, cli_ui
 from study.cli_common import InterruptedTrialFilter
+from study.console import Format, Handler, KnownWarnings
 from study.errors import StudyError
 from study.interrupts import Terminated
 from study.redaction import RedactingFilter, redact_text
@@ -51,10 +53,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                        "%(message)s", datefmt="%H:%M:%S")
-    for handler in logging.getLogger().handlers:  # every record, ours or a library's
-        handler.addFilter(RedactingFilter())
+    # MLflow would give its loggers handlers and a format of their own: one format for all.
+    os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    handler = Handler()
+    handler.setFormatter(Format())
+    handler.addFilter(RedactingFilter())  # every record, ours or a library's
+    handler.addFilter(KnownWarnings())
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.captureWarnings(True)  # Python warnings in the same format, through the filters
     # By name: Optuna is not imported yet (and need not be, for `--help`).
     optuna_trials = logging.getLogger(InterruptedTrialFilter.LOGGER)
     if not any(isinstance(f, InterruptedTrialFilter) for f in optuna_trials.filters):

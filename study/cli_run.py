@@ -78,7 +78,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--val-fraction", type=float, help=f"share of the 60k training images held "
                    f"out for validation, stratified (default {d.val_fraction})")
     p.add_argument("--no-progress", action="store_const", const=True,
-                   help="no progress bar (default: shown)")
+                   help="no progress bar (default: shown); one line per trial either way")
+    p.add_argument("--verbose", action="store_const", const=True,
+                   help="also Optuna's own line per trial, with all its parameters")
     add_leakage_arguments(p)
 
 
@@ -89,8 +91,7 @@ def execute(args: argparse.Namespace) -> int:
     from study.runner import run_study  # torch, optuna and mlflow load only when needed
     from study.training import set_cpu_threads
 
-    quiet_libraries()
-
+    quiet_libraries(verbose=config.verbose)
     set_cpu_threads(config.cpu_threads)
     summary = run_study(config)
     print(format_summary(summary))

@@ -66,6 +66,7 @@ class StudyConfig:
     near_duplicate_threshold: float = 0.01
     drop_duplicates: bool = False  # drop training images that duplicate another part's
     no_progress: bool = False
+    verbose: bool = False  # Optuna's own per-trial log lines too
     search_space: SearchSpace = field(default_factory=SearchSpace)
 
     def __post_init__(self) -> None:
@@ -107,6 +108,7 @@ class StudyConfig:
         """JSON-friendly view, as logged with every study."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         out["data_dir"] = str(self.data_dir)
+        out["mlflow_spool"] = str(self.mlflow_spool)
         out["search_space"] = self.search_space.as_dict()
         return out
 

@@ -19,7 +19,7 @@ import logging
 import math
 import statistics
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ from study.objective import (
 from study.publish import CONFIG_PATH, PLOTS_DIR, config_toml, write_plots
 from study.search_space import Hyperparams, hyperparams_from_params, suggest
 from study.tracking import StateDict, Tracker
-from study.training import TrainOptions, evaluate, train
+from study.training import EpochMetrics, TrainOptions, evaluate, train
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class CvObjective(TrialSetup):
                                            generator=generator, options=self.options)):
             self.tracker.log_metrics(run_id, {f"fold{k + 1}/{name}": value for name, value
                                               in metrics.as_dict().items()}, step=metrics.epoch)
+            self.on_epoch(trial.number, metrics)
             best.update(metrics, model)
 
     def _report(self, trial: optuna.trial.BaseTrial, run_id: str, done: list[_Best]) -> None:
@@ -150,13 +151,15 @@ def split_fold_states(state: StateDict, k: int) -> list[StateDict]:
     return folds
 
 
-def make_objective(config: StudyConfig, data: SearchData | CvData,
-                   tracker: Tracker) -> Objective | CvObjective:
+def make_objective(
+    config: StudyConfig, data: SearchData | CvData, tracker: Tracker, *,
+    on_epoch: Callable[[int, EpochMetrics], None] = lambda number, metrics: None,
+) -> Objective | CvObjective:
     """The holdout objective, or the cross-validated one when the data comes in folds."""
     kwargs: dict[str, Any] = dict(space=config.search_space, model_name=config.model,
                                   model_kwargs={"hidden": config.hidden},
                                   max_epochs=config.max_epochs, seed=config.seed,
-                                  tracker=tracker,
+                                  tracker=tracker, on_epoch=on_epoch,
                                   options=TrainOptions(amp=config.amp,
                                                        compile_mode=config.compile))
     if isinstance(data, CvData):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -92,6 +92,8 @@ class TrialSetup:
     seed: int
     tracker: Tracker
     options: TrainOptions = field(default_factory=TrainOptions)  # how steps run (amp, compile)
+    # Each epoch's metrics as they come, with the trial's number: the console's status line.
+    on_epoch: Callable[[int, EpochMetrics], None] = field(default=lambda number, metrics: None)
 
 
 @dataclass(kw_only=True)
@@ -117,6 +119,7 @@ class Objective(TrialSetup):
                                                generator=generator, options=self.options)):
                 epochs = metrics.epoch
                 self.tracker.log_epoch(run_id, metrics)
+                self.on_epoch(trial.number, metrics)
                 best.update(metrics, model)
                 trial.report(metrics.val_loss, metrics.epoch)
                 if trial.should_prune():

@@ -135,7 +135,8 @@ def log_best_model(
                     "dropout": hyperparams_from_params(best.params).dropout}
     return tracker.log_study_model(
         model, registered_name=registered_model_name(config.study_name), input_example=example,
-        params=study.best_params, metadata=model_metadata(config=config, data=data, test=test),
+        params=hyperparams_from_params(study.best_params).as_params(),
+        metadata=model_metadata(config=config, data=data, test=test),
         model_code=MODEL_CODE, model_config=architecture,
         # The models package travels with the model, so it loads without mnist-study.
         code_paths=[Path(models.__file__).parent],

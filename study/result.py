@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from study.final import TestResult
+from study.search_space import hyperparams_from_params
 
 if TYPE_CHECKING:
     from study.runner import StudySummary
@@ -58,7 +59,7 @@ def summary_from_result(study: optuna.Study, result: dict[str, Any], *, storage:
     counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     return StudySummary(
         study_name=study.study_name, storage=storage, state_counts=dict(counts),
-        best_trial=best.number, best_params=dict(best.params),
+        best_trial=best.number, best_params=hyperparams_from_params(best.params).as_params(),
         best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs["best_val_acc"]),
         test=TestResult(**result["test"]), device=str(result["device"]), trials_run_now=0,
         seconds=seconds, mlflow_parent_run_id=str(result["mlflow_parent_run_id"]),

@@ -8,7 +8,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from data_pipeline import (
     prepare_audited_data,
 )
 from study.config import StudyConfig, check_batch_sizes
+from study.console import progress
 from study.cv import evaluate_best_on_test, make_objective, publish_cv_study
 from study.device import resolve_device
 from study.errors import TrackingError
@@ -46,6 +46,7 @@ from study.provenance import code_version, package_versions
 from study.publish import publish_study
 from study.redaction import redact, redact_text
 from study.result import evaluated_result, store_result, summary_from_result
+from study.search_space import hyperparams_from_params
 from study.storage import (
     FINISHED,
     GRACE_SECONDS,
@@ -141,7 +142,7 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
             try:
                 _close_dead_runs(study, tracker)
                 before = count_finished(study)
-                _optimize(study, config, make_objective(config, data, tracker))
+                _optimize(study, config, data, tracker)
                 raise_pending_interrupt()  # held through the last trial: test set unseen
                 if tracker.outage:  # the search is saved; its logs wait in the spool
                     raise TrackingError(_outage_line(study, config, tracker))
@@ -319,21 +320,25 @@ def _log_audit(tracker: Tracker, report: AuditReport) -> None:
         tracker.log_study_artifacts(Path(tmp))
 
 
-def _optimize(study: optuna.Study, config: StudyConfig,
-              objective: Callable[[optuna.Trial], float]) -> None:
+def _optimize(study: optuna.Study, config: StudyConfig, data: SearchData | CvData,
+              tracker: Tracker) -> None:
     # n_trials is the study's total across restarts: a resumed run does only what is left.
     remaining = config.n_trials - count_finished(study)
     if remaining <= 0:
         logger.info("study %r already has %d finished trials; nothing to run",
                     config.study_name, config.n_trials)
         return
-    study.optimize(
-        objective, n_trials=remaining, timeout=config.timeout,
-        catch=(NonFiniteLossError,),  # a diverged trial is recorded as FAIL; the study goes on
-        # Other workers' running trials count too, or two workers overshoot the budget.
-        callbacks=[MaxTrialsCallback(config.n_trials, states=(*FINISHED, TrialState.RUNNING))],
-        show_progress_bar=not config.no_progress,
-    )
+    with progress(total=remaining, max_epochs=config.max_epochs,
+                  bar=not config.no_progress) as console:
+        study.optimize(
+            make_objective(config, data, tracker, on_epoch=console.epoch),
+            n_trials=remaining, timeout=config.timeout,
+            catch=(NonFiniteLossError,),  # a diverged trial is recorded as FAIL; study goes on
+            # Other workers' running trials count too, or two workers overshoot the budget.
+            callbacks=[MaxTrialsCallback(config.n_trials,
+                                         states=(*FINISHED, TrialState.RUNNING)),
+                       console.trial_done],
+        )
 
 
 def _summarise(study: optuna.Study, config: StudyConfig, test: TestResult, *, device: str,
@@ -342,7 +347,7 @@ def _summarise(study: optuna.Study, config: StudyConfig, test: TestResult, *, de
     counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     return StudySummary(
         study_name=config.study_name, storage=config.storage, state_counts=dict(counts),
-        best_trial=best.number, best_params=dict(best.params),
+        best_trial=best.number, best_params=hyperparams_from_params(best.params).as_params(),
         best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs["best_val_acc"]),
         test=test, device=device, trials_run_now=trials_run_now, seconds=seconds,
         mlflow_parent_run_id=parent_run_id, cv_folds=config.cv_folds,

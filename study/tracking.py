@@ -6,7 +6,9 @@ threads or processes can never log into each other's runs.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import logging
 import os
 import queue
@@ -487,16 +489,18 @@ class MlflowTracker:
             weights = Path(tmp) / "weights.pt"
             torch.save(model.state_dict(), weights)
             # Model.log is what pyfunc.log_model calls, minus the fluent run: it takes run_id.
-            info = Model.log(
-                artifact_path=None, name="model", flavor=mlflow.pyfunc,
-                python_model=str(model_code), model_config=dict(model_config),
-                artifacts={"weights": str(weights)}, code_paths=[str(p) for p in code_paths],
-                model_id=logged.model_id, run_id=self.parent_run_id,
-                signature=infer_signature(input_example, output), input_example=input_example,
-                registered_model_name=registered_name, metadata=dict(metadata),
-                # Stated, not inferred: inference re-imports the model in a subprocess (slow).
-                pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
-            )
+            # MLflow prints "Successfully registered model..." itself; the runner says it once.
+            with contextlib.redirect_stderr(io.StringIO()):
+                info = Model.log(
+                    artifact_path=None, name="model", flavor=mlflow.pyfunc,
+                    python_model=str(model_code), model_config=dict(model_config),
+                    artifacts={"weights": str(weights)}, code_paths=[str(p) for p in code_paths],
+                    model_id=logged.model_id, run_id=self.parent_run_id,
+                    signature=infer_signature(input_example, output), input_example=input_example,
+                    registered_model_name=registered_name, metadata=dict(metadata),
+                    # Stated, not inferred: inference re-imports the model in a subprocess (slow).
+                    pip_requirements=mlflow.pytorch.get_default_pip_requirements(),
+                )
         return f"models:/{registered_name}/{info.registered_model_version}"
 
     def end_study(self, *, status: str) -> None:
