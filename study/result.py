@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from study.final import TestResult
 from study.search_space import hyperparams_from_params
+from study.storage import stored_identity
 
 if TYPE_CHECKING:
     from study.runner import StudySummary
@@ -38,7 +39,7 @@ def evaluated_result(study: optuna.Study, *, n_trials: int,
     """The stored result, when STUDY is finished (N_TRIALS, nothing running or queued), was
     evaluated with its present best trial, and was made with IDENTITY's settings."""
     result = study.user_attrs.get(RESULT_ATTR)
-    stored = study.user_attrs.get("identity", {})
+    stored = stored_identity(study) or {}
     if result is None or any(stored.get(k) != identity.get(k) for k in _SETTINGS):
         return None
     states = Counter(t.state for t in study.get_trials(deepcopy=False))

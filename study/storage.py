@@ -129,9 +129,10 @@ def open_study(
     if study.direction != StudyDirection.MINIMIZE:
         raise StorageError(f"study {name!r} in {redact(storage_url)} maximises; it was not made "
                            f"by mnist-study. Choose another --study-name")
-    stored = study.user_attrs.get("identity")
+    stored = stored_identity(study)
     if stored is None:
-        study.set_user_attr("identity", dict(identity))
+        for key, value in _identity_attrs(identity).items():
+            study.set_user_attr(key, value)
         study.set_metric_names([OBJECTIVE_NAME])
         return study
     changed = [key for key in identity if stored.get(key) != identity[key]]
@@ -165,6 +166,39 @@ def _comparable_uri(tracking_uri: str) -> str:
     if tracking_uri.startswith("sqlite:///"):
         return f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).resolve()}"
     return redact(tracking_uri.rstrip("/"))  # recorded in the study: no password
+
+
+IDENTITY_PREFIX = "identity."
+
+
+def _identity_attrs(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """IDENTITY as one short study user attr per setting (`identity.seed`, and per range of
+    the search space `identity.search_space.lr`): readable in optuna-dashboard's cards, where
+    one JSON object of them all overflowed."""
+    attrs: dict[str, Any] = {}
+    for key, value in identity.items():
+        if isinstance(value, Mapping):
+            attrs.update({f"{IDENTITY_PREFIX}{key}.{k}": v for k, v in value.items()})
+        else:
+            attrs[f"{IDENTITY_PREFIX}{key}"] = value
+    return attrs
+
+
+def stored_identity(study: optuna.Study) -> dict[str, Any] | None:
+    """The identity STUDY was created with; None for a study that has none yet."""
+    attrs = study.user_attrs
+    if "identity" in attrs:  # a study created before the identity was split into attrs
+        return dict(attrs["identity"])
+    identity: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if not key.startswith(IDENTITY_PREFIX):
+            continue
+        name, _, sub = key.removeprefix(IDENTITY_PREFIX).partition(".")
+        if sub:
+            identity.setdefault(name, {})[sub] = value
+        else:
+            identity[name] = value
+    return identity or None
 
 
 def count_finished(study: optuna.Study) -> int:

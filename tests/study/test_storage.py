@@ -9,7 +9,13 @@ import optuna
 import pytest
 
 from study.errors import ConfigError, StorageError
-from study.storage import check_tracking_store, count_finished, open_storage, open_study
+from study.storage import (
+    check_tracking_store,
+    count_finished,
+    open_storage,
+    open_study,
+    stored_identity,
+)
 
 IDENTITY: dict[str, Any] = {"seed": 0, "val_fraction": 0.1, "search_space": {"lr": [1e-4, 1e-1]}}
 
@@ -37,6 +43,24 @@ def test_resume_with_other_settings_is_refused(tmp_path: Path, key: str, value: 
     with pytest.raises(StorageError, match=f"{key}: stored .* now") as info:
         _open(url, {**IDENTITY, key: value})
     assert "new --study-name" in str(info.value)  # the message says what to do
+
+
+def test_the_identity_is_one_short_attr_per_setting(tmp_path: Path) -> None:
+    # optuna-dashboard shows each study user attr on a card: one JSON blob overflowed it.
+    study = _open(f"sqlite:///{tmp_path}/optuna.db")
+    assert "identity" not in study.user_attrs
+    assert study.user_attrs["identity.seed"] == 0
+    assert study.user_attrs["identity.search_space.lr"] == [1e-4, 1e-1]
+    assert stored_identity(study) == IDENTITY  # and reads back whole
+
+
+def test_a_study_with_the_old_identity_blob_still_resumes(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    old = optuna.create_study(storage=url, study_name="s")
+    old.set_user_attr("identity", IDENTITY)  # as studies made before the split stored it
+    assert count_finished(_open(url)) == 0  # same settings: resumed, not refused
+    with pytest.raises(StorageError, match="seed: stored 0, now 1"):
+        _open(url, {**IDENTITY, "seed": 1})
 
 
 def test_a_maximising_study_of_another_tool_is_refused(tmp_path: Path) -> None:
