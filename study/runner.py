@@ -193,6 +193,7 @@ def _already_evaluated(config: StudyConfig, *, started: float) -> StudySummary |
                               identity=settings_identity(config))
     if result is None:
         return None
+    check_tracking_store(study, config.tracking_uri)  # its runs are in the store it names
     logger.info("study %r is finished (%d of --n-trials %d) and evaluated: nothing to run",
                 config.study_name, count_finished(study), config.n_trials)
     return summary_from_result(study, result, storage=url, cv_folds=config.cv_folds,

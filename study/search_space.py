@@ -134,6 +134,15 @@ def batch_size_label(size: int, sizes: Sequence[int]) -> str:
     return str(size).zfill(len(str(max(sizes))))
 
 
+def as_stored(params: Mapping[str, Any], space: SearchSpace) -> dict[str, Any]:
+    """PARAMS as a trial of SPACE stores them (a batch size as its label): what
+    `study.enqueue_trial` must be given for Optuna to take them as they are."""
+    stored = dict(params)
+    if isinstance(stored.get("batch_size"), int):
+        stored["batch_size"] = batch_size_label(stored["batch_size"], space.batch_sizes)
+    return stored
+
+
 def _batch_choices(trial: optuna.trial.BaseTrial, space: SearchSpace) -> list[int | str]:
     from optuna.trial import FixedTrial
 

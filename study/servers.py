@@ -176,7 +176,7 @@ def experiment_links(server_url: str) -> dict[str, str]:
     from mlflow import MlflowClient
 
     experiments = MlflowClient(server_url).search_experiments()
-    return {e.name: f"{server_url}/#/experiments/{e.experiment_id}/runs"
+    return {e.name: f"{server_url}#/experiments/{e.experiment_id}/runs"
                     f"?workflowType=machine_learning"
             for e in experiments if e.name != "Default"}
 

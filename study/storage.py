@@ -131,6 +131,10 @@ def open_study(
                            f"by mnist-study. Choose another --study-name")
     stored = stored_identity(study)
     if stored is None:
+        # The whole identity in one write, what resuming workers compare against (a worker
+        # starting beside this one must never see half of it); then readable copies for people.
+        storage.set_study_system_attr(storage.get_study_id_from_name(name), IDENTITY_SYSTEM_ATTR,
+                                      dict(identity))
         for key, value in _identity_attrs(identity).items():
             study.set_user_attr(key, value)
         study.set_metric_names([OBJECTIVE_NAME])
@@ -169,6 +173,7 @@ def _comparable_uri(tracking_uri: str) -> str:
 
 
 IDENTITY_PREFIX = "identity."
+IDENTITY_SYSTEM_ATTR = "mnist_study.identity"
 
 
 def _identity_attrs(identity: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,19 +191,12 @@ def _identity_attrs(identity: Mapping[str, Any]) -> dict[str, Any]:
 
 def stored_identity(study: optuna.Study) -> dict[str, Any] | None:
     """The identity STUDY was created with; None for a study that has none yet."""
-    attrs = study.user_attrs
-    if "identity" in attrs:  # a study created before the identity was split into attrs
-        return dict(attrs["identity"])
-    identity: dict[str, Any] = {}
-    for key, value in attrs.items():
-        if not key.startswith(IDENTITY_PREFIX):
-            continue
-        name, _, sub = key.removeprefix(IDENTITY_PREFIX).partition(".")
-        if sub:
-            identity.setdefault(name, {})[sub] = value
-        else:
-            identity[name] = value
-    return identity or None
+    storage = study._storage
+    system = storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))
+    if IDENTITY_SYSTEM_ATTR in system:
+        return dict(system[IDENTITY_SYSTEM_ATTR])
+    legacy = study.user_attrs.get("identity")  # studies made before it moved out of sight
+    return dict(legacy) if legacy is not None else None
 
 
 def count_finished(study: optuna.Study) -> int:

@@ -28,7 +28,7 @@ from study.bench.settings import BenchSettings
 from study.bench.timing import StudyClock, TimedTracker
 from study.config import StudyConfig
 from study.cv import make_objective
-from study.search_space import Hyperparams
+from study.search_space import Hyperparams, as_stored
 from study.storage import open_storage
 from study.strategy import make_pruner, make_sampler
 from study.tracking import MlflowTracker, Tracker
@@ -65,7 +65,7 @@ def run(settings: BenchSettings, *, tracking_uri: str) -> dict[str, Any]:
     params = trial_params(settings.profile_batch_size)
 
     def one_trial() -> None:
-        study.enqueue_trial(params)
+        study.enqueue_trial(as_stored(params, config.search_space))
         study.optimize(objective, n_trials=1)
 
     # The first trial of a process also pays one-off costs (torch._dynamo is imported by the

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from data_pipeline import Normalizer, find_mnist, prepare_search_data, to_tensor_set
+from study.search_space import hyperparams_from_params
 from study.training import evaluate
 from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.study.test_servers_cli import CliServer, cli_env, free_port, start_cli_server
@@ -169,6 +170,9 @@ def test_dashboard_shows_the_study_its_curves_and_its_trials(
     for trial in (0, 1, 2):  # learning curves; the pruned trial's stops after epoch 1
         expect(page.get_by_text(f"trial #{trial}", exact=True).first).to_be_visible()
     expect(page.get_by_text("Study User Attributes")).to_be_visible()
+    expect(page.get_by_text("identity.seed", exact=True)).to_be_visible()  # short, readable
+    page.get_by_role("combobox", name="rows per page").first.click()
+    page.get_by_role("option").last.click()  # the card shows 5 attributes at a time
     expect(page.get_by_text("data_fingerprint", exact=True)).to_be_visible()
     _shot(page, "dashboard-study.png")
 
@@ -227,7 +231,8 @@ def test_mlflow_ui_shows_nested_runs_a_metric_chart_and_the_plots(
     chart = page.locator("[data-testid=experiment-view-compare-runs-card]",
                          has=page.get_by_text("val_loss", exact=True))
     expect(chart.get_by_text("Step")).to_be_visible()  # plotted over step = epoch
-    expect(chart.get_by_text("trial-0001 (val_loss)")).to_have_count(1)  # a curve per trial
+    # A curve per trial, its state in its name.
+    expect(chart.get_by_text("trial-0001 complete (val_loss)")).to_have_count(1)
     # Points drawn: 2 epochs for each complete trial, 1 for the pruned one, 0 for the failed.
     assert chart.locator("g.trace path.point").count() >= 5
     _shot(page, "mlflow-ui-runs.png")
@@ -267,7 +272,9 @@ def test_mlflow_api_matches_the_optuna_storage(made: MadeStudy, mlflow_ui: Mlflo
         assert run.data.tags["optuna.trial_number"] == str(trial.number)
         assert run.data.tags["optuna.state"] == trial.state.name
         assert run.data.tags["optuna.diagnosis"] == trial.user_attrs["diagnosis"]
-        assert run.data.params == {k: str(v) for k, v in trial.params.items()}  # same names
+        # The same names and values (the batch size as a number, not its sortable label).
+        assert run.data.params == {k: str(v) for k, v in
+                                   hyperparams_from_params(trial.params).as_params().items()}
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert {m.step: m.value for m in history} == trial.intermediate_values  # exact
         if trial.value is not None:

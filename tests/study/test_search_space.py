@@ -12,6 +12,7 @@ from study.search_space import (
     SCHEDULERS,
     Hyperparams,
     SearchSpace,
+    as_stored,
     batch_size_label,
     hyperparams_from_params,
     suggest,
@@ -204,6 +205,8 @@ def test_batch_sizes_are_stored_as_labels_that_sort_by_size() -> None:
     assert {hyperparams_from_params(t.params).batch_size for t in study.trials} <= {
         32, 64, 128, 256, 512, 1024}
     assert batch_size_label(64, [64, 128]) == "064"
+    assert as_stored({"batch_size": 64, "lr": 0.1}, SearchSpace()) == {"batch_size": "0064",
+                                                                        "lr": 0.1}
 
 
 def test_a_study_made_with_plain_batch_sizes_keeps_them() -> None:

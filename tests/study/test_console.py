@@ -1,0 +1,68 @@
+"""What a person sees in the terminal: one format, a line per trial, epoch progress."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from study.console import Format, KnownWarnings
+from tests.helpers import STUDY_TRAIN_IMAGES
+from tests.synthetic import write_synthetic_mnist
+
+TIME = re.compile(r"^\d\d:\d\d:\d\d ")
+
+
+def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MLFLOW_TRACKING_URI", "MNIST_STUDY_DATA_DIR")}
+    return subprocess.run(
+        [sys.executable, "-m", "study", "run", "--data-dir", str(data),
+         "--allow-noncanonical-data", "--n-trials", "3", "--max-epochs", "2", "--hidden", "16",
+         "--val-fraction", "0.25", *extra], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=300)
+
+
+def test_a_quiet_console_one_format_and_one_line_per_trial(tmp_path: Path) -> None:
+    done = _run(tmp_path, "--no-progress")
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert all(TIME.match(line) for line in lines), lines  # one format, every line
+    assert not any("Trial 0 finished with value" in line for line in lines)  # Optuna's: off
+    per_trial = [line for line in lines if re.search(r" trial \d+ (complete|pruned|fail)", line)]
+    assert len(per_trial) == 3  # one short line per finished trial
+    assert all(len(line) < 200 for line in per_trial)  # not every parameter of the trial
+    assert not any("Successfully registered model" in line for line in lines)
+    assert "TEST accuracy" in done.stdout
+
+
+def test_verbose_brings_optunas_lines_back_and_the_bar_shows_epochs(tmp_path: Path) -> None:
+    done = _run(tmp_path, "--verbose")
+    assert done.returncode == 0, done.stderr
+    assert "Trial 0 finished with value" in done.stderr  # Optuna's own line, in our format
+    assert re.search(r"trial \d+ epoch 2/2: val loss \d", done.stderr)  # the bar's status
+
+
+def test_known_warnings_are_dropped_and_others_kept() -> None:
+    drop = KnownWarnings()
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("optuna", logging.WARNING, __file__, 1, message, None, None)
+
+    assert not drop.filter(record("Some regimes for parameter `exp_gamma` have less than 2 "
+                                  "trials. The importance of the parameter may be inaccurate."))
+    assert drop.filter(record("something the user should know"))
+    assert Format().format(record("w")).endswith(" warning: w")  # the level when it matters
+
+
+@pytest.mark.parametrize("level", [logging.INFO])
+def test_info_lines_carry_no_level_or_logger_name(level: int) -> None:
+    line = Format().format(logging.LogRecord("study.runner", level, __file__, 1, "hello", None,
+                                             None))
+    assert TIME.match(line) and line.endswith(" hello") and "study.runner" not in line
