@@ -155,7 +155,7 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
                 tracker.log_study_result(
                     metrics={"test_accuracy": test.test_acc, "test_loss": test.test_loss,
                              "best_val_loss": summary.best_val_loss,
-                             "best_val_accuracy": summary.best_val_acc},
+                             "best_val_acc": summary.best_val_acc},
                     params={f"best.{k}": v for k, v in summary.best_params.items()},
                     tags={"best_trial_number": str(test.trial_number),
                           # MLflow shows a run's note as its description: read first.

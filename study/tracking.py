@@ -256,12 +256,15 @@ def apply_op(client: Any, op: Op, runs: Mapping[str, str], *, spool_dir: Path | 
 
 
 def trial_run_name(number: int, state: TrialState, epochs: object = None) -> str:
-    """'trial-0017 pruned@2': the state readable in the runs table, where KILLED and FAILED
-    both show as a red cross."""
+    """'trial-0017 pruned@2' (after epoch 2), 'trial-0018 failed in epoch 1', 'trial-0019
+    complete': the state readable in the runs table, where KILLED and FAILED look alike."""
     label = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
              TrialState.FAIL: "failed"}.get(state, state.name.lower())
-    at = f"@{epochs}" if state != TrialState.COMPLETE and epochs is not None else ""
-    return f"trial-{number:04d} {label}{at}"
+    if state == TrialState.COMPLETE or not isinstance(epochs, int):
+        return f"trial-{number:04d} {label}"
+    if state == TrialState.FAIL:  # it stopped inside the epoch after the last one it finished
+        return f"trial-{number:04d} failed in epoch {epochs + 1}"
+    return f"trial-{number:04d} {label}@{epochs}"
 
 
 def _batch(run_id: str, *, params: Mapping[str, Any] | None = None,

@@ -171,8 +171,8 @@ def test_dashboard_shows_the_study_its_curves_and_its_trials(
         expect(page.get_by_text(f"trial #{trial}", exact=True).first).to_be_visible()
     expect(page.get_by_text("Study User Attributes")).to_be_visible()
     expect(page.get_by_text("identity.seed", exact=True)).to_be_visible()  # short, readable
-    page.get_by_role("combobox", name="rows per page").first.click()
-    page.get_by_role("option").last.click()  # the card shows 5 attributes at a time
+    # The card shows 5 attributes at a time: all of them, please.
+    page.get_by_role("combobox", name="rows per page").first.select_option(label="All")
     expect(page.get_by_text("data_fingerprint", exact=True)).to_be_visible()
     _shot(page, "dashboard-study.png")
 
@@ -244,6 +244,35 @@ def test_mlflow_ui_shows_nested_runs_a_metric_chart_and_the_plots(
     expect(page.frame_locator("iframe").first.get_by_text("mnist: intermediate values")
            ).to_be_visible()
     _shot(page, "mlflow-ui-plot.png")
+
+
+@pytest.mark.browser
+def test_the_printed_link_opens_the_runs_table_sorted_by_the_objective(
+    made: MadeStudy, mlflow_ui: MlflowUi, page: Page
+) -> None:
+    page.goto(mlflow_ui.runs_link)  # the link `mnist-study ui` printed
+    expect(page.get_by_text("5 matching runs")).to_be_visible()  # the runs table...
+    expect(page.get_by_text("Model training")).to_be_visible()  # ...of the classic ML view
+    page.get_by_role("button", name=re.compile("^Sort")).click()
+    page.get_by_text("best_val_loss", exact=True).first.click()  # a metric of every trial
+    page.get_by_role("button", name=re.compile("^Sort")).click()
+    page.get_by_role("button", name="Sort ascending").click()
+    page.keyboard.press("Escape")
+    expect(page.get_by_role("button", name="Sort: best_val_loss")).to_be_visible()
+    # The grid keeps its rows in the DOM in any order; each carries its place in row-index.
+    placed = {}
+    for row in page.locator("[role=row][row-index]").all():
+        found = re.search(r"trial-\d{4} [a-z@ 0-9]+?(?=\n|$)", row.inner_text())
+        if found:
+            placed[int(row.get_attribute("row-index") or 0)] = found.group(0).strip()
+    names = [placed[i] for i in sorted(placed)]
+    ranked = sorted((t for t in made.trials() if "best_val_loss" in t.user_attrs),
+                    key=lambda t: t.user_attrs["best_val_loss"])
+    numbers = [int(name[6:10]) for name in names]
+    assert numbers[:len(ranked)] == [t.number for t in ranked]  # best first, as Optuna ranks
+    assert names[0] == f"trial-{ranked[0].number:04d} complete"  # the state in the name
+    assert any(name.startswith("trial-0002 pruned@") for name in names)
+    _shot(page, "mlflow-ui-sorted.png")
 
 
 def _parent_run(made: MadeStudy) -> mlflow.entities.Run:

@@ -44,7 +44,7 @@ def test_trial_state_maps_to_a_truthful_run_status(
     assert run.data.metrics["best_val_loss"] == 0.5  # the objective, sortable in the table
     assert run.data.metrics["best_epoch"] == 1
     assert run.info.run_name == {"FINISHED": "trial-0003 complete", "KILLED": "trial-0003 pruned@1",
-                                 "FAILED": "trial-0003 failed@1"}[status]  # the state at a glance
+                                 "FAILED": "trial-0003 failed in epoch 2"}[status]  # at a glance
 
 
 def test_epoch_metrics_are_a_history_over_step(tracker: MlflowTracker) -> None:
