@@ -13,7 +13,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from study.storage import open_storage
 from study.tracking import MlflowTracker
 from tests.helpers import STUDY_TRAIN_IMAGES
+from tests.mlflow_server import MlflowServer
 from tests.pg import create_database, drop_database, free_port, postgres_url, sqlalchemy_scheme
 from tests.synthetic import write_synthetic_mnist
 
@@ -81,50 +81,12 @@ def _study_name() -> str:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `mlflow server` on 127.0.0.1: the store workers on several machines share."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_path = root / "server.log"
-    with log_path.open("w") as log:
-        # The job runner is a tree of background consumers these tests do not need.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port",
-             str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-             "--artifacts-destination", str(root / "artifacts")],
-            cwd=root, env=_env(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false"), stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,  # its own group, stopped as one
-        )
-        try:
-            _wait_for_health(url, proc, log_path)
-            yield url
-        finally:
-            _stop_group(proc)
-
-
-def _wait_for_health(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow server exited {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow server did not answer in 120 s:\n{log_path.read_text()}")
-
-
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the server's process group, then SIGKILL whatever of the group is left."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:  # the whole group is gone
-            return
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            continue
+    server = MlflowServer(tmp_path_factory.mktemp("mlflow-server"), free_port())
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.kill()
 
 
 def _assert_one_study_shared(study: optuna.Study, *, n_trials: int,
