@@ -54,7 +54,6 @@ class Spool:
         self.directory = directory
         self.path = directory / f"{uuid.uuid4().hex}.jsonl"
         self._lock = threading.Lock()
-        self.count = 0
 
     def new_key(self) -> str:
         return f"{SPOOL_PREFIX}{uuid.uuid4().hex}"
@@ -65,7 +64,6 @@ class Spool:
             with self.path.open("a") as out:
                 out.write(json.dumps(op) + "\n")
                 out.flush()
-            self.count += 1
 
     def keep_file(self, source: Path) -> str:
         """Copy SOURCE into the spool; the name an `artifact` op refers to it by."""
