@@ -14,8 +14,10 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow import MlflowClient
+from optuna.exceptions import StorageInternalError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
+from sqlalchemy.exc import OperationalError
 
 from study.config import StudyConfig
 from study.errors import ConfigError
@@ -37,6 +39,19 @@ def _study(storage: str) -> optuna.Study | None:
         return None
 
 
+def _mid_trial(storage: str) -> bool:
+    """One trial finished and another has reported an epoch; a locked store reads as no."""
+    try:
+        study = _study(storage)
+    except (OperationalError, StorageInternalError):  # the frozen worker may hold the lock
+        return False
+    if study is None:
+        return False
+    trials = study.get_trials(deepcopy=False)
+    return any(t.state == TrialState.COMPLETE for t in trials) and any(
+        t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
+
+
 def test_a_killed_worker_is_failed_retried_and_closed_by_the_next_run(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=2000)
     storage = f"sqlite:///{tmp_path}/optuna.db"
@@ -49,14 +64,15 @@ def test_a_killed_worker_is_failed_retried_and_closed_by_the_next_run(tmp_path: 
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert worker.poll() is None, worker.communicate()
-            study = _study(storage)
-            if study is not None:
-                trials = study.get_trials(deepcopy=False)
-                if any(t.state == TrialState.COMPLETE for t in trials) and any(
-                        t.state == TrialState.RUNNING and t.intermediate_values
-                        for t in trials):
+            if _mid_trial(storage):
+                # Freeze it and look again: the trial may have ended since the first look.
+                worker.send_signal(signal.SIGSTOP)
+                if _mid_trial(storage):
                     break
+                worker.send_signal(signal.SIGCONT)
             time.sleep(0.2)
+        else:
+            pytest.fail("the worker never had a trial running after one finished")
         worker.send_signal(signal.SIGKILL)
     finally:
         worker.kill()
