@@ -6,7 +6,6 @@ to open a store that does not exist (opening it would silently create an empty o
 
 from __future__ import annotations
 
-import argparse
 import errno
 import logging
 import os
@@ -208,25 +207,6 @@ def raise_on_sigterm() -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGHUP, handler)
-
-
-# --- command line -----------------------------------------------------------------------------
-
-def add_server_arguments(parser: argparse.ArgumentParser, *, default_port: int) -> None:
-    parser.add_argument("--config", type=Path, help="the TOML file given to `mnist-study run`: "
-                        "its store is used unless the flag above is given")
-    parser.add_argument("--host", default=LOCALHOST, help=f"interface to listen on; 0.0.0.0 "
-                        f"exposes it to the network (default {LOCALHOST}: this machine only)")
-    parser.add_argument("--port", type=int, default=default_port,
-                        help=f"port to listen on (default {default_port})")
-
-
-def resolve_store(args: argparse.Namespace, key: str) -> str:
-    """The store `mnist-study run` would use given the same flag, --config and environment."""
-    from study.config import resolve_config
-
-    config = resolve_config({key: getattr(args, key)}, config_path=args.config, env=os.environ)
-    return str(getattr(config, key))
 
 
 def exposure_warning(host: str) -> str | None:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from study.cli.flags import add_data_arguments, add_leakage_arguments, config_values
 from study.config import StudyConfig, resolve_config
 
 if TYPE_CHECKING:
@@ -17,27 +18,10 @@ if TYPE_CHECKING:
 NAME = "audit"
 EXIT_DUPLICATES = 1  # the audit ran, and `run` would refuse this split
 _DEFAULTS = StudyConfig()
-_NOT_CONFIG = ("command", "config", "format", "output")
+_NOT_CONFIG = ("format", "output")  # audit's own flags, beside the config's
 PICTURE = "closest_pairs.png"
 PAIRS_PER_ROW, ZOOM = 4, 3  # the picture: pairs side by side, each pixel 3x3
 _GAP, _LABEL = 8, 26  # pixels between tiles; label lines above each tile
-
-
-def add_leakage_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags `run` and `audit` share about cross-validation and duplicates."""
-    d = _DEFAULTS
-    p.add_argument("--cv-folds", type=int, metavar="K",
-                   help="K-fold stratified cross-validation over train+val: a trial's value is "
-                        "the mean validation loss of K models (default: holdout split)")
-    p.add_argument("--near-duplicate-threshold", type=float, metavar="D",
-                   help=f"distance at or under which two images count as near duplicates: the "
-                        f"share of their ink that differs by more than 15%% of the ink level, "
-                        f"after normalising brightness and contrast and aligning them by up to "
-                        f"one pixel; 0 checks exact duplicates only "
-                        f"(default {d.near_duplicate_threshold})")
-    p.add_argument("--drop-duplicates", action="store_const", const=True,
-                   help="drop the training images that duplicate a validation or test image "
-                        "(default: refuse to run on such a split)")
 
 
 def add_parser(sub: Any) -> None:
@@ -49,12 +33,8 @@ def add_parser(sub: Any) -> None:
                     "refuse it), 0 when it is clean.")
     p.add_argument("--config", type=Path, help="TOML file of `run` (its data and split keys "
                    "are used); flags override it")
-    p.add_argument("--data-dir", type=Path, help=f"directory with the MNIST IDX files, or where "
-                   f"to download them; env MNIST_STUDY_DATA_DIR (default {d.data_dir})")
-    p.add_argument("--no-download", dest="download", action="store_const", const=False,
-                   help="never download: fail unless --data-dir holds the files")
-    p.add_argument("--allow-noncanonical-data", action="store_const", const=True,
-                   help="accept IDX files whose content is not the canonical MNIST")
+    add_data_arguments(p, noncanonical_help="accept IDX files whose content is not the "
+                       "canonical MNIST")
     p.add_argument("--seed", type=int, help=f"seed of the split (default {d.seed})")
     p.add_argument("--val-fraction", type=float, help=f"share of the training images held out "
                    f"for validation, stratified (default {d.val_fraction})")
@@ -69,7 +49,7 @@ def add_parser(sub: Any) -> None:
 def execute(args: argparse.Namespace) -> int:
     from data_pipeline import audit_files, locate_mnist  # numpy/torch only when needed
 
-    cli = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
+    cli = config_values(args, exclude=_NOT_CONFIG)
     config = resolve_config(cli, config_path=args.config, env=os.environ)
     files = locate_mnist(config.data_dir, download=config.download,
                          verify=not config.allow_noncanonical_data)

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from study.cli.flags import config_values
 from study.config import StudyConfig
 
 NAME = "sync-mlflow"
@@ -33,7 +34,7 @@ def add_parser(sub: Any) -> None:
 def execute(args: argparse.Namespace) -> int:
     import optuna
 
-    from study.cli_common import quiet_libraries
+    from study.cli.logs import quiet_libraries
     from study.config import resolve_config
     from study.redaction import redact
     from study.runner import SPOOLED_RUNS_ATTR
@@ -42,7 +43,7 @@ def execute(args: argparse.Namespace) -> int:
     from study.tracking import MlflowTracker
 
     quiet_libraries()
-    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    cli = config_values(args)
     config = resolve_config(cli, config_path=args.config, env=os.environ)
     directory = study_spool_dir(config.mlflow_spool, config.study_name)
     waiting = pending(directory)

@@ -6,14 +6,14 @@ import argparse
 import warnings
 from typing import Any
 
+from study.cli.flags import add_server_arguments, resolve_store
 from study.config import DEFAULT_STORAGE
+from study.servers import DASHBOARD_PORT
 
 NAME = "dashboard"
 
 
 def add_parser(sub: Any) -> None:
-    from study.servers import DASHBOARD_PORT, add_server_arguments
-
     p = sub.add_parser("dashboard", help="browse studies in optuna-dashboard",
                        description="Serve optuna-dashboard on the study storage: trials, "
                                    "learning curves, pruning, parameters and user attributes.")
@@ -30,7 +30,6 @@ def execute(args: argparse.Namespace) -> int:
         dashboard_server,
         exposure_warning,
         raise_on_sigterm,
-        resolve_store,
         url_for,
     )
 

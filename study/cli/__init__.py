@@ -1,6 +1,8 @@
 """The command line: parse -> config -> command -> print. A user error is one line, exit 2.
 
-Each subcommand is a module with NAME, add_parser(subparsers) and execute(args) -> exit code.
+Each subcommand is a module of this package with NAME, add_parser(subparsers) and
+execute(args) -> exit code; the flags several commands share live in `flags`. Parsing imports
+none of torch, optuna, mlflow or sklearn: each command imports what it needs in execute().
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from data_pipeline.errors import DataError  # not `data_pipeline`: that would load torch
-from study import cli_audit, cli_dashboard, cli_run, cli_sync, cli_ui
-from study.cli_common import InterruptedTrialFilter
+from study.cli import audit, dashboard, run, sync, ui
+from study.cli.logs import InterruptedTrialFilter
 from study.console import Format, Handler, KnownWarnings
 from study.errors import StudyError
 from study.interrupts import Terminated
@@ -22,7 +24,7 @@ from study.redaction import RedactingFilter, redact_text
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-COMMANDS: tuple[ModuleType, ...] = (cli_run, cli_audit, cli_dashboard, cli_ui, cli_sync)
+COMMANDS: tuple[ModuleType, ...] = (run, audit, dashboard, ui, sync)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +67,3 @@ def _setup_logging() -> None:
     optuna_trials = logging.getLogger(InterruptedTrialFilter.LOGGER)
     if not any(isinstance(f, InterruptedTrialFilter) for f in optuna_trials.filters):
         optuna_trials.addFilter(InterruptedTrialFilter())
-
-
-if __name__ == "__main__":
-    sys.exit(main())

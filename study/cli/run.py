@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from study.cli_audit import add_leakage_arguments
-from study.cli_common import quiet_libraries
+from study.cli.flags import add_data_arguments, add_leakage_arguments, config_values
+from study.cli.logs import quiet_libraries
 from study.config import (
     AMP_MODES,
     COMPILE_MODES,
@@ -57,13 +57,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--compile", choices=COMPILE_MODES, help=f"torch.compile mode, compiled once "
                    f"and reused by every trial; reduce-overhead adds CUDA graphs "
                    f"(default {d.compile})")
-    p.add_argument("--data-dir", type=Path, help=f"directory with the MNIST IDX files, or where "
-                   f"to download them; env MNIST_STUDY_DATA_DIR (default {d.data_dir})")
-    p.add_argument("--no-download", dest="download", action="store_const", const=False,
-                   help="never download: fail unless --data-dir holds the files")
-    p.add_argument("--allow-noncanonical-data", action="store_const", const=True,
-                   help="accept IDX files whose content is not the canonical MNIST "
-                        "(a subset, Fashion-MNIST...); their fingerprint is still logged")
+    add_data_arguments(p, noncanonical_help="accept IDX files whose content is not the "
+                       "canonical MNIST (a subset, Fashion-MNIST...); their fingerprint is still "
+                       "logged")
     p.add_argument("--tracking-uri", help=f"MLflow tracking URI; env MLFLOW_TRACKING_URI "
                    f"(default {d.tracking_uri})")
     p.add_argument("--tracking-timeout", type=float, help=f"seconds one MLflow call may wait "
@@ -85,7 +81,7 @@ def add_parser(sub: Any) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    cli = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    cli = config_values(args)
     # Resolved before the heavy imports: a bad value is answered at once, not after seconds.
     config = resolve_config(cli, config_path=args.config, env=os.environ)
     from study.runner import run_study  # torch, optuna and mlflow load only when needed

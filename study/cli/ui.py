@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from study.cli_common import quiet_libraries
+from study.cli.flags import add_server_arguments, resolve_store
+from study.cli.logs import quiet_libraries
 from study.config import DEFAULT_TRACKING_URI
+from study.servers import MLFLOW_PORT
 
 NAME = "ui"
 
 
 def add_parser(sub: Any) -> None:
-    from study.servers import MLFLOW_PORT, add_server_arguments
-
     p = sub.add_parser("ui", help="compare trials in the MLflow UI",
                        description="Serve the MLflow UI on the tracking store: one experiment "
                                    "per study, a parent run per `run`, a child run per trial.")
@@ -31,7 +31,6 @@ def execute(args: argparse.Namespace) -> int:
         exposure_warning,
         mlflow_server_command,
         raise_on_sigterm,
-        resolve_store,
         start_mlflow_server,
         stop_process_group,
         url_for,

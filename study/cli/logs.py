@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI's subcommands."""
+"""What the CLI does to the libraries' logging: one format, no chatter, no double reports."""
 
 from __future__ import annotations
 
