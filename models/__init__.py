@@ -1,25 +1,34 @@
-"""nn.Modules for MNIST and a factory. Never imports optuna: models know nothing of search."""
+"""nn.Modules for MNIST and a factory. Never imports optuna: models know nothing of search.
+
+Importing the package costs nothing: torch loads with the first model built (or class named),
+so `models.MODELS` serves the config and the CLI's `--help` as well.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
+from models.registry import MODELS, model_class
 
-from models.cnn import SmallCNN
-from models.mlp import MLP
-
-MODELS: dict[str, type[nn.Module]] = {"mlp": MLP, "cnn": SmallCNN}
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def build(name: str, **kwargs: Any) -> nn.Module:
-    """Build model NAME ('mlp' or 'cnn') with keyword arguments of its constructor."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+    """Build model NAME (a key of MODELS) with keyword arguments of its constructor."""
+    cls = model_class(name)  # an unknown NAME is refused here, with the choices
     dropout = kwargs.get("dropout", 0.0)
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), but got {dropout=}")
-    return MODELS[name](**kwargs)
+    return cls(**kwargs)
 
 
-__all__ = ["MLP", "MODELS", "SmallCNN", "build"]
+def __getattr__(attribute: str) -> type[nn.Module]:
+    """`models.MLP` and the like: each registered class by its own name, imported when named."""
+    for name, location in MODELS.items():
+        if location.endswith(f":{attribute}"):
+            return model_class(name)
+    raise AttributeError(f"module 'models' has no attribute {attribute!r}")
+
+
+__all__ = ["MODELS", "build", "model_class"]
