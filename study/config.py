@@ -6,18 +6,19 @@ import dataclasses
 import math
 import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models import MODELS
 from study.errors import ConfigError
 from study.search_space import SearchSpace
+from study.strategy import PRUNERS, SAMPLERS
 
-SAMPLERS = ("tpe", "random", "gp", "cmaes")
-PRUNERS = ("median", "hyperband", "sha", "none")
+# Models, samplers, pruners (and schedulers, in SearchSpace) are checked against the registries
+# that build them, all cheap to import: no second list of their names to forget here.
 DEVICES = ("auto", "cpu", "cuda")
-MODEL_NAMES = ("mlp", "cnn")
 AMP_MODES = ("none", "bf16")
 COMPILE_MODES = ("none", "default", "reduce-overhead")  # torch.compile modes; none = eager
 
@@ -97,11 +98,12 @@ class StudyConfig:
                               f"near_duplicate_threshold={self.near_duplicate_threshold}")
         if not self.study_name.strip():
             raise ConfigError("study_name must not be empty")
-        for name, allowed in (("model", MODEL_NAMES), ("sampler", SAMPLERS),
-                              ("pruner", PRUNERS), ("device", DEVICES), ("amp", AMP_MODES),
-                              ("compile", COMPILE_MODES)):
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"{name} must be one of {list(allowed)}, but got "
+        allowed: dict[str, Collection[str]] = {
+            "model": MODELS, "sampler": SAMPLERS, "pruner": PRUNERS, "device": DEVICES,
+            "amp": AMP_MODES, "compile": COMPILE_MODES}
+        for name, names in allowed.items():
+            if getattr(self, name) not in names:
+                raise ConfigError(f"{name} must be one of {list(names)}, but got "
                                   f"{name}={getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:

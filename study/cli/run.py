@@ -7,19 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from models import MODELS
 from study.cli.flags import add_data_arguments, add_leakage_arguments, config_values
 from study.cli.logs import quiet_libraries
-from study.config import (
-    AMP_MODES,
-    COMPILE_MODES,
-    DEVICES,
-    MODEL_NAMES,
-    PRUNERS,
-    SAMPLERS,
-    StudyConfig,
-    resolve_config,
-)
+from study.config import AMP_MODES, COMPILE_MODES, DEVICES, StudyConfig, resolve_config
 from study.report import format_summary
+from study.strategy import PRUNERS, SAMPLERS
 
 NAME = "run"
 _DEFAULTS = StudyConfig()
@@ -30,6 +23,7 @@ def add_parser(sub: Any) -> None:
                        description="Launch a study, or resume it: the same command continues "
                                    "where a killed run stopped.")
     d = _DEFAULTS
+    # The choices of --model, --sampler and --pruner are their registries' names (cheap to read).
     # Every default is None here so the config resolver can tell "given" from "not given".
     p.add_argument("--config", type=Path, help="TOML file; keys are these flag names, plus a "
                    "[search_space] table; flags override it")
@@ -42,11 +36,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds "
                    "(default: no limit)")
     p.add_argument("--max-epochs", type=int, help=f"epochs per trial (default {d.max_epochs})")
-    p.add_argument("--model", choices=MODEL_NAMES, help=f"network (default {d.model})")
+    p.add_argument("--model", choices=tuple(MODELS), help=f"network (default {d.model})")
     p.add_argument("--hidden", type=int, help=f"hidden width of the MLP / CNN head "
                    f"(default {d.hidden})")
-    p.add_argument("--sampler", choices=SAMPLERS, help=f"Optuna sampler (default {d.sampler})")
-    p.add_argument("--pruner", choices=PRUNERS, help=f"pruner on validation loss "
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), help=f"Optuna sampler "
+                   f"(default {d.sampler})")
+    p.add_argument("--pruner", choices=tuple(PRUNERS), help=f"pruner on validation loss "
                    f"(default {d.pruner})")
     p.add_argument("--device", choices=DEVICES, help=f"auto = cuda when available "
                    f"(default {d.device})")
