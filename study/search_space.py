@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +12,46 @@ if TYPE_CHECKING:  # only in hints: the CLI parses its flags without importing o
     import optuna
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULERS = ("none", "step", "cosine", "plateau", "onecycle", "exponential")
+
+# A learning-rate schedule is two halves under one name: here the suggestions of its own
+# (conditional) parameters, in training.SCHEDULERS the builder that reads them. SCHEDULERS below
+# is the list the config checks names against (cheap: no torch); a test pins the two tables to
+# the same names.
+
+
+def _no_params(trial: optuna.trial.BaseTrial, max_epochs: int) -> dict[str, float]:
+    return {}
+
+
+def _step_params(trial: optuna.trial.BaseTrial, max_epochs: int) -> dict[str, float]:
+    return {
+        "step_size": trial.suggest_int("step_size", 1, max(1, max_epochs // 2)),
+        "step_gamma": trial.suggest_float("step_gamma", 0.1, 0.9),
+    }
+
+
+def _plateau_params(trial: optuna.trial.BaseTrial, max_epochs: int) -> dict[str, float]:
+    return {
+        "plateau_factor": trial.suggest_float("plateau_factor", 0.1, 0.7),
+        "plateau_patience": trial.suggest_int("plateau_patience", 0, 3),
+    }
+
+
+def _onecycle_params(trial: optuna.trial.BaseTrial, max_epochs: int) -> dict[str, float]:
+    return {"onecycle_pct_start": trial.suggest_float("onecycle_pct_start", 0.1, 0.5)}
+
+
+def _exponential_params(trial: optuna.trial.BaseTrial, max_epochs: int) -> dict[str, float]:
+    return {"exp_gamma": trial.suggest_float("exp_gamma", 0.7, 0.99)}
+
+
+# name -> its parameters' suggestions; the order is the default search space's. cosine anneals
+# over max_epochs and onecycle peaks at lr: neither needs more than this.
+SCHEDULERS: dict[str, Callable[[optuna.trial.BaseTrial, int], dict[str, float]]] = {
+    "none": _no_params, "step": _step_params, "cosine": _no_params,
+    "plateau": _plateau_params, "onecycle": _onecycle_params,
+    "exponential": _exponential_params,
+}
 
 
 @dataclass(frozen=True)
@@ -25,7 +64,7 @@ class SearchSpace:
     momentum: tuple[float, float] = (0.8, 0.99)  # SGD only
     batch_sizes: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
     optimizers: tuple[str, ...] = OPTIMIZERS
-    schedulers: tuple[str, ...] = SCHEDULERS
+    schedulers: tuple[str, ...] = tuple(SCHEDULERS)
 
     def __post_init__(self) -> None:
         _check_range("lr", self.lr, log=True)
@@ -72,7 +111,7 @@ def _check_range(name: str, bounds: tuple[float, ...], *, log: bool, upper: floa
         raise ConfigError(f"{name} range must satisfy {scale}, but got {name}={list(bounds)}")
 
 
-def _check_choices(name: str, chosen: tuple[str, ...], allowed: tuple[str, ...]) -> None:
+def _check_choices(name: str, chosen: tuple[str, ...], allowed: Collection[str]) -> None:
     bad = [c for c in chosen if c not in allowed]
     if not chosen or bad:
         raise ConfigError(f"{name} must be a non-empty subset of {list(allowed)}, but got "
@@ -121,7 +160,7 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, *, max_epochs: in
         scheduler=scheduler,
         momentum=(trial.suggest_float("sgd_momentum", *space.momentum)
                   if optimizer == "sgd" else None),
-        scheduler_params=_suggest_scheduler(trial, scheduler, max_epochs=max_epochs),
+        scheduler_params=SCHEDULERS[scheduler](trial, max_epochs),
     )
 
 
@@ -164,27 +203,6 @@ def _study_uses_plain_batch_sizes(study: optuna.Study) -> bool:
         if isinstance(distribution, CategoricalDistribution):
             return isinstance(distribution.choices[0], int)
     return False
-
-
-def _suggest_scheduler(
-    trial: optuna.trial.BaseTrial, scheduler: str, *, max_epochs: int
-) -> dict[str, float]:
-    # cosine anneals over max_epochs and onecycle peaks at lr: neither needs more than this.
-    if scheduler == "step":
-        return {
-            "step_size": trial.suggest_int("step_size", 1, max(1, max_epochs // 2)),
-            "step_gamma": trial.suggest_float("step_gamma", 0.1, 0.9),
-        }
-    if scheduler == "exponential":
-        return {"exp_gamma": trial.suggest_float("exp_gamma", 0.7, 0.99)}
-    if scheduler == "plateau":
-        return {
-            "plateau_factor": trial.suggest_float("plateau_factor", 0.1, 0.7),
-            "plateau_patience": trial.suggest_int("plateau_patience", 0, 3),
-        }
-    if scheduler == "onecycle":
-        return {"onecycle_pct_start": trial.suggest_float("onecycle_pct_start", 0.1, 0.5)}
-    return {}
 
 
 def hyperparams_from_params(params: Mapping[str, Any]) -> Hyperparams:

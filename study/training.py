@@ -7,7 +7,7 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import cast
 
@@ -112,27 +112,50 @@ class _Schedule:
 def build_scheduler(
     optimizer: torch.optim.Optimizer, hp: Hyperparams, *, max_epochs: int, steps_per_epoch: int
 ) -> _Schedule:
+    build = SCHEDULERS.get(hp.scheduler)
+    if build is None:
+        raise ValueError(f"unknown scheduler {hp.scheduler!r}; choose one of {sorted(SCHEDULERS)}")
+    return build(optimizer, hp, max_epochs, steps_per_epoch)
+
+
+def _none(opt: torch.optim.Optimizer, hp: Hyperparams, epochs: int, steps: int) -> _Schedule:
+    return _Schedule(None, per_batch=False)
+
+
+def _step(opt: torch.optim.Optimizer, hp: Hyperparams, epochs: int, steps: int) -> _Schedule:
     p = hp.scheduler_params
-    if hp.scheduler == "none":
-        return _Schedule(None, per_batch=False)
-    if hp.scheduler == "step":
-        return _Schedule(lr_scheduler.StepLR(optimizer, step_size=int(p["step_size"]),
-                                             gamma=p["step_gamma"]), per_batch=False)
-    if hp.scheduler == "cosine":
-        return _Schedule(lr_scheduler.CosineAnnealingLR(optimizer, T_max=max_epochs),
-                         per_batch=False)
-    if hp.scheduler == "exponential":
-        return _Schedule(lr_scheduler.ExponentialLR(optimizer, gamma=p["exp_gamma"]),
-                         per_batch=False)
-    if hp.scheduler == "plateau":
-        return _Schedule(lr_scheduler.ReduceLROnPlateau(
-            optimizer, factor=p["plateau_factor"], patience=int(p["plateau_patience"])),
-            per_batch=False)
-    if hp.scheduler == "onecycle":
-        return _Schedule(lr_scheduler.OneCycleLR(
-            optimizer, max_lr=hp.lr, epochs=max_epochs, steps_per_epoch=steps_per_epoch,
-            pct_start=p["onecycle_pct_start"]), per_batch=True)
-    raise ValueError(f"unknown scheduler {hp.scheduler!r}")
+    return _Schedule(lr_scheduler.StepLR(opt, step_size=int(p["step_size"]),
+                                         gamma=p["step_gamma"]), per_batch=False)
+
+
+def _cosine(opt: torch.optim.Optimizer, hp: Hyperparams, epochs: int, steps: int) -> _Schedule:
+    return _Schedule(lr_scheduler.CosineAnnealingLR(opt, T_max=epochs), per_batch=False)
+
+
+def _plateau(opt: torch.optim.Optimizer, hp: Hyperparams, epochs: int, steps: int) -> _Schedule:
+    p = hp.scheduler_params
+    return _Schedule(lr_scheduler.ReduceLROnPlateau(
+        opt, factor=p["plateau_factor"], patience=int(p["plateau_patience"])), per_batch=False)
+
+
+def _onecycle(opt: torch.optim.Optimizer, hp: Hyperparams, epochs: int, steps: int) -> _Schedule:
+    return _Schedule(lr_scheduler.OneCycleLR(
+        opt, max_lr=hp.lr, epochs=epochs, steps_per_epoch=steps,
+        pct_start=hp.scheduler_params["onecycle_pct_start"]), per_batch=True)
+
+
+def _exponential(opt: torch.optim.Optimizer, hp: Hyperparams, epochs: int,
+                 steps: int) -> _Schedule:
+    return _Schedule(lr_scheduler.ExponentialLR(opt, gamma=hp.scheduler_params["exp_gamma"]),
+                     per_batch=False)
+
+
+# name -> builder(optimizer, hyperparams, max_epochs, steps_per_epoch): the other half of each
+# scheduler, beside its parameters' suggestions in search_space.SCHEDULERS (same names).
+SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, Hyperparams, int, int], _Schedule]] = {
+    "none": _none, "step": _step, "cosine": _cosine, "plateau": _plateau,
+    "onecycle": _onecycle, "exponential": _exponential,
+}
 
 
 @torch.inference_mode()

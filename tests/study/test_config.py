@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from models import MODELS
 from study.config import (
     DEFAULT_DATA_DIR,
     DEFAULT_TRACKING_URI,
@@ -14,7 +16,8 @@ from study.config import (
     resolve_config,
 )
 from study.errors import ConfigError
-from study.search_space import SearchSpace
+from study.search_space import SCHEDULERS, SearchSpace
+from study.strategy import PRUNERS, SAMPLERS
 
 
 def _toml(tmp_path: Path, body: str) -> Path:
@@ -236,3 +239,45 @@ def test_batch_sizes_larger_than_the_train_split_are_refused_naming_its_size() -
     with pytest.raises(ConfigError, match=r"batch_sizes \[512, 1024\] are larger than the train "
                                           r"split, which has 300 images.*sizes up to 300"):
         check_batch_sizes(space, train_size=300)
+
+
+# Names are checked against the registries that build things, never against a copied list.
+REGISTRIES: dict[str, Collection[str]] = {
+    "model": MODELS, "sampler": SAMPLERS, "pruner": PRUNERS, "scheduler": SCHEDULERS}
+
+
+def _accepts(key: str, name: str) -> bool:
+    try:
+        if key == "scheduler":  # a search-space choice: [search_space] schedulers = [...]
+            resolve_config({"search_space": SearchSpace(schedulers=(name,))},
+                           config_path=None, env={})
+        else:
+            resolve_config({key: name}, config_path=None, env={})
+    except ConfigError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("key", sorted(REGISTRIES))
+def test_the_names_config_accepts_are_exactly_the_registry_keys(key: str) -> None:
+    # Every registry's names, plus near misses: only this key's registry may pass.
+    candidates = {n for names in REGISTRIES.values() for n in names} | {"", "MLP", "resnet"}
+    assert {n for n in candidates if _accepts(key, n)} == set(REGISTRIES[key])
+
+
+@pytest.mark.parametrize("key", ["model", "sampler", "pruner"])
+def test_an_unknown_name_is_refused_listing_the_registry_s_names(key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        resolve_config({key: "nonesuch"}, config_path=None, env={})
+    # The bad value, and the choices in the registry's order: what --help lists.
+    assert str(info.value) == (f"{key} must be one of {list(REGISTRIES[key])}, but got "
+                               f"{key}='nonesuch'")
+
+
+def test_an_unknown_scheduler_is_refused_listing_the_registry_s_names(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "[search_space]\nschedulers = [\"cosine\", \"warmup\"]\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config({}, config_path=path, env={})
+    # The file, the registry's names and the bad list.
+    assert str(info.value) == (f"{path}: [search_space] schedulers must be a non-empty subset "
+                               f"of {list(SCHEDULERS)}, but got ['cosine', 'warmup']")

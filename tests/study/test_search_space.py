@@ -219,3 +219,28 @@ def test_a_study_made_with_plain_batch_sizes_keeps_them() -> None:
     trial = study.ask()
     assert suggest(trial, SearchSpace(), max_epochs=4).batch_size in SearchSpace().batch_sizes
     assert trial.params["batch_size"] in SearchSpace().batch_sizes  # an int, as before
+
+
+def test_every_scheduler_has_a_builder_under_the_same_name() -> None:
+    from study.training import SCHEDULERS as BUILDERS
+
+    # A scheduler is its suggestions here and its builder in training: neither half alone.
+    assert list(BUILDERS) == list(SCHEDULERS)
+
+
+@pytest.mark.parametrize("scheduler", list(SCHEDULERS))
+def test_each_scheduler_s_builder_takes_the_parameters_its_space_suggests(
+    scheduler: str
+) -> None:
+    import torch
+
+    from study.training import build_scheduler
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    hp = suggest(study.ask(), SearchSpace(schedulers=(scheduler,)), max_epochs=MAX_EPOCHS)
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([weight], lr=hp.lr)
+    schedule = build_scheduler(optimizer, hp, max_epochs=MAX_EPOCHS, steps_per_epoch=3)
+    # The builder found every parameter it reads among the suggested ones, and built
+    # this scheduler (or none, for "none").
+    assert (schedule.scheduler is None) == (scheduler == "none")
