@@ -1,4 +1,4 @@
-"""MNIST acquisition and validation, the stratified split, and device-resident tensors.
+"""MNIST acquisition and validation, the stratified partition, and device-resident tensors.
 
 The names below are imported on first use (PEP 562): `from data_pipeline.errors import
 DataError` runs this file, and the CLI must answer `--help` or a bad flag without paying for
@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from data_pipeline.audit import AuditReport, DuplicatePair
     from data_pipeline.audited import AuditedData, audit_files, prepare_audited_data
     from data_pipeline.errors import DataError
-    from data_pipeline.folds import CvData, Folds, stratified_folds
     from data_pipeline.idx import IdxContent, parse_idx, read_idx, write_idx
     from data_pipeline.mnist import (
         CANONICAL_MD5,
@@ -24,13 +23,20 @@ if TYPE_CHECKING:
         find_mnist,
         locate_mnist,
     )
+    from data_pipeline.partition import (
+        Partition,
+        make_partition,
+        stratified_folds,
+        stratified_split,
+    )
     from data_pipeline.prepare import (
+        Fold,
         SearchData,
+        fold_normalizers,
         prepare_search_data,
         prepare_test_data,
-        search_data_from_split,
+        search_data,
     )
-    from data_pipeline.split import Split, stratified_split
     from data_pipeline.tensors import Normalizer, TensorSet, shuffled_batches, to_tensor_set
 
 # Public name -> the submodule that defines it.
@@ -38,13 +44,13 @@ _HOME = {
     "AuditReport": "audit", "DuplicatePair": "audit",
     "AuditedData": "audited", "audit_files": "audited", "prepare_audited_data": "audited",
     "DataError": "errors",
-    "CvData": "folds", "Folds": "folds", "stratified_folds": "folds",
     "IdxContent": "idx", "parse_idx": "idx", "read_idx": "idx", "write_idx": "idx",
     "CANONICAL_MD5": "mnist", "DATA_DIR_ENV": "mnist", "LabelledImages": "mnist",
     "MnistFiles": "mnist", "find_mnist": "mnist", "locate_mnist": "mnist",
-    "SearchData": "prepare", "prepare_search_data": "prepare", "prepare_test_data": "prepare",
-    "search_data_from_split": "prepare",
-    "Split": "split", "stratified_split": "split",
+    "Partition": "partition", "make_partition": "partition", "stratified_folds": "partition",
+    "stratified_split": "partition",
+    "Fold": "prepare", "SearchData": "prepare", "fold_normalizers": "prepare",
+    "prepare_search_data": "prepare", "prepare_test_data": "prepare", "search_data": "prepare",
     "Normalizer": "tensors", "TensorSet": "tensors", "shuffled_batches": "tensors",
     "to_tensor_set": "tensors",
 }
@@ -54,26 +60,27 @@ __all__ = [
     "DATA_DIR_ENV",
     "AuditReport",
     "AuditedData",
-    "CvData",
     "DataError",
     "DuplicatePair",
-    "Folds",
+    "Fold",
     "IdxContent",
     "LabelledImages",
     "MnistFiles",
     "Normalizer",
     "SearchData",
-    "Split",
+    "Partition",
     "TensorSet",
     "audit_files",
     "find_mnist",
+    "fold_normalizers",
     "locate_mnist",
+    "make_partition",
     "parse_idx",
     "prepare_audited_data",
     "prepare_search_data",
     "prepare_test_data",
     "read_idx",
-    "search_data_from_split",
+    "search_data",
     "shuffled_batches",
     "stratified_folds",
     "stratified_split",

@@ -21,7 +21,7 @@ from data_pipeline.errors import DataError
 TEST_PART = "test"
 N_CLASSES = 10
 TEST_ACCESS = (
-    "The search only receives train/validation tensors (SearchData or CvData hold no test "
+    "The search only receives train/validation tensors (SearchData holds no test "
     "tensors). The test files are read before the search by the data fingerprint and this "
     "audit (content hashes and duplicate checks only), and once after the search by the final "
     "evaluation of the best trial."

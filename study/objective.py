@@ -1,7 +1,22 @@
-"""The objective: suggest, build, train, report, prune, track. Glue only."""
+"""The objective: suggest, build, train over the folds, report, prune, track. Glue only.
+
+Holdout is one fold. A trial trains one model per fold, each from the same initial weights
+and batch order (the trial's seed), and is scored by the mean of the folds' best-epoch
+validation losses. With one fold the pruner watches epochs: the trial reports each epoch's
+validation loss at step = epoch. With K folds it watches folds: after each fold the trial
+reports the mean score of the folds done so far at step = folds done (1..K), so the pruner's
+resource unit is a fold (hyperband/sha get max_resource = K).
+
+MLflow, in the trial's run: one fold's epochs as "<metric>" over step = epoch; K folds' as
+"fold{k}/<metric>", and after each fold, over step = fold number, "fold_val_loss",
+"fold_val_acc", "fold_best_epoch" of that fold and "val_loss"/"val_acc": the running means
+Optuna saw. The checkpoint holds each fold's best weights: as they are for one fold, under
+"fold{k}." for K.
+"""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -12,18 +27,21 @@ import torch
 from optuna.trial import TrialState
 
 import models
-from data_pipeline import CvData, SearchData
+from data_pipeline import SearchData
+from study.config import StudyConfig
 from study.diagnosis import diagnose, pruner_evidence
+from study.errors import StudyError
 from study.interrupts import interruptibly
 from study.liveness import WORKER_ATTR
-from study.search_space import SearchSpace, suggest
+from study.search_space import Hyperparams, SearchSpace, suggest
 from study.tracking import StateDict, Tracker
 from study.training import EpochMetrics, NonFiniteLossError, TrainOptions, train
 
 
-def split_tags(data: SearchData | CvData) -> dict[str, str]:
+def split_tags(data: SearchData) -> dict[str, str]:
     """Every trial's run carries them: all trials of a study searched on the identical split."""
-    return {"split_fingerprint": data.split_fingerprint, "data_fingerprint": data.data_fingerprint}
+    tags = {"split_fingerprint": data.split_fingerprint, "data_fingerprint": data.data_fingerprint}
+    return tags | ({"cv_folds": str(data.k)} if data.k > 1 else {})
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -66,12 +84,13 @@ def ending_run(finish: _Finish) -> Iterator[None]:
 
 
 @dataclass
-class _Best:
-    """The best epoch so far and a CPU copy of the weights that produced it."""
+class FoldResult:
+    """One fold of a trial: its best epoch so far and a CPU copy of the weights behind it."""
 
     metrics: EpochMetrics | None = None
     state: StateDict | None = None
     history: list[EpochMetrics] = field(default_factory=list)  # every epoch, for the diagnosis
+    reported: bool = False  # Optuna has seen this fold's score (an epoch, or the whole fold)
 
     def update(self, metrics: EpochMetrics, model: torch.nn.Module) -> None:
         self.history.append(metrics)
@@ -82,9 +101,10 @@ class _Best:
 
 
 @dataclass(kw_only=True)
-class TrialSetup:
-    """What every trial of a study is built from, besides its data (a split, or folds)."""
+class Objective:
+    """One trial: a model per fold of DATA, trained and reported as the module doc says."""
 
+    data: SearchData  # the folds only: the search cannot reach the test set
     space: SearchSpace
     model_name: str
     model_kwargs: Mapping[str, Any]
@@ -95,49 +115,143 @@ class TrialSetup:
     # Each epoch's metrics as they come, with the trial's number: the console's status line.
     on_epoch: Callable[[int, EpochMetrics], None] = field(default=lambda number, metrics: None)
 
-
-@dataclass(kw_only=True)
-class Objective(TrialSetup):
-    data: SearchData  # train and val only: the search cannot reach the test set
-
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         hp = suggest(trial, self.space, max_epochs=self.max_epochs)
         run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params(),
                                           tags=split_tags(self.data))
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr(WORKER_ATTR, self.tracker.parent_run_id)  # whose process runs it
-        torch.manual_seed(trial_seed(self.seed, trial.number))  # init and dropout
-        generator = torch.Generator().manual_seed(trial_seed(self.seed, trial.number))
-        device = self.data.train.y.device
-        model = models.build(self.model_name, dropout=hp.dropout, **self.model_kwargs).to(device)
-        best = _Best()
-        epochs = 0
-        # `epochs` is read when the trial stops, not now: the closure sees its last value.
-        with ending_run(lambda state, **why: self._finish(trial, run_id, state, best, epochs,
-                                                          **why)):
-            for metrics in interruptibly(train(model, hp, self.data, max_epochs=self.max_epochs,
-                                               generator=generator, options=self.options)):
-                epochs = metrics.epoch
-                self.tracker.log_epoch(run_id, metrics)
-                self.on_epoch(trial.number, metrics)
-                best.update(metrics, model)
+        folds: list[FoldResult] = []
+        # `folds` is read when the trial stops: the closure sees the folds run so far.
+        with ending_run(lambda state, **why: self._finish(trial, run_id, state, folds, **why)):
+            for i in range(self.data.k):
+                folds.append(FoldResult())
+                self._train_fold(trial, run_id, hp, i, folds[-1])
+                if self.data.k > 1:
+                    self._report_fold(trial, run_id, folds)
+        self.tracker.save_checkpoint(run_id, merge_fold_states(folds))
+        self._finish(trial, run_id, TrialState.COMPLETE, folds, reason="")
+        return _mean(folds, "val_loss")
+
+    def _train_fold(self, trial: optuna.trial.BaseTrial, run_id: str, hp: Hyperparams, i: int,
+                    result: FoldResult) -> None:
+        fold = self.data.fold(i)  # device slices, normalised on its train part
+        seed = trial_seed(self.seed, trial.number)
+        torch.manual_seed(seed)  # init and dropout: every fold starts from the same weights
+        generator = torch.Generator().manual_seed(seed)  # and the same batch order
+        model = models.build(self.model_name, dropout=hp.dropout, **self.model_kwargs)
+        model = model.to(fold.train.y.device)
+        prefix = "" if self.data.k == 1 else f"fold{i + 1}/"
+        for metrics in interruptibly(train(model, hp, fold, max_epochs=self.max_epochs,
+                                           generator=generator, options=self.options)):
+            self.tracker.log_epoch(run_id, metrics, prefix=prefix)
+            self.on_epoch(trial.number, metrics)
+            result.update(metrics, model)
+            if self.data.k == 1:  # one fold: the pruner watches its epochs
+                result.reported = True
                 trial.report(metrics.val_loss, metrics.epoch)
                 if trial.should_prune():
                     raise pruned(trial, metrics.val_loss, step=metrics.epoch)
-        assert best.metrics is not None and best.state is not None  # max_epochs >= 1
-        self.tracker.save_checkpoint(run_id, best.state)
-        self._finish(trial, run_id, TrialState.COMPLETE, best, epochs, reason="")
-        return best.metrics.val_loss
 
-    def _finish(self, trial: optuna.trial.BaseTrial, run_id: str, state: TrialState, best: _Best,
-                epochs: int, *, reason: str, diverged: bool = False) -> None:
-        attrs: dict[str, Any] = {"epochs_trained": epochs, "diagnosis": diagnose(
-            best.history, state=state, reason=reason, diverged=diverged)}
-        if best.metrics is not None:
-            attrs.update(best_epoch=best.metrics.epoch, best_val_loss=best.metrics.val_loss,
-                         best_val_acc=best.metrics.val_acc)
+    def _report_fold(self, trial: optuna.trial.BaseTrial, run_id: str,
+                     folds: list[FoldResult]) -> None:
+        last = folds[-1]
+        assert last.metrics is not None  # max_epochs >= 1: every finished fold has a best epoch
+        last.reported = True
+        mean_loss, step = _mean(folds, "val_loss"), len(folds)
+        self.tracker.log_metrics(run_id, {
+            "val_loss": mean_loss, "val_acc": _mean(folds, "val_acc"),
+            "fold_val_loss": last.metrics.val_loss, "fold_val_acc": last.metrics.val_acc,
+            "fold_best_epoch": last.metrics.epoch}, step=step)
+        trial.report(mean_loss, step)
+        if trial.should_prune():
+            raise pruned(trial, mean_loss, step=step, unit="fold")
+
+    def _finish(self, trial: optuna.trial.BaseTrial, run_id: str, state: TrialState,
+                folds: list[FoldResult], *, reason: str, diverged: bool = False) -> None:
+        """The trial's user attributes (mirrored on its MLflow run), whatever stopped it.
+
+        Scores summarise what Optuna saw: with K folds, the folds finished; with one, the
+        best epoch so far.
+        """
+        seen = [f for f in folds if f.reported]
+        attrs: dict[str, Any] = {"epochs_trained": sum(len(f.history) for f in folds),
+                                 "diagnosis": _diagnosis(folds, state, reason, diverged)}
+        if seen:
+            attrs.update(best_val_loss=_mean(seen, "val_loss"),
+                         best_val_acc=_mean(seen, "val_acc"))
+        if self.data.k == 1 and seen and seen[0].metrics is not None:
+            attrs["best_epoch"] = seen[0].metrics.epoch
+        if self.data.k > 1:
+            attrs.update(folds_done=len(seen),
+                         fold_val_losses=[f.metrics.val_loss for f in seen if f.metrics],
+                         fold_best_epochs=[f.metrics.epoch for f in seen if f.metrics])
         if state == TrialState.FAIL:
             attrs["fail_reason"] = reason
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self.tracker.end_trial(run_id, number=trial.number, state=state, attrs=attrs)
+
+
+def _diagnosis(folds: list[FoldResult], state: TrialState, reason: str, diverged: bool) -> str:
+    """Each fold's curves read on their own: a finished fold as COMPLETE, the last as STATE."""
+    if not folds:
+        return diagnose([], state=state, reason=reason, diverged=diverged)
+    last = len(folds) - 1
+    verdicts = [diagnose(f.history, state=state if i == last else TrialState.COMPLETE,
+                         reason=reason if i == last else "", diverged=diverged and i == last)
+                for i, f in enumerate(folds)]
+    if len(verdicts) == 1:
+        return verdicts[0]
+    return "; ".join(f"fold {i + 1}: {v}" for i, v in enumerate(verdicts))
+
+
+def _mean(folds: list[FoldResult], metric: str) -> float:
+    return statistics.fmean(getattr(f.metrics, metric) for f in folds if f.metrics is not None)
+
+
+def merge_fold_states(folds: list[FoldResult]) -> StateDict:
+    """One checkpoint: one fold's weights as they are, K folds' under 'fold{k}.' (k from 1)."""
+    if len(folds) == 1:
+        return dict(folds[0].state or {})
+    return {f"fold{k + 1}.{name}": tensor for k, fold in enumerate(folds)
+            for name, tensor in (fold.state or {}).items()}
+
+
+def split_fold_states(state: StateDict, k: int) -> list[StateDict]:
+    """The K state dicts merge_fold_states packed; a key of no fold is a clear error."""
+    if k == 1:
+        if any(key.startswith("fold") and "." in key for key in state):
+            raise StudyError("the checkpoint holds fold models of a cross-validated trial; "
+                             "was the study made with --cv-folds?")
+        return [state]
+    folds: list[StateDict] = [{} for _ in range(k)]
+    for key, tensor in state.items():
+        prefix, _, name = key.partition(".")
+        number = int(prefix.removeprefix("fold")) if prefix.startswith("fold") else 0
+        if not 1 <= number <= k:
+            raise StudyError(f"checkpoint key {key!r} is not of a {k}-fold cross-validated "
+                             f"trial; was the study made with another --cv-folds?")
+        folds[number - 1][name] = tensor
+    return folds
+
+
+def report_steps(max_epochs: int, k: int) -> int:
+    """The steps a trial reports at, the pruner's resource: one fold's epochs, or K folds."""
+    return max_epochs if k == 1 else k
+
+
+def model_kwargs(config: StudyConfig) -> dict[str, Any]:
+    """The constructor arguments CONFIG gives the network (beyond the trial's dropout)."""
+    return {"hidden": config.hidden}
+
+
+def make_objective(
+    config: StudyConfig, data: SearchData, tracker: Tracker, *,
+    on_epoch: Callable[[int, EpochMetrics], None] = lambda number, metrics: None,
+) -> Objective:
+    """The objective CONFIG describes, over DATA's folds."""
+    return Objective(data=data, space=config.search_space, model_name=config.model,
+                     model_kwargs=model_kwargs(config), max_epochs=config.max_epochs,
+                     seed=config.seed, tracker=tracker, on_epoch=on_epoch,
+                     options=TrainOptions(amp=config.amp, compile_mode=config.compile))

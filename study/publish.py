@@ -1,11 +1,13 @@
 """What a finished `run` leaves on its MLflow parent run for people to browse and reuse.
 
-Artifacts: the Optuna plots as self-contained HTML, the split summary, the resolved config;
-and the best trial's restored model, logged as code plus weights (no pickle) and registered.
+Artifacts: the Optuna plots as self-contained HTML and the resolved config; and, for a
+holdout study, the best trial's restored model, logged as code plus weights (no pickle) and
+registered. A cross-validated trial has K fold models, not one: none is registered.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -16,12 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import torch
 
 import models
 from data_pipeline import SearchData
 from study.config import StudyConfig
-from study.final import TestResult, restore_best_model
+from study.evaluation import Evaluation, Restored
+from study.objective import model_kwargs
 from study.redaction import redact
 from study.search_space import hyperparams_from_params
 from study.tracking import Tracker
@@ -54,20 +56,25 @@ def registered_model_name(study_name: str) -> str:
 
 
 def publish_study(
-    study: optuna.Study, *, config: StudyConfig, data: SearchData, test: TestResult,
-    tracker: Tracker,
+    study: optuna.Study, *, config: StudyConfig, data: SearchData, test: Evaluation,
+    restored: Restored, tracker: Tracker,
 ) -> str:
-    """Log the plots, the resolved config and the registered best model; the model's URI.
+    """Log the plots and the resolved config; register the best model of a holdout study.
 
-    The split/leakage summary is the audit's (audit/audit.json and audit.md), logged by the
-    runner before the search.
+    Returns the registered model's URI ("" when none is). The split/leakage summary is the
+    audit's (audit/audit.json and audit.md), logged by the runner before the search.
     """
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         write_plots(study, root / PLOTS_DIR)
         _write(root / CONFIG_PATH, config_toml(config))
         tracker.log_study_artifacts(root)
-    uri = log_best_model(study, config=config, data=data, test=test, tracker=tracker)
+    if data.k > 1:
+        logger.info("cross-validated study: plots and config logged; no model registered (a "
+                    "trial has %d fold models)", data.k)
+        return ""
+    uri = log_best_model(study, config=config, data=data, test=test, restored=restored,
+                         tracker=tracker)
     if uri:
         logger.info("best model of trial %d registered as %s", test.trial_number, uri)
         tracker.log_study_result(metrics={}, params={}, tags={"registered_model": uri})
@@ -117,22 +124,20 @@ def _toml_value(value: Any) -> str:
 
 
 def log_best_model(
-    study: optuna.Study, *, config: StudyConfig, data: SearchData, test: TestResult,
-    tracker: Tracker,
+    study: optuna.Study, *, config: StudyConfig, data: SearchData, test: Evaluation,
+    restored: Restored, tracker: Tracker,
 ) -> str:
     """The best trial's restored weights as a registered MLflow model (CPU, eval mode).
 
     Logged as code (study/registered_model.py and the models package) plus a state-dict file,
     so loading it unpickles nothing: see registered_model.py.
     """
-    best, model = restore_best_model(study, tracker=tracker, model_name=config.model,
-                                     model_kwargs={"hidden": config.hidden},
-                                     device=torch.device("cpu"))
-    model.eval()  # dropout off: the logged model must predict what the test evaluation saw
-    example = data.val.x[:INPUT_EXAMPLE_SIZE].cpu().numpy()  # [2, 1, 28, 28] float32
-    # The arguments restore_best_model built the network with: the loader rebuilds the same one.
-    architecture = {"model": config.model, "hidden": config.hidden,
-                    "dropout": hyperparams_from_params(best.params).dropout}
+    # A CPU copy in eval mode (dropout off): the logged model predicts what the test saw.
+    model = copy.deepcopy(restored.models[0]).to("cpu").eval()
+    example = data.fold(0).val.x[:INPUT_EXAMPLE_SIZE].cpu().numpy()  # [2, 1, 28, 28] float32
+    # The arguments the restored network was built with: the loader rebuilds the same one.
+    architecture = {"model": config.model, **model_kwargs(config),
+                    "dropout": hyperparams_from_params(restored.trial.params).dropout}
     return tracker.log_study_model(
         model, registered_name=registered_model_name(config.study_name), input_example=example,
         params=hyperparams_from_params(study.best_params).as_params(),
@@ -144,7 +149,7 @@ def log_best_model(
 
 
 def model_metadata(*, config: StudyConfig, data: SearchData,
-                   test: TestResult) -> Mapping[str, Any]:
+                   test: Evaluation) -> Mapping[str, Any]:
     """What a user of the registered model needs: how to prepare its input, what it scored."""
     return {
         "study_name": config.study_name,
@@ -153,8 +158,8 @@ def model_metadata(*, config: StudyConfig, data: SearchData,
         "test_loss": test.test_loss,
         "input": "MNIST images as float32 [N, 1, 28, 28]: pixel / 255, minus normalizer_mean, "
                  "divided by normalizer_std; output: [N, 10] logits",
-        "normalizer_mean": data.normalizer.mean,
-        "normalizer_std": data.normalizer.std,
+        "normalizer_mean": data.normalizers[0].mean,
+        "normalizer_std": data.normalizers[0].std,
         "data_fingerprint": data.data_fingerprint,
         "split_fingerprint": data.split_fingerprint,
     }

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from study.final import TestResult
+from study.evaluation import Evaluation
 from study.search_space import hyperparams_from_params
 from study.storage import stored_identity
 
@@ -62,7 +62,7 @@ def summary_from_result(study: optuna.Study, result: dict[str, Any], *, storage:
         study_name=study.study_name, storage=storage, state_counts=dict(counts),
         best_trial=best.number, best_params=hyperparams_from_params(best.params).as_params(),
         best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs["best_val_acc"]),
-        test=TestResult(**result["test"]), device=str(result["device"]), trials_run_now=0,
+        test=Evaluation(**result["test"]), device=str(result["device"]), trials_run_now=0,
         seconds=seconds, mlflow_parent_run_id=str(result["mlflow_parent_run_id"]),
         cv_folds=cv_folds, registered_model=str(result["registered_model"]),
         notes=[f"the study was finished: nothing ran now and no test data was read; these are "

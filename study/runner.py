@@ -1,4 +1,10 @@
-"""One `mnist-study run`: data once, study created or resumed, search, one test evaluation."""
+"""One `mnist-study run`, a straight pipeline: prepare, search, evaluate, publish.
+
+Prepare: every check a run can fail, then the data, audited, on the device once. Search: the
+study created or resumed and optimised, every trial tracked. Evaluate: the best trial's
+model(s) restored and the test set read once. Publish: the result, plots, config and model
+on the MLflow parent run, and the result kept in the study for reruns.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +27,6 @@ from optuna.trial import TrialState
 from data_pipeline import (
     AuditedData,
     AuditReport,
-    CvData,
     MnistFiles,
     SearchData,
     locate_mnist,
@@ -29,10 +34,9 @@ from data_pipeline import (
 )
 from study.config import StudyConfig, check_batch_sizes
 from study.console import progress
-from study.cv import evaluate_best_on_test, make_objective, publish_cv_study
 from study.device import resolve_device
 from study.errors import TrackingError
-from study.final import TestResult
+from study.evaluation import Evaluation, Restored, evaluate_best
 from study.interrupts import deferred_interrupts, raise_pending_interrupt
 from study.liveness import (
     dead_workers,
@@ -42,6 +46,7 @@ from study.liveness import (
     registered_worker,
     running_trials,
 )
+from study.objective import make_objective, model_kwargs, report_steps
 from study.provenance import code_version, package_versions
 from study.publish import publish_study
 from study.redaction import redact, redact_text
@@ -76,7 +81,7 @@ class StudySummary:
     best_params: dict[str, Any]
     best_val_loss: float
     best_val_acc: float
-    test: TestResult
+    test: Evaluation
     device: str
     trials_run_now: int
     seconds: float
@@ -95,7 +100,7 @@ def settings_identity(config: StudyConfig) -> dict[str, Any]:
     }
 
 
-def identity(config: StudyConfig, data: SearchData | CvData) -> dict[str, Any]:
+def identity(config: StudyConfig, data: SearchData) -> dict[str, Any]:
     """What a resumed study must share with the run that created it (JSON-comparable)."""
     return {**settings_identity(config), "data_fingerprint": data.data_fingerprint,
             "split_fingerprint": data.split_fingerprint}
@@ -114,7 +119,7 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
         name=config.study_name, storage=storage, storage_url=config.storage,
         sampler=make_sampler(config.sampler, seed=config.seed, n_trials=config.n_trials),
         # With cross-validation a trial reports once per fold: the pruner's resource is a fold.
-        pruner=make_pruner(config.pruner, max_epochs=config.cv_folds or config.max_epochs),
+        pruner=make_pruner(config.pruner, max_epochs=report_steps(config.max_epochs, data.k)),
         identity=identity(config, data),
     )
     check_tracking_store(study, config.tracking_uri)  # before a new, empty store is made
@@ -142,31 +147,18 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
             try:
                 _close_dead_runs(study, tracker)
                 before = count_finished(study)
-                _optimize(study, config, data, tracker)
+                _search(study, config, data, tracker)
                 raise_pending_interrupt()  # held through the last trial: test set unseen
                 if tracker.outage:  # the search is saved; its logs wait in the spool
                     raise TrackingError(_outage_line(study, config, tracker))
-                test = evaluate_best_on_test(study, config=config, files=files, data=data,
-                                             tracker=tracker, device=device)
+                test, restored = evaluate_best(
+                    study, files=files, data=data, tracker=tracker, model_name=config.model,
+                    model_kwargs=model_kwargs(config), device=device)
                 summary = _summarise(study, config, test, device=str(device),
                                      trials_run_now=count_finished(study) - before,
                                      seconds=time.perf_counter() - started,
                                      parent_run_id=tracker.parent_run_id)
-                tracker.log_study_result(
-                    metrics={"test_accuracy": test.test_acc, "test_loss": test.test_loss,
-                             "best_val_loss": summary.best_val_loss,
-                             "best_val_acc": summary.best_val_acc},
-                    params={f"best.{k}": v for k, v in summary.best_params.items()},
-                    tags={"best_trial_number": str(test.trial_number),
-                          # MLflow shows a run's note as its description: read first.
-                          "mlflow.note.content": _description(summary)},
-                )
-                # After the result: the logged model copies the parent run's metrics.
-                if isinstance(data, CvData):
-                    publish_cv_study(study, config=config, tracker=tracker)
-                else:
-                    summary = dataclasses.replace(summary, registered_model=publish_study(
-                        study, config=config, data=data, test=test, tracker=tracker))
+                summary = _publish(study, config, data, summary, restored, tracker)
                 raise_pending_interrupt()  # held through publishing: the run says KILLED
                 store_result(study, summary)  # a rerun shows it instead of evaluating again
                 status = "FINISHED"
@@ -256,15 +248,8 @@ def _checked_inputs(config: StudyConfig, device: torch.device, *,
         files, val_fraction=config.val_fraction, seed=config.seed, cv_folds=config.cv_folds,
         near_threshold=config.near_duplicate_threshold, drop_duplicates=config.drop_duplicates,
         device=device)
-    check_batch_sizes(config.search_space, train_size=_train_size(audited.data))
+    check_batch_sizes(config.search_space, train_size=audited.data.smallest_train())
     return files, audited
-
-
-def _train_size(data: SearchData | CvData) -> int:
-    """Images one trial trains on; with cross-validation, the smallest fold's train part."""
-    if isinstance(data, CvData):
-        return min(len(data.folds.train(k)) for k in range(data.folds.k))
-    return len(data.train)
 
 
 def _close_dead_runs(study: optuna.Study, tracker: Tracker) -> None:
@@ -321,8 +306,8 @@ def _log_audit(tracker: Tracker, report: AuditReport) -> None:
         tracker.log_study_artifacts(Path(tmp))
 
 
-def _optimize(study: optuna.Study, config: StudyConfig, data: SearchData | CvData,
-              tracker: Tracker) -> None:
+def _search(study: optuna.Study, config: StudyConfig, data: SearchData,
+            tracker: Tracker) -> None:
     # n_trials is the study's total across restarts: a resumed run does only what is left.
     remaining = config.n_trials - count_finished(study)
     if remaining <= 0:
@@ -342,7 +327,24 @@ def _optimize(study: optuna.Study, config: StudyConfig, data: SearchData | CvDat
         )
 
 
-def _summarise(study: optuna.Study, config: StudyConfig, test: TestResult, *, device: str,
+def _publish(study: optuna.Study, config: StudyConfig, data: SearchData, summary: StudySummary,
+             restored: Restored, tracker: Tracker) -> StudySummary:
+    """The result on the MLflow parent run, then plots, config and (holdout) the model."""
+    tracker.log_study_result(
+        metrics={"test_accuracy": summary.test.test_acc, "test_loss": summary.test.test_loss,
+                 "best_val_loss": summary.best_val_loss, "best_val_acc": summary.best_val_acc},
+        params={f"best.{k}": v for k, v in summary.best_params.items()},
+        tags={"best_trial_number": str(summary.test.trial_number),
+              # MLflow shows a run's note as its description: read first.
+              "mlflow.note.content": _description(summary)},
+    )
+    # After the result: the logged model copies the parent run's metrics.
+    registered = publish_study(study, config=config, data=data, test=summary.test,
+                               restored=restored, tracker=tracker)
+    return dataclasses.replace(summary, registered_model=registered)
+
+
+def _summarise(study: optuna.Study, config: StudyConfig, test: Evaluation, *, device: str,
                trials_run_now: int, seconds: float, parent_run_id: str) -> StudySummary:
     best = study.best_trial
     counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim import lr_scheduler
 
-from data_pipeline import SearchData, TensorSet, shuffled_batches
+from data_pipeline import Fold, TensorSet, shuffled_batches
 from study.config import AMP_MODES, COMPILE_MODES
 from study.search_space import Hyperparams
 
@@ -175,7 +175,7 @@ def evaluate(model: nn.Module, data: TensorSet) -> tuple[float, float]:
 
 
 def train(
-    model: nn.Module, hp: Hyperparams, data: SearchData, *, max_epochs: int,
+    model: nn.Module, hp: Hyperparams, data: Fold, *, max_epochs: int,
     generator: torch.Generator, options: TrainOptions = TrainOptions(),
 ) -> Iterator[EpochMetrics]:
     """Train MODEL in place for up to MAX_EPOCHS, yielding metrics after every epoch.

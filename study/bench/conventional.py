@@ -25,7 +25,7 @@ from torch.optim import lr_scheduler
 from torch.utils.data import DataLoader, Dataset, Subset
 
 import models
-from data_pipeline import MnistFiles, Split
+from data_pipeline import MnistFiles, Partition
 from study.objective import trial_seed
 from study.search_space import Hyperparams, SearchSpace, suggest
 from study.training import build_optimizer, build_scheduler
@@ -66,12 +66,13 @@ def mnist_labels(root: Path) -> np.ndarray:
     return datasets.MNIST(str(root), train=True, download=False).targets.numpy()
 
 
-def loaders(root: Path, split: Split, batch_size: int) -> tuple[DataLoader[tuple[torch.Tensor,
+def loaders(root: Path, split: Partition, batch_size: int) -> tuple[DataLoader[tuple[torch.Tensor,
                                                                                int]], ...]:
-    """Train (shuffled) and validation loaders over the split's indices; reads the files."""
+    """Train (shuffled) and validation loaders over a holdout split's indices; reads the files."""
     full = mnist_dataset(root)
-    train = DataLoader(Subset(full, split.train.tolist()), batch_size=batch_size, shuffle=True)
-    val = DataLoader(Subset(full, split.val.tolist()), batch_size=VAL_BATCH_SIZE)
+    train = DataLoader(Subset(full, split.train[0].tolist()), batch_size=batch_size,
+                       shuffle=True)
+    val = DataLoader(Subset(full, split.val[0].tolist()), batch_size=VAL_BATCH_SIZE)
     return train, val
 
 
@@ -121,7 +122,7 @@ class ConventionalObjective:
     """Optuna's PyTorch example adapted to this study: the same space, objective and pruning."""
 
     root: Path
-    split: Split
+    split: Partition  # a holdout: one fold
     space: SearchSpace
     max_epochs: int
     hidden: int

@@ -117,7 +117,8 @@ def run(settings: BenchSettings, *, torchvision_root: Path, default_threads: int
                             [round(s, 2) for s in seconds])
     return _table(chosen, times, settings.epoch_batch_sizes,
                   {"project_s": project_prep_s, "conventional_s": conventional_prep_s},
-                  train_images=len(data.train), val_images=len(data.val))
+                  train_images=len(data.fold(0).train),
+                  val_images=len(data.fold(0).val))
 
 
 @dataclass
@@ -135,10 +136,9 @@ class _Measure:
         epochs = self.settings.epochs_per_rep
         if variant.path == "project":
             generator = torch.Generator().manual_seed(self.settings.seed)
-            return [m.seconds for m in train(model, hp, self.data, max_epochs=epochs,
+            return [m.seconds for m in train(model, hp, self.data.fold(0), max_epochs=epochs,
                                              generator=generator, options=variant.options)]
-        split = self.data.split
-        loaders = conventional.loaders(self.root, split, batch_size)
+        loaders = conventional.loaders(self.root, self.data.partition, batch_size)
         optimizer = build_optimizer(model, hp)
         return [conventional.timed_epoch(model, optimizer, loaders, self.device)
                 for _ in range(epochs)]

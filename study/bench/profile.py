@@ -27,7 +27,7 @@ from data_pipeline import SearchData, find_mnist, prepare_search_data
 from study.bench.settings import BenchSettings
 from study.bench.timing import StudyClock, TimedTracker
 from study.config import StudyConfig
-from study.cv import make_objective
+from study.objective import make_objective
 from study.search_space import Hyperparams, as_stored
 from study.storage import open_storage
 from study.strategy import make_pruner, make_sampler
@@ -142,7 +142,8 @@ def _fused_check(data: SearchData, settings: BenchSettings) -> dict[str, Any]:
         for name, fused in (("for-loop", False), ("fused", True)):
             torch.manual_seed(settings.seed)
             model = models.build("mlp", hidden=StudyConfig().hidden, dropout=hp.dropout)
-            epoch = next(train(model.to(data.train.y.device), hp, data, max_epochs=1,
+            fold = data.fold(0)
+            epoch = next(train(model.to(fold.train.y.device), hp, fold, max_epochs=1,
                                generator=torch.Generator().manual_seed(settings.seed),
                                options=TrainOptions(fused_optimizer=fused)))
             seconds[name].append(epoch.seconds)

@@ -57,8 +57,9 @@ def skewed_files(tmp_path: Path) -> MnistFiles:
     split = stratified_split(labels.astype(np.int64), val_fraction=VAL_FRACTION, seed=SEED)
     rng = np.random.default_rng(2)
     images = np.empty((400, 28, 28), dtype=np.uint8)
-    images[split.train] = rng.integers(0, 40, size=(len(split.train), 28, 28))
-    images[split.val] = rng.integers(200, 256, size=(len(split.val), 28, 28))
+    train, val = split.train[0], split.val[0]
+    images[train] = rng.integers(0, 40, size=(len(train), 28, 28))
+    images[val] = rng.integers(200, 256, size=(len(val), 28, 28))
     write_idx(images, directory / "train-images-idx3-ubyte.gz", compress=True)
     write_idx(labels, directory / "train-labels-idx1-ubyte.gz", compress=True)
     files = find_mnist(directory, verify=False)
@@ -75,51 +76,59 @@ def test_normalizer_fitted_on_train_split_only(
     skewed_files: MnistFiles, skewed: SearchData
 ) -> None:
     full = skewed_files.load("train")
-    from_train = Normalizer.fit(full.images[skewed.split.train])
+    from_train = Normalizer.fit(full.images[skewed.partition.train[0]])
     from_full = Normalizer.fit(full.images)
-    from_val = Normalizer.fit(full.images[skewed.split.val])
-    assert skewed.normalizer == from_train  # statistics of the train split, exactly
-    assert abs(skewed.normalizer.mean - from_full.mean) > 0.1  # not the whole training set
-    assert abs(skewed.normalizer.mean - from_val.mean) > 0.5  # and not the validation split
+    from_val = Normalizer.fit(full.images[skewed.partition.val[0]])
+    normalizer = skewed.fold(0).normalizer
+    assert normalizer == skewed.normalizers[0] == from_train  # the train split's, exactly
+    assert abs(normalizer.mean - from_full.mean) > 0.1  # not the whole training set
+    assert abs(normalizer.mean - from_val.mean) > 0.5  # and not the validation split
 
 
 def test_val_normalised_with_train_stats(skewed_files: MnistFiles, skewed: SearchData) -> None:
     full = skewed_files.load("train")
-    mean, std = skewed.normalizer.mean, skewed.normalizer.std
-    for tensors, index in ((skewed.train, skewed.split.train), (skewed.val, skewed.split.val)):
+    fold = skewed.fold(0)
+    mean, std = fold.normalizer.mean, fold.normalizer.std
+    for tensors, index in ((fold.train, skewed.partition.train[0]),
+                           (fold.val, skewed.partition.val[0])):
         expected = (full.images[index].astype(np.float64) / 255.0 - mean) / std
         # Both sides use the train statistics, in split order.
         np.testing.assert_allclose(tensors.x[:, 0].numpy(), expected, rtol=1e-5, atol=1e-4)
         np.testing.assert_array_equal(tensors.y.numpy(), full.labels[index])  # labels aligned
-    assert float(skewed.val.x.mean()) > 5.0  # bright val images stay far from zero mean
+    assert float(fold.val.x.mean()) > 5.0  # bright val images stay far from zero mean
 
 
 def test_search_data_shapes(search_data: SearchData) -> None:
-    assert len(search_data.train) == 300 and len(search_data.val) == 100  # 400 split 3:1
-    for tensors in (search_data.train, search_data.val):
+    fold = search_data.fold(0)
+    assert search_data.k == 1  # holdout: one fold
+    assert len(fold.train) == 300 and len(fold.val) == 100  # 400 split 3:1
+    assert search_data.images.dtype == torch.uint8  # the file on the device once, as bytes
+    for tensors in (fold.train, fold.val):
         assert tensors.x.shape == (len(tensors), 1, 28, 28)  # [N, 1, 28, 28]
         assert tensors.x.dtype == torch.float32  # float32 inputs
         assert tensors.y.dtype == torch.int64  # int64 class labels for cross-entropy
         assert tensors.x.device == CPU and tensors.y.device == CPU  # on the requested device
-    assert search_data.split_fingerprint == search_data.split.fingerprint(
+    assert search_data.split_fingerprint == search_data.partition.fingerprint(
         search_data.data_fingerprint
     )  # the split is named against the data it splits
 
 
-def test_search_data_holds_no_test_set(search_data: SearchData) -> None:
-    names = {f.name for f in dataclasses.fields(search_data)}
-    assert not any("test" in name for name in names)  # no field for test tensors
-    assert not hasattr(search_data, "test")  # nothing the search could peek at
+def test_a_fold_is_sliced_once_and_kept(search_data: SearchData) -> None:
+    assert search_data.fold(0) is search_data.fold(0)  # a holdout study slices once
+    folds = dataclasses.replace(search_data)  # a fresh copy keeps no slice of the original
+    assert folds.fold(0) is not search_data.fold(0)
 
 
-def test_prepare_test_data_uses_given_normalizer(synthetic_files: MnistFiles) -> None:
-    normalizer = Normalizer(mean=0.5, std=0.25)
-    test = prepare_test_data(synthetic_files, normalizer=normalizer, device=CPU)
+def test_prepare_test_data_uses_each_given_normalizer(synthetic_files: MnistFiles) -> None:
+    normalizers = (Normalizer(mean=0.5, std=0.25), Normalizer(mean=0.1, std=0.5))
+    tests = prepare_test_data(synthetic_files, normalizers=normalizers, device=CPU)
     raw = synthetic_files.load("test")
-    expected = (raw.images.astype(np.float64) / 255.0 - 0.5) / 0.25
-    assert test.x.shape == (100, 1, 28, 28) and test.x.dtype == torch.float32  # layout
-    np.testing.assert_allclose(test.x[:, 0].numpy(), expected, atol=1e-5)  # given stats used
-    np.testing.assert_array_equal(test.y.numpy(), raw.labels)  # all test labels, in order
+    assert len(tests) == 2  # one view of the test set per fold model
+    for test, z in zip(tests, normalizers, strict=True):
+        expected = (raw.images.astype(np.float64) / 255.0 - z.mean) / z.std
+        assert test.x.shape == (100, 1, 28, 28) and test.x.dtype == torch.float32  # layout
+        np.testing.assert_allclose(test.x[:, 0].numpy(), expected, atol=1e-5)  # its stats
+        np.testing.assert_array_equal(test.y.numpy(), raw.labels)  # all labels, in order
 
 
 def test_to_tensor_set_len() -> None:

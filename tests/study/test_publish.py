@@ -26,8 +26,8 @@ from data_pipeline import (
     prepare_search_data,
     to_tensor_set,
 )
-from study import final  # not `import TestResult`: pytest would try to collect it
 from study.config import StudyConfig, resolve_config
+from study.evaluation import Evaluation, Restored, restore_best
 from study.publish import (
     CONFIG_PATH,
     PLOTS_DIR,
@@ -112,14 +112,36 @@ def _study_with_one_complete_trial(run_id: str) -> optuna.Study:
     return study
 
 
+def _restored(study: optuna.Study) -> Restored:
+    return Restored(trial=study.best_trial, models=(models.build("mlp", hidden=16),))
+
+
+SCORE = Evaluation(trial_number=0, test_loss=1.0, test_acc=0.5, restored_val_loss=0.5)
+
+
 def test_without_tracking_nothing_is_registered(search_data: SearchData) -> None:
-    tracker = NullTracker()
-    tracker.save_checkpoint("untracked-0", models.build("mlp", hidden=16).state_dict())
-    uri = publish_study(_study_with_one_complete_trial("untracked-0"),
-                        config=StudyConfig(hidden=16), data=search_data,
-                        test=final.TestResult(trial_number=0, test_loss=1.0, test_acc=0.5,
-                                        restored_val_loss=0.5), tracker=tracker)
+    study = _study_with_one_complete_trial("untracked-0")
+    uri = publish_study(study, config=StudyConfig(hidden=16), data=search_data, test=SCORE,
+                        restored=_restored(study), tracker=NullTracker())
     assert uri == ""  # no registry without tracking, and no error either
+
+
+def test_a_cross_validated_study_publishes_plots_and_config_but_no_model(
+    synthetic_files: MnistFiles, tmp_path: Path,
+) -> None:
+    folds = prepare_search_data(synthetic_files, val_fraction=0.25, seed=0, cv_folds=3,
+                                device=torch.device("cpu"))
+    tracker = MlflowTracker(f"sqlite:///{tmp_path}/mlflow.db")
+    tracker.start_study(study_name="cv", params={}, tags={})
+    study = _study_with_one_complete_trial("cv-0")
+    uri = publish_study(study, config=StudyConfig(hidden=16, cv_folds=3), data=folds,
+                        test=SCORE, restored=_restored(study), tracker=tracker)
+    tracker.end_study(status="FINISHED")
+    assert uri == ""  # K fold models are no one model to register
+    client = tracker.client
+    artifacts = _artifact_paths(client, tracker.parent_run_id)
+    assert {f"{PLOTS_DIR}/{name}.html" for name in PLOT_NAMES} | {CONFIG_PATH} <= artifacts
+    assert client.search_registered_models() == []
 
 
 def _artifact_paths(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
@@ -151,7 +173,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     search = prepare_search_data(files, val_fraction=config.val_fraction, seed=config.seed,
                                  device=torch.device("cpu"))
     return Published(config=config, summary=run_study(config), files=files,
-                     normalizer=search.normalizer)
+                     normalizer=search.normalizers[0])
 
 
 def _normalised_test_images(published: Published, normalizer: Normalizer) -> TensorSet:
@@ -205,10 +227,9 @@ def test_registered_model_loads_and_predicts_with_pickle_forbidden(
     config = published.config
     tracker = MlflowTracker(config.tracking_uri)
     study = optuna.load_study(study_name=config.study_name, storage=config.storage)
-    _, evaluated = final.restore_best_model(study, tracker=tracker, model_name=config.model,
-                                            model_kwargs={"hidden": config.hidden},
-                                            device=torch.device("cpu"))
-    evaluated.eval()  # the model the final evaluation scored, rebuilt in this process
+    restored = restore_best(study, k=1, tracker=tracker, model_name=config.model,
+                            model_kwargs={"hidden": config.hidden}, device=torch.device("cpu"))
+    evaluated = restored.models[0]  # the model the final evaluation scored, in this process
     images = _normalised_test_images(published, published.normalizer).x  # [100, 1, 28, 28]
     np.save(tmp_path / "images.npy", images.numpy())
     done = subprocess.run(

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from data_pipeline import SearchData
+from data_pipeline import Fold, SearchData
 from models import build
 from study import training
 from study.search_space import Hyperparams
@@ -33,7 +33,13 @@ def _hp(**overrides: Any) -> Hyperparams:
     return Hyperparams(**{**base, **overrides})
 
 
-def _run(hp: Hyperparams, data: SearchData, *, epochs: int = EPOCHS, seed: int = 0,
+@pytest.fixture
+def fold(search_data: SearchData) -> Fold:
+    """The holdout fold of the synthetic data: what train() takes."""
+    return search_data.fold(0)
+
+
+def _run(hp: Hyperparams, data: Fold, *, epochs: int = EPOCHS, seed: int = 0,
          model_name: str = "mlp") -> list[EpochMetrics]:
     torch.manual_seed(seed)
     model = build(model_name, hidden=32, dropout=hp.dropout)
@@ -42,9 +48,9 @@ def _run(hp: Hyperparams, data: SearchData, *, epochs: int = EPOCHS, seed: int =
 
 
 @pytest.mark.parametrize("model_name", ["mlp", "cnn"])
-def test_train_yields_one_metric_per_epoch(search_data: SearchData, model_name: str) -> None:
+def test_train_yields_one_metric_per_epoch(fold: Fold, model_name: str) -> None:
     epochs = 3 if model_name == "mlp" else 1
-    metrics = _run(_hp(dropout=0.2), search_data, epochs=epochs, model_name=model_name)
+    metrics = _run(_hp(dropout=0.2), fold, epochs=epochs, model_name=model_name)
     assert [m.epoch for m in metrics] == list(range(1, epochs + 1))  # 1-based, every epoch
     for m in metrics:
         assert all(math.isfinite(v) for v in m.as_dict().values())  # every number finite
@@ -56,17 +62,17 @@ def test_train_yields_one_metric_per_epoch(search_data: SearchData, model_name: 
                                          "lr_now", "epoch_seconds"}  # the names tracked per epoch
 
 
-def test_loss_goes_down(search_data: SearchData) -> None:
-    metrics = _run(_hp(lr=1e-2), search_data, epochs=EPOCHS)
+def test_loss_goes_down(fold: Fold) -> None:
+    metrics = _run(_hp(lr=1e-2), fold, epochs=EPOCHS)
     assert metrics[-1].train_loss < metrics[0].train_loss  # training loss falls
     assert metrics[-1].val_loss < metrics[0].val_loss  # and generalises to validation
     assert metrics[-1].val_acc > 0.8  # the synthetic classes are easy to learn
 
 
-def test_train_is_lazy(search_data: SearchData) -> None:
+def test_train_is_lazy(fold: Fold) -> None:
     torch.manual_seed(0)
     model = build("mlp", hidden=32)
-    epochs = train(model, _hp(), search_data, max_epochs=1000,
+    epochs = train(model, _hp(), fold, max_epochs=1000,
                    generator=torch.Generator().manual_seed(0))
     assert next(epochs).epoch == 1
     after_one = [p.detach().clone() for p in model.parameters()]
@@ -101,12 +107,12 @@ SCHEDULES: dict[str, dict[str, float]] = {
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULES))
-def test_every_scheduler_runs(search_data: SearchData, scheduler: str, optimizer: str) -> None:
+def test_every_scheduler_runs(fold: Fold, scheduler: str, optimizer: str) -> None:
     lr = 1e-2
     hp = _hp(lr=lr, optimizer=optimizer, scheduler=scheduler, scheduler_params=SCHEDULES[scheduler],
              momentum=0.9 if optimizer == "sgd" else None)
     # batch 64 over 300 images: 5 steps an epoch, the last one short.
-    metrics = _run(hp, search_data, epochs=EPOCHS)
+    metrics = _run(hp, fold, epochs=EPOCHS)
     assert len(metrics) == EPOCHS  # all epochs run (OneCycle would raise if over-stepped)
     lrs = [m.lr for m in metrics]
     expected = _expected_lrs(scheduler, lr, SCHEDULES[scheduler])
@@ -123,11 +129,11 @@ def test_every_scheduler_runs(search_data: SearchData, scheduler: str, optimizer
         assert max(lrs) > 2 * lr / 25  # warmed up above the initial lr / 25
 
 
-def test_plateau_cuts_lr_when_val_loss_stalls(search_data: SearchData) -> None:
+def test_plateau_cuts_lr_when_val_loss_stalls(fold: Fold) -> None:
     # An lr so small that the validation loss cannot improve by the 1e-4 threshold.
     hp = _hp(lr=1e-6, optimizer="sgd", scheduler="plateau",
              scheduler_params={"plateau_factor": 0.5, "plateau_patience": 0})
-    lrs = [m.lr for m in _run(hp, search_data, epochs=3)]
+    lrs = [m.lr for m in _run(hp, fold, epochs=3)]
     # Epoch 1 sets the best loss; each stalled epoch after it halves the next epoch's lr.
     assert lrs == pytest.approx([1e-6, 1e-6, 5e-7], rel=1e-9)
 
@@ -150,10 +156,10 @@ def _onecycle_lrs(lr: float, pct_start: float, *, epochs: int,
 
 
 @pytest.mark.parametrize("batch_size", [32, 300])
-def test_onecycle_steps_per_batch(search_data: SearchData, batch_size: int) -> None:
+def test_onecycle_steps_per_batch(fold: Fold, batch_size: int) -> None:
     hp = _hp(lr=1e-2, batch_size=batch_size, scheduler="onecycle",
              scheduler_params={"onecycle_pct_start": 0.25})
-    lrs = [m.lr for m in _run(hp, search_data, epochs=3)]
+    lrs = [m.lr for m in _run(hp, fold, epochs=3)]
     steps = math.ceil(300 / batch_size)  # 10 steps an epoch (last one short), or 1
     # The lr follows OneCycle stepped once per batch, for exactly epochs * steps steps.
     assert lrs == pytest.approx(_onecycle_lrs(1e-2, 0.25, epochs=3, steps_per_epoch=steps),
@@ -192,61 +198,61 @@ def test_build_optimizer_unknown() -> None:
 
 @pytest.mark.parametrize("eval_batch", [training.EVAL_BATCH_SIZE, 7])
 def test_evaluate_matches_direct_computation(
-    search_data: SearchData, monkeypatch: pytest.MonkeyPatch, eval_batch: int
+    fold: Fold, monkeypatch: pytest.MonkeyPatch, eval_batch: int
 ) -> None:
     monkeypatch.setattr(training, "EVAL_BATCH_SIZE", eval_batch)  # 7: many uneven slices
     torch.manual_seed(0)
     model = build("mlp", hidden=32, dropout=0.5)
-    loss, acc = evaluate(model, search_data.val)
+    loss, acc = evaluate(model, fold.val)
     model.eval()
     with torch.no_grad():
-        logits = model(search_data.val.x)
-        direct_loss = F.cross_entropy(logits, search_data.val.y).item()
-        n_correct = int((logits.argmax(dim=1) == search_data.val.y).sum())
+        logits = model(fold.val.x)
+        direct_loss = F.cross_entropy(logits, fold.val.y).item()
+        n_correct = int((logits.argmax(dim=1) == fold.val.y).sum())
     assert loss == pytest.approx(direct_loss, rel=1e-5)  # the mean loss over all examples
-    assert acc == n_correct / len(search_data.val)  # the fraction classified correctly
+    assert acc == n_correct / len(fold.val)  # the fraction classified correctly
     assert not model.training  # evaluation runs without dropout
-    assert evaluate(model, search_data.val) == (loss, acc)  # and is repeatable
+    assert evaluate(model, fold.val) == (loss, acc)  # and is repeatable
 
 
-def test_nan_input_raises_non_finite(search_data: SearchData) -> None:
-    search_data.train.x[0, 0, 0, 0] = float("nan")
+def test_nan_input_raises_non_finite(fold: Fold) -> None:
+    fold.train.x[0, 0, 0, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match="train loss became nan in epoch 1") as info:
-        _run(_hp(), search_data, epochs=3)
+        _run(_hp(), fold, epochs=3)
     # A NaN in the inputs stops training in the first epoch, with the epoch recorded.
     assert info.value.epoch == 1
 
 
-def test_divergence_names_the_later_epoch(search_data: SearchData) -> None:
+def test_divergence_names_the_later_epoch(fold: Fold) -> None:
     torch.manual_seed(0)
-    epochs = train(build("mlp", hidden=32), _hp(), search_data, max_epochs=3,
+    epochs = train(build("mlp", hidden=32), _hp(), fold, max_epochs=3,
                    generator=torch.Generator().manual_seed(0))
     assert next(epochs).epoch == 1  # the first epoch is fine
-    search_data.val.x[3] = float("inf")  # tensors are mutable: poison validation now
+    fold.val.x[3] = float("inf")  # tensors are mutable: poison validation now
     with pytest.raises(NonFiniteLossError, match="validation loss became nan in epoch 2") as info:
         next(epochs)
     assert info.value.epoch == 2  # the failing epoch is the one reported
 
 
-def test_absurd_lr_diverges(search_data: SearchData) -> None:
+def test_absurd_lr_diverges(fold: Fold) -> None:
     hp = _hp(lr=1e12, optimizer="sgd", momentum=0.99)
     # A runaway lr is reported as divergence, never as metrics full of NaN.
     with pytest.raises(NonFiniteLossError, match=r"loss became (nan|inf|-inf) in epoch \d+"):
-        _run(hp, search_data, epochs=5)
+        _run(hp, fold, epochs=5)
 
 
 def _numbers(metrics: list[EpochMetrics]) -> list[dict[str, float]]:
     return [{k: v for k, v in dataclasses.asdict(m).items() if k != "seconds"} for m in metrics]
 
 
-def test_bit_identical_on_cpu(search_data: SearchData) -> None:
+def test_bit_identical_on_cpu(fold: Fold) -> None:
     hp = _hp(lr=5e-3, dropout=0.3, scheduler="cosine")
-    first = _numbers(_run(hp, search_data, epochs=3, seed=4))
-    second = _numbers(_run(hp, search_data, epochs=3, seed=4))
+    first = _numbers(_run(hp, fold, epochs=3, seed=4))
+    second = _numbers(_run(hp, fold, epochs=3, seed=4))
     # Same seeds, same device: exactly the same numbers (== on floats, not approx).
     assert first == second
     # The seed is not ignored: another one gives another run.
-    assert _numbers(_run(hp, search_data, epochs=3, seed=5)) != first
+    assert _numbers(_run(hp, fold, epochs=3, seed=5)) != first
 
 
 # --- speed options: bf16 autocast, torch.compile, fused optimizers, CPU threads -------------
@@ -256,22 +262,22 @@ def test_bit_identical_on_cpu(search_data: SearchData) -> None:
 COMPILED = TrainOptions(compile_mode="default", compile_backend="aot_eager")
 
 
-def test_bf16_autocast_trains_in_bf16_and_evaluates_in_fp32(search_data: SearchData) -> None:
+def test_bf16_autocast_trains_in_bf16_and_evaluates_in_fp32(fold: Fold) -> None:
     torch.manual_seed(0)
     model = build("mlp", hidden=32)
     seen: list[torch.dtype] = []
     model.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
-    metrics = list(train(model, _hp(), search_data, max_epochs=EPOCHS,
+    metrics = list(train(model, _hp(), fold, max_epochs=EPOCHS,
                          generator=torch.Generator().manual_seed(0),
                          options=TrainOptions(amp="bf16")))
     assert torch.bfloat16 in seen  # the training forward ran under bf16 autocast
     assert seen[-1] == torch.float32  # the last forward, validation, ran in fp32
     assert metrics[-1].train_loss < metrics[0].train_loss  # and it still learns
     # The recorded validation numbers are the fp32 ones a restored checkpoint reproduces.
-    assert (metrics[-1].val_loss, metrics[-1].val_acc) == evaluate(model, search_data.val)
+    assert (metrics[-1].val_loss, metrics[-1].val_acc) == evaluate(model, fold.val)
 
 
-def test_compiled_graphs_are_reused_by_later_trials(search_data: SearchData) -> None:
+def test_compiled_graphs_are_reused_by_later_trials(fold: Fold) -> None:
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
@@ -279,7 +285,7 @@ def test_compiled_graphs_are_reused_by_later_trials(search_data: SearchData) -> 
     for dropout, batch_size in ((0.1, 32), (0.3, 64), (0.0, 128)):
         model = build("mlp", hidden=32, dropout=dropout)
         keys = set(model.state_dict())
-        metrics = list(train(model, _hp(dropout=dropout, batch_size=batch_size), search_data,
+        metrics = list(train(model, _hp(dropout=dropout, batch_size=batch_size), fold,
                              max_epochs=2, generator=torch.Generator().manual_seed(0),
                              options=COMPILED))
         graphs.append(counters["stats"]["unique_graphs"])
@@ -290,7 +296,7 @@ def test_compiled_graphs_are_reused_by_later_trials(search_data: SearchData) -> 
     assert graphs[0] == graphs[-1] == 2
 
 
-def test_compiled_dropout_keeps_the_rate(search_data: SearchData) -> None:
+def test_compiled_dropout_keeps_the_rate(fold: Fold) -> None:
     model = build("mlp", hidden=64, dropout=0.5)
     training.compile_for_trials(model, COMPILED)
     dropout = next(m for m in model.modules() if "Dropout" in type(m).__name__)
@@ -303,11 +309,11 @@ def test_compiled_dropout_keeps_the_rate(search_data: SearchData) -> None:
     assert torch.equal(dropout(x), x)  # identity at evaluation
 
 
-def test_fused_and_for_loop_optimizers_agree(search_data: SearchData) -> None:
+def test_fused_and_for_loop_optimizers_agree(fold: Fold) -> None:
     def weights(fused: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)
         model = build("mlp", hidden=32)
-        list(train(model, _hp(optimizer="adamw", weight_decay=1e-3), search_data, max_epochs=2,
+        list(train(model, _hp(optimizer="adamw", weight_decay=1e-3), fold, max_epochs=2,
                    generator=torch.Generator().manual_seed(0),
                    options=TrainOptions(fused_optimizer=fused)))
         return [p.detach() for p in model.parameters()]
@@ -320,7 +326,7 @@ def test_fused_and_for_loop_optimizers_agree(search_data: SearchData) -> None:
 
 def test_config_options_reach_every_train_call(search_data: SearchData) -> None:
     from study.config import StudyConfig
-    from study.cv import make_objective
+    from study.objective import make_objective
     from study.tracking import NullTracker
 
     seen: list[TrainOptions] = []
