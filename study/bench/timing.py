@@ -65,9 +65,9 @@ class TimedTracker:
         self.clock.trials[run_id] = TrialClock(number=int(kwargs["number"]))
         return run_id
 
-    def log_epoch(self, run_id: str, metrics: EpochMetrics) -> None:
+    def log_epoch(self, run_id: str, metrics: EpochMetrics, *, prefix: str = "") -> None:
         with self._timed("log_epoch"):
-            self._inner.log_epoch(run_id, metrics)
+            self._inner.log_epoch(run_id, metrics, prefix=prefix)
         trial = self.clock.trials[run_id]
         trial.epochs = metrics.epoch
         trial.epoch_seconds += metrics.seconds
