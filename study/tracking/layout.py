@@ -1,0 +1,29 @@
+"""What a study looks like in MLflow: the names, tags and statuses its runs carry."""
+
+from __future__ import annotations
+
+from optuna.trial import TrialState
+
+# The truth about a trial, in MLflow's words.
+RUN_STATUS = {
+    TrialState.COMPLETE: "FINISHED",
+    TrialState.PRUNED: "KILLED",
+    TrialState.FAIL: "FAILED",
+}
+CHECKPOINT_PATH = "checkpoint/model_state.pt"
+# A trial's objective as run metrics (step 0), so the runs table and charts sort by it.
+OBJECTIVE_METRICS = ("best_val_loss", "best_val_acc", "best_epoch")
+# Experiments open in MLflow's classic ML view (runs table, charts), not its GenAI overview.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def trial_run_name(number: int, state: TrialState, epochs: object = None) -> str:
+    """'trial-0017 pruned@2' (after epoch 2), 'trial-0018 failed in epoch 1', 'trial-0019
+    complete': the state readable in the runs table, where KILLED and FAILED look alike."""
+    label = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+             TrialState.FAIL: "failed"}.get(state, state.name.lower())
+    if state == TrialState.COMPLETE or not isinstance(epochs, int):
+        return f"trial-{number:04d} {label}"
+    if state == TrialState.FAIL:  # it stopped inside the epoch after the last one it finished
+        return f"trial-{number:04d} failed in epoch {epochs + 1}"
+    return f"trial-{number:04d} {label}@{epochs}"
