@@ -112,53 +112,32 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
     if finished is not None:
         return finished  # no data read, no MLflow run made, no model registered
     device = resolve_device(config.device)
-    files, audited = _checked_inputs(config, device, tracked=tracker is None)
+    files, audited = _checked_inputs(config, device, tracked=tracker is None)  # prepare
     data = audited.data
-    storage = open_storage(config.storage, grace_seconds=config.heartbeat_grace)
-    study = open_study(
-        name=config.study_name, storage=storage, storage_url=config.storage,
-        sampler=make_sampler(config.sampler, seed=config.seed, n_trials=config.n_trials),
-        # With cross-validation a trial reports once per fold: the pruner's resource is a fold.
-        pruner=make_pruner(config.pruner, max_epochs=report_steps(config.max_epochs, data.k)),
-        identity=identity(config, data),
-    )
+    study = _open(config, data)
     check_tracking_store(study, config.tracking_uri)  # before a new, empty store is made
     tracker = tracker if tracker is not None else MlflowTracker(
         config.tracking_uri, spool_root=config.mlflow_spool,
         tracking_timeout=config.tracking_timeout)
-    provenance = {"code_version": code_version(), "data_fingerprint": data.data_fingerprint,
-                  "split_fingerprint": data.split_fingerprint, "device": str(device)}
-    for key, value in {**provenance, "split_seed": config.seed,
-                       "val_fraction": config.val_fraction, "cv_folds": config.cv_folds,
-                       "audit": audited.report.summary(),
-                       "package_versions": package_versions()}.items():
-        study.set_user_attr(key, value)
-    params = _flat(config.to_dict())
-    params.update(storage=redact(config.storage), tracking_uri=redact(config.tracking_uri))
     with deferred_interrupts():  # a signal stops an epoch, never a store call
-        tracker.start_study(study_name=config.study_name, params=params,
-                            tags={**provenance, **{f"version.{k}": v for k, v in
-                                                   package_versions().items()}})
-        _backfill(study, tracker)
-        _log_audit(tracker, audited.report)
-        _take_stock(study)
+        _start(study, config, tracker, audited, device=device)
         status = "FAILED"
         with registered_worker(study, tracker.parent_run_id):
             try:
                 _close_dead_runs(study, tracker)
                 before = count_finished(study)
-                _search(study, config, data, tracker)
+                _search(study, config, data, tracker)  # search
                 raise_pending_interrupt()  # held through the last trial: test set unseen
                 if tracker.outage:  # the search is saved; its logs wait in the spool
                     raise TrackingError(_outage_line(study, config, tracker))
-                test, restored = evaluate_best(
+                test, restored = evaluate_best(  # evaluate
                     study, files=files, data=data, tracker=tracker, model_name=config.model,
                     model_kwargs=model_kwargs(config), device=device)
                 summary = _summarise(study, config, test, device=str(device),
                                      trials_run_now=count_finished(study) - before,
                                      seconds=time.perf_counter() - started,
                                      parent_run_id=tracker.parent_run_id)
-                summary = _publish(study, config, data, summary, restored, tracker)
+                summary = _publish(study, config, data, summary, restored, tracker)  # publish
                 raise_pending_interrupt()  # held through publishing: the run says KILLED
                 store_result(study, summary)  # a rerun shows it instead of evaluating again
                 status = "FINISHED"
@@ -168,6 +147,40 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
                 raise
             finally:
                 _end_study(study, tracker, status=status, failing=sys.exc_info()[1])
+
+
+def _open(config: StudyConfig, data: SearchData) -> optuna.Study:
+    """The study CONFIG names, created or resumed; a resume must match its identity."""
+    return open_study(
+        name=config.study_name,
+        storage=open_storage(config.storage, grace_seconds=config.heartbeat_grace),
+        storage_url=config.storage,
+        sampler=make_sampler(config.sampler, seed=config.seed, n_trials=config.n_trials),
+        # With cross-validation a trial reports once per fold: the pruner's resource is a fold.
+        pruner=make_pruner(config.pruner, max_epochs=report_steps(config.max_epochs, data.k)),
+        identity=identity(config, data),
+    )
+
+
+def _start(study: optuna.Study, config: StudyConfig, tracker: Tracker, audited: AuditedData,
+           *, device: torch.device) -> None:
+    """Provenance on the study and the parent run; spooled logs sent; RUNNING trials judged."""
+    data = audited.data
+    provenance = {"code_version": code_version(), "data_fingerprint": data.data_fingerprint,
+                  "split_fingerprint": data.split_fingerprint, "device": str(device)}
+    for key, value in {**provenance, "split_seed": config.seed,
+                       "val_fraction": config.val_fraction, "cv_folds": config.cv_folds,
+                       "audit": audited.report.summary(),
+                       "package_versions": package_versions()}.items():
+        study.set_user_attr(key, value)
+    params = _flat(config.to_dict())
+    params.update(storage=redact(config.storage), tracking_uri=redact(config.tracking_uri))
+    tracker.start_study(study_name=config.study_name, params=params,
+                        tags={**provenance, **{f"version.{k}": v for k, v in
+                                               package_versions().items()}})
+    _backfill(study, tracker)
+    _log_audit(tracker, audited.report)
+    _take_stock(study)
 
 
 def _already_evaluated(config: StudyConfig, *, started: float) -> StudySummary | None:

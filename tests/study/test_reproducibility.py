@@ -16,8 +16,7 @@ from data_pipeline import IdxContent
 from data_pipeline import mnist as mnist_module
 from study.config import StudyConfig
 from study.tracking import NullTracker
-from tests.helpers import STUDY_TRAIN_IMAGES
-from tests.study.test_cli import _env, _run_args
+from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, small_run_args
 from tests.synthetic import write_synthetic_mnist
 
 
@@ -30,13 +29,13 @@ def test_same_seed_in_fresh_storages_gives_the_same_study_to_the_last_bit(
     tmp_path: Path
 ) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
-    args = _run_args("--data-dir", str(data), "--n-trials", "6", "--seed", "3",
-                     "--sampler", "tpe", "--device", "cpu")
+    args = small_run_args("--data-dir", str(data), "--n-trials", "6", "--seed", "3",
+                          "--sampler", "tpe", "--device", "cpu")
     runs = []
     for name in ("first", "second"):  # two processes side by side: nothing shared but the seed
         (tmp_path / name).mkdir()
         runs.append(subprocess.Popen([sys.executable, "-m", "study", *args], cwd=tmp_path / name,
-                                     env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True))
     for proc in runs:
         _, stderr = proc.communicate(timeout=300)
@@ -69,9 +68,9 @@ def test_the_search_never_reads_the_test_set(tmp_path: Path, monkeypatch: pytest
         return real_read(path)
 
     monkeypatch.setattr(mnist_module, "read_idx", recording_read)
-    monkeypatch.setattr(runner, "_optimize", _search_without(test_files, runner._optimize, phase))
-    monkeypatch.setattr(runner, "evaluate_best_on_test",
-                        _in_phase("final", runner.evaluate_best_on_test, phase))
+    monkeypatch.setattr(runner, "_search", _search_without(test_files, runner._search, phase))
+    monkeypatch.setattr(runner, "evaluate_best",
+                        _in_phase("final", runner.evaluate_best, phase))
     config = StudyConfig(
         data_dir=data, allow_noncanonical_data=True, storage=f"sqlite:///{tmp_path}/o.db",
         n_trials=2, max_epochs=1, hidden=16, val_fraction=0.25, cv_folds=cv_folds,
