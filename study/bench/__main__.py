@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     import torch
 
-    from study.cli_common import quiet_libraries
+    from study.cli.logs import quiet_libraries
 
     quiet_libraries()
     default_threads = torch.get_num_threads()  # before anything changes it
