@@ -281,3 +281,18 @@ def test_an_unknown_scheduler_is_refused_listing_the_registry_s_names(tmp_path: 
     # The file, the registry's names and the bad list.
     assert str(info.value) == (f"{path}: [search_space] schedulers must be a non-empty subset "
                                f"of {list(SCHEDULERS)}, but got ['cosine', 'warmup']")
+
+
+def test_folds_and_leakage_settings_come_from_flags_or_toml_and_are_validated(
+    tmp_path: Path,
+) -> None:
+    toml = tmp_path / "s.toml"
+    toml.write_text("cv-folds = 4\nnear-duplicate-threshold = 0.1\ndrop-duplicates = true\n")
+    config = resolve_config({}, config_path=toml, env={})
+    assert (config.cv_folds, config.near_duplicate_threshold, config.drop_duplicates) == (
+        4, 0.1, True)  # TOML keys are the flag names
+    assert resolve_config({}, config_path=None, env={}).cv_folds is None  # holdout by default
+    with pytest.raises(ConfigError, match="cv_folds must be >= 2, but got cv_folds=1"):
+        resolve_config({"cv_folds": 1}, config_path=None, env={})
+    with pytest.raises(ConfigError, match=r"near_duplicate_threshold must be in \[0, 1\)"):
+        resolve_config({"near_duplicate_threshold": 1.0}, config_path=None, env={})
