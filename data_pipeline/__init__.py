@@ -30,14 +30,19 @@ if TYPE_CHECKING:
         stratified_split,
     )
     from data_pipeline.prepare import (
-        Fold,
         SearchData,
         fold_normalizers,
         prepare_search_data,
         prepare_test_data,
         search_data,
     )
-    from data_pipeline.tensors import Normalizer, TensorSet, shuffled_batches, to_tensor_set
+    from data_pipeline.tensors import (
+        Fold,
+        Normalizer,
+        TensorSet,
+        shuffled_batches,
+        to_tensor_set,
+    )
 
 # Public name -> the submodule that defines it.
 _HOME = {
@@ -49,10 +54,10 @@ _HOME = {
     "MnistFiles": "mnist", "find_mnist": "mnist", "locate_mnist": "mnist",
     "Partition": "partition", "make_partition": "partition", "stratified_folds": "partition",
     "stratified_split": "partition",
-    "Fold": "prepare", "SearchData": "prepare", "fold_normalizers": "prepare",
+    "SearchData": "prepare", "fold_normalizers": "prepare",
     "prepare_search_data": "prepare", "prepare_test_data": "prepare", "search_data": "prepare",
-    "Normalizer": "tensors", "TensorSet": "tensors", "shuffled_batches": "tensors",
-    "to_tensor_set": "tensors",
+    "Fold": "tensors", "Normalizer": "tensors", "TensorSet": "tensors",
+    "shuffled_batches": "tensors", "to_tensor_set": "tensors",
 }
 
 __all__ = [

@@ -14,18 +14,9 @@ import torch
 
 from data_pipeline.mnist import LabelledImages, MnistFiles
 from data_pipeline.partition import Partition, make_partition
-from data_pipeline.tensors import Normalizer, TensorSet, to_tensor_set
+from data_pipeline.tensors import Fold, Normalizer, TensorSet, to_tensor_set
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Fold:
-    """One fold as the training loop takes it: device tensors, normalised by its train part."""
-
-    train: TensorSet
-    val: TensorSet
-    normalizer: Normalizer  # fitted on this fold's train images; its test view uses it too
 
 
 @dataclass(frozen=True)

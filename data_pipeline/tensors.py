@@ -37,6 +37,15 @@ class TensorSet:
         return int(self.y.shape[0])
 
 
+@dataclass(frozen=True)
+class Fold:
+    """One fold as the training loop takes it: device tensors, normalised by its train part."""
+
+    train: TensorSet
+    val: TensorSet
+    normalizer: Normalizer  # fitted on this fold's train images; its test view uses it too
+
+
 def to_tensor_set(
     images: np.ndarray, labels: np.ndarray, normalizer: Normalizer, device: torch.device
 ) -> TensorSet:

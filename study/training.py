@@ -16,7 +16,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim import lr_scheduler
 
-from data_pipeline import Fold, TensorSet, shuffled_batches
+# From the module itself, not the package: the engine needs torch alone (no scikit-learn).
+from data_pipeline.tensors import Fold, TensorSet, shuffled_batches
 from study.config import AMP_MODES, COMPILE_MODES
 from study.search_space import Hyperparams
 
