@@ -1,8 +1,48 @@
-"""Helpers shared by several test modules (test modules never import each other)."""
+"""Helpers shared by several test modules (test modules never import each other).
+
+Servers a test starts live in tests/servers.py, planted duplicates in tests/planted.py,
+PostgreSQL in tests/pg.py, synthetic IDX data in tests/synthetic.py.
+"""
 
 from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 # Synthetic training images for a study on the default search space: `run` refuses batch sizes
 # larger than the train split, and the largest default one (1024) must fit a 3:1 holdout split
 # (1575 train images) and each fold of a 2-fold cross-validation (1050).
 STUDY_TRAIN_IMAGES = 2100
+
+# Settings a developer's shell may hold that would point a test's CLI at their own stores.
+_USER_SETTINGS = ("MLFLOW_TRACKING_URI", "MNIST_STUDY_DATA_DIR")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a user who set nothing, plus EXTRA: stores come from flags or defaults."""
+    env = {k: v for k, v in os.environ.items() if k not in _USER_SETTINGS}
+    return {**env, **extra}
+
+
+def run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None,
+            timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    """`python -m study ARGS` in CWD, as a user runs it: a real process, its output captured."""
+    return subprocess.run([sys.executable, "-m", "study", *args], cwd=cwd, env=env or cli_env(),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def small_run_args(*extra: str) -> list[str]:
+    """`run` on synthetic data, small enough for seconds: two epochs of a 16-unit MLP."""
+    return ["run", "--max-epochs", "2", "--allow-noncanonical-data", "--no-progress",
+            "--val-fraction", "0.25", "--hidden", "16", *extra]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (another process may still take it before use)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+

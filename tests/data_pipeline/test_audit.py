@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -11,95 +10,20 @@ import pytest
 import torch
 
 from data_pipeline import (
-    CvData,
     DataError,
     DuplicatePair,
     Normalizer,
-    SearchData,
     find_mnist,
     prepare_audited_data,
-    stratified_folds,
     stratified_split,
     to_tensor_set,
-    write_idx,
 )
 from data_pipeline import duplicates as duplicates_module
 from data_pipeline.audit import AuditReport, build_report, plan_drop
 from data_pipeline.duplicates import Duplicates, Pairs, find_duplicates
+from tests.planted import SEED, VAL_FRACTION, Key, Planted, write_planted_mnist
 
-VAL_FRACTION, SEED = 0.25, 0
 THRESHOLD = 0.01  # the default of --near-duplicate-threshold
-Key = tuple[str, str, int, str, int]  # kind, part_a, index_a, part_b, index_b
-
-
-def mnist_like(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Clean-background images, pairwise far apart: three random strokes plus a class block."""
-    images = np.zeros((len(labels), 28, 28), np.uint8)
-    for i, label in enumerate(labels):
-        row, col = divmod(int(label), 4)
-        images[i, row * 7:(row + 1) * 7, col * 7:(col + 1) * 7] = 200
-        for _ in range(3):
-            (r0, c0), (r1, c1) = rng.integers(2, 26, size=(2, 2))
-            t = np.linspace(0.0, 1.0, 40)
-            rows = np.round(r0 + t * (r1 - r0)).astype(int)
-            cols = np.round(c0 + t * (c1 - c0)).astype(int)
-            images[i, rows, cols] = 255
-            images[i, rows, np.minimum(cols + 1, 27)] = 255  # two pixels wide, like a pen
-    return images
-
-
-def near_copy(image: np.ndarray) -> np.ndarray:
-    """What a re-scan leaves: 1% dimmer, and one grey speck of dust on the background."""
-    out = np.round(image.astype(np.float64) * 0.99).astype(np.uint8)
-    background = np.argwhere(image == 0)
-    r, c = background[len(background) // 2]
-    out[r, c] = 128
-    return out
-
-
-@dataclass
-class Planted:
-    directory: Path
-    cross: set[Key] = field(default_factory=set)  # pairs that cross the split
-    within: set[Key] = field(default_factory=set)  # pairs inside one part
-
-
-def write_planted_mnist(directory: Path, *, n_train: int = 400, n_test: int = 100) -> Planted:
-    """IDX files whose split (VAL_FRACTION, SEED) has known duplicates, exact and near.
-
-    Copies keep their label, so the stratified split (which depends on labels only) is the
-    one computed here.
-    """
-    rng = np.random.default_rng(1)
-    train_labels = np.tile(np.arange(10, dtype=np.uint8), n_train // 10)
-    test_labels = np.tile(np.arange(10, dtype=np.uint8), n_test // 10)
-    train, test = mnist_like(train_labels, rng), mnist_like(test_labels, rng)
-    split = stratified_split(train_labels, val_fraction=VAL_FRACTION, seed=SEED)
-    tr = [int(i) for i in split.train if train_labels[i] == 3]  # same class: labels stay
-    va = [int(i) for i in split.val if train_labels[i] == 3]
-    planted = Planted(directory)
-    train[va[0]] = train[tr[0]]
-    planted.cross.add(("exact", "train", tr[0], "val", va[0]))
-    train[va[1]] = near_copy(train[tr[1]])
-    planted.cross.add(("near", "train", tr[1], "val", va[1]))
-    test[3] = train[tr[2]]
-    planted.cross.add(("exact", "train", tr[2], "test", 3))
-    test[13] = near_copy(train[tr[3]])
-    planted.cross.add(("near", "train", tr[3], "test", 13))
-    train[tr[5]] = train[tr[4]]
-    planted.within.add(("exact", "train", tr[4], "train", tr[5]))
-    test[23] = near_copy(test[33])
-    planted.within.add(("near", "test", 23, "test", 33))
-    _write(directory, train, train_labels, test, test_labels)
-    return planted
-
-
-def _write(directory: Path, train: np.ndarray, train_labels: np.ndarray, test: np.ndarray,
-           test_labels: np.ndarray) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    for prefix, images, labels in (("train", train, train_labels), ("t10k", test, test_labels)):
-        write_idx(images, directory / f"{prefix}-images-idx3-ubyte.gz", compress=True)
-        write_idx(labels, directory / f"{prefix}-labels-idx1-ubyte.gz", compress=True)
 
 
 def _keys(report: AuditReport, *, cross: bool) -> set[Key]:
@@ -115,10 +39,10 @@ def _audit(planted: Planted, near_threshold: float = THRESHOLD) -> AuditReport:
     dups = find_duplicates(np.concatenate([train.images, test.images]),
                            near_threshold=near_threshold)
     return build_report(train_labels=train.labels, test_labels=test.labels,
-                        parts={"train": split.train, "val": split.val}, duplicates=dups,
+                        parts=split.parts(), duplicates=dups,
                         near_threshold=near_threshold,
                         split={"data_fingerprint": "d", "split_fingerprint": "s"},
-                        normalisation=[{"fitted_on": "train", "images": len(split.train),
+                        normalisation=[{"fitted_on": "train", "images": len(split.train[0]),
                                         "mean": 0.1, "std": 0.3}])
 
 
@@ -236,11 +160,11 @@ def test_val_test_duplicates_cannot_be_dropped_from_train(tmp_path: Path) -> Non
     assert files is not None  # the planted IDX files are found
     train, test = files.load("train"), files.load("test")
     split = stratified_split(train.labels, val_fraction=VAL_FRACTION, seed=SEED)
-    test.images[50] = train.images[split.val[-1]]  # validation image leaked into test
+    test.images[50] = train.images[split.val[0][-1]]  # validation image leaked into test
     dups = find_duplicates(np.concatenate([train.images, test.images]),
                            near_threshold=THRESHOLD)
     report = build_report(train_labels=train.labels, test_labels=test.labels,
-                          parts={"train": split.train, "val": split.val}, duplicates=dups,
+                          parts=split.parts(), duplicates=dups,
                           near_threshold=THRESHOLD, split={}, normalisation=[])
     with pytest.raises(DataError, match="between val and test .* cannot fix"):
         plan_drop(report, droppable={"train"})
@@ -266,32 +190,14 @@ def test_drop_duplicates_removes_them_from_train_and_refits(planted: Planted) ->
     report, data = audited.report, audited.data
     assert list(report.dropped) == dropped  # the train side of each pair, nothing else
     assert not report.cross_split()  # the split that runs is clean
-    assert isinstance(data, SearchData)  # holdout without --cv-folds
-    assert len(data.train) == 300 - 4 and len(data.val) == 100  # val keeps every image
+    assert data.k == 1  # holdout without --cv-folds
+    fold = data.fold(0)
+    assert len(fold.train) == 300 - 4 and len(fold.val) == 100  # val keeps every image
     clean = stratified_split(files.load("train").labels, val_fraction=VAL_FRACTION, seed=SEED)
     assert data.split_fingerprint != clean.fingerprint(data.data_fingerprint)  # a new split
-    expected = Normalizer.fit(files.load("train").images[np.setdiff1d(clean.train, dropped)])
+    expected = Normalizer.fit(files.load("train").images[np.setdiff1d(clean.train[0], dropped)])
     assert report.normalisation[0]["mean"] == expected.mean  # refitted on the cleaned train
     assert report.split["split_fingerprint"] == data.split_fingerprint  # report = data
-
-
-def test_folds_partition_the_pool_stratified() -> None:
-    labels = np.repeat(np.arange(10), 30)
-    folds = stratified_folds(labels, k=3, seed=0)
-    np.testing.assert_array_equal(np.sort(np.concatenate(folds.val)), np.arange(300))  # cover
-    assert sum(len(v) for v in folds.val) == 300  # and each index once: disjoint
-    for k in range(3):
-        assert np.bincount(labels[folds.val[k]]).tolist() == [10] * 10  # stratified
-        assert np.intersect1d(folds.train(k), folds.val[k]).size == 0  # trains on the others
-    other_seed = stratified_folds(labels, k=3, seed=1)
-    assert folds.fingerprint("d") != other_seed.fingerprint("d")  # the seed names the folds
-
-
-@pytest.mark.parametrize(("k", "message"), [(1, "at least 2 folds"),
-                                             (31, "fewer than cv_folds=31")])
-def test_impossible_folds_are_refused(k: int, message: str) -> None:
-    with pytest.raises(DataError, match=message):
-        stratified_folds(np.repeat(np.arange(10), 30), k=k, seed=0)
 
 
 def test_cv_folds_are_normalised_on_their_own_train_part(planted: Planted) -> None:
@@ -301,12 +207,12 @@ def test_cv_folds_are_normalised_on_their_own_train_part(planted: Planted) -> No
                                    near_threshold=0.0, drop_duplicates=True,
                                    device=torch.device("cpu"))
     data = audited.data
-    assert isinstance(data, CvData)  # --cv-folds gives folds, not a holdout split
+    assert data.k == 3  # --cv-folds gives folds, not a holdout split
     full = files.load("train")
     fold = data.fold(1)
-    fitted = Normalizer.fit(full.images[fold.split.train])
+    train, val = data.partition.train[1], data.partition.val[1]
+    fitted = Normalizer.fit(full.images[train])
     assert fold.normalizer == fitted  # statistics of the fold's train part, never its val
-    reference = to_tensor_set(full.images[fold.split.val], full.labels[fold.split.val], fitted,
-                              torch.device("cpu"))
+    reference = to_tensor_set(full.images[val], full.labels[val], fitted, torch.device("cpu"))
     assert torch.equal(fold.val.x, reference.x)  # device slices equal the holdout transform
     assert audited.report.dropped  # exact duplicates across folds were dropped from the pool

@@ -13,9 +13,8 @@ from PIL import Image
 
 from data_pipeline import find_mnist
 from study.cli import main
-from tests.data_pipeline.test_audit import Planted, write_planted_mnist
-from tests.helpers import STUDY_TRAIN_IMAGES
-from tests.study.test_cli import _cli
+from tests.helpers import STUDY_TRAIN_IMAGES, run_cli
+from tests.planted import Planted, write_planted_mnist
 
 SPLIT = ["--val-fraction", "0.25", "--seed", "0", "--allow-noncanonical-data"]
 
@@ -32,8 +31,8 @@ def _pairs(report: dict) -> set[tuple[str, str, int, str, int]]:
 
 def test_audit_lists_every_planted_duplicate_and_exits_1(planted: Planted,
                                                          tmp_path: Path) -> None:
-    result = _cli(tmp_path, "audit", "--data-dir", str(planted.directory), *SPLIT,
-                  "--format", "json", "--output", str(tmp_path / "out"))
+    result = run_cli(tmp_path, "audit", "--data-dir", str(planted.directory), *SPLIT,
+                     "--format", "json", "--output", str(tmp_path / "out"))
     assert result.returncode == 1, result.stderr  # `run` would refuse this split
     report = json.loads(result.stdout)
     assert _pairs(report) == planted.cross | planted.within  # all plants, and nothing else
@@ -45,8 +44,8 @@ def test_audit_lists_every_planted_duplicate_and_exits_1(planted: Planted,
 
 
 def test_audit_output_draws_the_closest_pairs(planted: Planted, tmp_path: Path) -> None:
-    _cli(tmp_path, "audit", "--data-dir", str(planted.directory), *SPLIT, "--output",
-         str(tmp_path / "out"))
+    run_cli(tmp_path, "audit", "--data-dir", str(planted.directory), *SPLIT, "--output",
+            str(tmp_path / "out"))
     report = json.loads((tmp_path / "out" / "audit.json").read_text())
     closest = report["closest"]
     assert len(closest) == 6  # the flagged pairs: 4 across the split, 2 inside a part
@@ -68,8 +67,8 @@ def test_audit_output_draws_the_closest_pairs(planted: Planted, tmp_path: Path) 
 
 def test_audit_with_drop_duplicates_previews_the_clean_split(planted: Planted,
                                                              tmp_path: Path) -> None:
-    result = _cli(tmp_path, "audit", "--data-dir", str(planted.directory), *SPLIT,
-                  "--drop-duplicates")
+    result = run_cli(tmp_path, "audit", "--data-dir", str(planted.directory), *SPLIT,
+                     "--drop-duplicates")
     assert result.returncode == 0, result.stderr  # nothing crosses the split any more
     assert "No duplicate pair crosses the split." in result.stdout  # the cleaned split
     dropped = ", ".join(str(i) for i in sorted(k[2] for k in planted.cross))
@@ -79,8 +78,8 @@ def test_audit_with_drop_duplicates_previews_the_clean_split(planted: Planted,
 
 def test_run_refuses_a_split_with_duplicates_across_it(planted: Planted,
                                                        tmp_path: Path) -> None:
-    result = _cli(tmp_path, "run", "--data-dir", str(planted.directory), *SPLIT,
-                  "--n-trials", "1", "--max-epochs", "1", "--no-progress")
+    result = run_cli(tmp_path, "run", "--data-dir", str(planted.directory), *SPLIT,
+                     "--n-trials", "1", "--max-epochs", "1", "--no-progress")
     assert result.returncode == 2, result.stderr  # a user error: exit 2
     errors = [line for line in result.stderr.splitlines() if "error" in line]
     assert len(errors) == 1  # one line says it all
@@ -92,9 +91,9 @@ def test_run_refuses_a_split_with_duplicates_across_it(planted: Planted,
 
 def test_run_with_drop_duplicates_logs_the_audit_and_tags_every_trial(tmp_path: Path) -> None:
     planted = write_planted_mnist(tmp_path / "planted", n_train=STUDY_TRAIN_IMAGES)
-    result = _cli(tmp_path, "run", "--data-dir", str(planted.directory), *SPLIT,
-                  "--drop-duplicates", "--n-trials", "2", "--max-epochs", "1", "--hidden", "16",
-                  "--no-progress")
+    result = run_cli(tmp_path, "run", "--data-dir", str(planted.directory), *SPLIT,
+                     "--drop-duplicates", "--n-trials", "2", "--max-epochs", "1", "--hidden", "16",
+                     "--no-progress")
     assert result.returncode == 0, result.stderr  # the cleaned split runs
     study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{tmp_path}/optuna.db")
     attrs = study.user_attrs
@@ -130,15 +129,15 @@ def test_help_documents_the_leakage_flags(command: str,
 @pytest.mark.slow
 def test_real_mnist_has_no_duplicates_at_the_default_threshold(tmp_path: Path,
                                                                real_mnist_dir: Path) -> None:
-    clean = _cli(tmp_path, "audit", "--data-dir", str(real_mnist_dir), "--format", "json")
+    clean = run_cli(tmp_path, "audit", "--data-dir", str(real_mnist_dir), "--format", "json")
     assert clean.returncode == 0, clean.stderr  # the README's `run` is not refused
     report = json.loads(clean.stdout)
     assert report["duplicates"] == []  # no exact and no near pair anywhere in 70k images
     assert report["max_class_deviation"] < 1e-4  # stratified: every class within 0.01%
     first = report["closest"][0]  # the README's closest pair: two writers' slanted "1"s
     assert (first["index_a"], first["index_b"], first["distance"]) == (28350, 37674, 0.011727)
-    loose = _cli(tmp_path, "audit", "--data-dir", str(real_mnist_dir), "--format", "json",
-                 "--near-duplicate-threshold", "0.02")
+    loose = run_cli(tmp_path, "audit", "--data-dir", str(real_mnist_dir), "--format", "json",
+                    "--near-duplicate-threshold", "0.02")
     counts = {k: v for k, v in json.loads(loose.stdout)["pair_counts"].items() if any(v.values())}
     assert counts == {  # the look-alike "1"s the README reports, pinned
         "train/train": {"exact": 0, "near": 18}, "train/val": {"exact": 0, "near": 1},

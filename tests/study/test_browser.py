@@ -30,8 +30,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from data_pipeline import Normalizer, find_mnist, prepare_search_data, to_tensor_set
 from study.search_space import hyperparams_from_params
 from study.training import evaluate
-from tests.helpers import STUDY_TRAIN_IMAGES
-from tests.study.test_servers_cli import CliServer, cli_env, free_port, start_cli_server
+from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, free_port
+from tests.servers import CliServer, start_cli_server
 from tests.synthetic import write_synthetic_mnist
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,29 +13,12 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers import STUDY_TRAIN_IMAGES
+from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, run_cli, small_run_args
 from tests.synthetic import write_synthetic_mnist
 
 FLAGS = ["--study-name", "--storage", "--n-trials", "--timeout", "--max-epochs", "--model",
          "--sampler", "--pruner", "--device", "--data-dir", "--tracking-uri", "--seed",
          "--val-fraction", "--no-progress", "--config"]
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "MNIST_STUDY_DATA_DIR")}
-    return {**env, **extra}
-
-
-def _cli(cwd: Path, *args: str, env: dict[str, str] | None = None,
-         timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "study", *args], cwd=cwd, env=env or _env(),
-                          capture_output=True, text=True, timeout=timeout)
-
-
-def _run_args(*extra: str) -> list[str]:
-    return ["run", "--max-epochs", "2", "--allow-noncanonical-data", "--no-progress",
-            "--val-fraction", "0.25", "--hidden", "16", *extra]
 
 
 def _finished(storage: str, name: str = "mnist") -> list[optuna.trial.FrozenTrial]:
@@ -45,7 +27,7 @@ def _finished(storage: str, name: str = "mnist") -> list[optuna.trial.FrozenTria
 
 
 def test_help_documents_every_flag_with_its_default() -> None:
-    out = _cli(Path.cwd(), "run", "--help").stdout
+    out = run_cli(Path.cwd(), "run", "--help").stdout
     for flag in FLAGS:
         assert flag in out  # the contract other issues build on
     assert "default sqlite:///optuna.db" in out and "default median" in out
@@ -53,8 +35,8 @@ def test_help_documents_every_flag_with_its_default() -> None:
 
 def test_smoke_run_with_defaults_then_resume(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
-    env = _env(MNIST_STUDY_DATA_DIR=str(data))  # the data dir comes from the environment
-    first = _cli(tmp_path, *_run_args("--n-trials", "3"), env=env)
+    env = cli_env(MNIST_STUDY_DATA_DIR=str(data))  # the data dir comes from the environment
+    first = run_cli(tmp_path, *small_run_args("--n-trials", "3"), env=env)
     assert first.returncode == 0, first.stderr
     assert "TEST accuracy" in first.stdout and "best trial #" in first.stdout
     storage = "sqlite:///optuna.db"  # default storage in the working directory
@@ -76,10 +58,10 @@ def test_smoke_run_with_defaults_then_resume(tmp_path: Path) -> None:
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert len(history) == trial.user_attrs["epochs_trained"]  # one point per epoch run
 
-    again = _cli(tmp_path, *_run_args("--n-trials", "3"), env=env)
+    again = run_cli(tmp_path, *small_run_args("--n-trials", "3"), env=env)
     assert again.returncode == 0, again.stderr
     assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 3  # resumed, nothing re-run
-    more = _cli(tmp_path, *_run_args("--n-trials", "5", "--storage", storage), env=env)
+    more = run_cli(tmp_path, *small_run_args("--n-trials", "5", "--storage", storage), env=env)
     assert more.returncode == 0, more.stderr
     assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 5  # budget is the study total
 
@@ -91,7 +73,7 @@ def test_toml_config_is_used_and_flags_override_it(tmp_path: Path) -> None:
                       f'storage = "sqlite:///{tmp_path}/o.db"\n'
                       f'tracking_uri = "sqlite:///{tmp_path}/m.db"\n'
                       '[search_space]\noptimizers = ["adam"]\nschedulers = ["none"]\n')
-    result = _cli(tmp_path, *_run_args("--config", str(config), "--n-trials", "1"))
+    result = run_cli(tmp_path, *small_run_args("--config", str(config), "--n-trials", "1"))
     assert result.returncode == 0, result.stderr
     trials = _finished(f"sqlite:///{tmp_path}/o.db", name="from-toml")
     assert len(trials) == 1  # the flag beat the file's n_trials = 2
@@ -116,7 +98,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], messa
         import torch
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA, so --device cuda is valid here")
-    result = _cli(tmp_path, *_run_args("--data-dir", str(tmp_path), *args))
+    result = run_cli(tmp_path, *small_run_args("--data-dir", str(tmp_path), *args))
     assert result.returncode == 2, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if "error" in line]
     assert error_lines == [error_lines[0]] and message in error_lines[0]  # one clear line
@@ -128,7 +110,7 @@ def test_a_sqlite_path_under_a_file_is_one_line_and_creates_nothing(tmp_path: Pa
     (tmp_path / "notes.txt").write_text("a file, not a folder")
     for flag, name in (("--storage", "optuna.db"), ("--tracking-uri", "mlflow.db")):
         url = f"sqlite:///{tmp_path}/notes.txt/{name}"
-        result = _cli(tmp_path, *_run_args("--data-dir", str(tmp_path), flag, url))
+        result = run_cli(tmp_path, *small_run_args("--data-dir", str(tmp_path), flag, url))
         assert result.returncode == 2, result.stderr
         assert result.stderr.splitlines()[-1] == (  # one line, the last, naming the culprit
             f"mnist-study: error: {flag} {url}: {tmp_path}/notes.txt is a file, not a "
@@ -146,7 +128,7 @@ def test_a_refused_run_leaves_nothing_behind(tmp_path: Path, args: list[str]) ->
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = _cli(workdir, *_run_args("--data-dir", str(data), *args))
+    result = run_cli(workdir, *small_run_args("--data-dir", str(data), *args))
     assert result.returncode == 2, result.stderr
     # Everything was checked before a store was made: no empty optuna.db, mlflow/mlflow.db,
     # lock file, or folder named after a typo.
@@ -155,7 +137,7 @@ def test_a_refused_run_leaves_nothing_behind(tmp_path: Path, args: list[str]) ->
 
 def test_batch_sizes_larger_than_the_train_split_are_refused(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data")  # 400 images: 300 train at 3:1
-    result = _cli(tmp_path, *_run_args("--data-dir", str(data), "--n-trials", "1"))
+    result = run_cli(tmp_path, *small_run_args("--data-dir", str(data), "--n-trials", "1"))
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines()[-1] == (  # the split's size, the culprits and the fix
         "mnist-study: error: search_space batch_sizes [512, 1024] are larger than the train "
@@ -166,10 +148,10 @@ def test_batch_sizes_larger_than_the_train_split_are_refused(tmp_path: Path) -> 
 
 def test_resuming_with_another_tracking_store_names_the_study_s_own(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
-    base = [*_run_args("--data-dir", str(data), "--n-trials", "1"), "--max-epochs", "1"]
-    assert _cli(tmp_path, *base).returncode == 0  # the default store, mlflow/mlflow.db
+    base = [*small_run_args("--data-dir", str(data), "--n-trials", "1"), "--max-epochs", "1"]
+    assert run_cli(tmp_path, *base).returncode == 0  # the default store, mlflow/mlflow.db
     other = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
-    refused = _cli(tmp_path, *base, "--tracking-uri", other)
+    refused = run_cli(tmp_path, *base, "--tracking-uri", other)
     assert refused.returncode == 2, refused.stderr
     own = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
     line = refused.stderr.splitlines()[-1]
@@ -177,8 +159,8 @@ def test_resuming_with_another_tracking_store_names_the_study_s_own(tmp_path: Pa
     assert f"pass --tracking-uri {own}" in line  # and how to point at them
     assert not (tmp_path / "elsewhere").exists()  # no empty store made on the way
     # The same store named by a relative path is the same store: the resume runs.
-    resumed = _cli(tmp_path, *base, "--tracking-uri", "sqlite:///mlflow/mlflow.db",
-                   "--n-trials", "2")
+    resumed = run_cli(tmp_path, *base, "--tracking-uri", "sqlite:///mlflow/mlflow.db",
+                      "--n-trials", "2")
     assert resumed.returncode == 0, resumed.stderr
 
 
@@ -243,16 +225,17 @@ print(json.dumps({{"codes": codes, "parsed": parsed, "heavy": [m for m in {_HEAV
 
 
 def test_missing_data_says_how_to_point_at_local_files(tmp_path: Path) -> None:
-    result = _cli(tmp_path, *_run_args("--data-dir", str(tmp_path / "empty"), "--no-download"))
+    result = run_cli(tmp_path, *small_run_args("--data-dir", str(tmp_path / "empty"),
+                                               "--no-download"))
     assert result.returncode == 2
     assert "--data-dir DIR or set MNIST_STUDY_DATA_DIR" in result.stderr
 
 
 def test_resume_with_another_seed_is_refused_and_loses_nothing(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
-    base = _run_args("--data-dir", str(data), "--n-trials", "2")
-    assert _cli(tmp_path, *base).returncode == 0
-    refused = _cli(tmp_path, *base, "--seed", "7", "--n-trials", "4")
+    base = small_run_args("--data-dir", str(data), "--n-trials", "2")
+    assert run_cli(tmp_path, *base).returncode == 0
+    refused = run_cli(tmp_path, *base, "--seed", "7", "--n-trials", "4")
     assert refused.returncode == 2
     assert "seed: stored 0, now 7" in refused.stderr
     assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 2  # the study is intact
@@ -262,9 +245,9 @@ def test_resume_with_another_val_fraction_is_refused_and_names_the_split(
     tmp_path: Path
 ) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
-    base = [*_run_args("--data-dir", str(data), "--n-trials", "1"), "--max-epochs", "1"]
-    assert _cli(tmp_path, *base).returncode == 0
-    refused = _cli(tmp_path, *base, "--val-fraction", "0.2", "--n-trials", "2")
+    base = [*small_run_args("--data-dir", str(data), "--n-trials", "1"), "--max-epochs", "1"]
+    assert run_cli(tmp_path, *base).returncode == 0
+    refused = run_cli(tmp_path, *base, "--val-fraction", "0.2", "--n-trials", "2")
     assert refused.returncode == 2
     errors = [line for line in refused.stderr.splitlines() if "error" in line]
     assert len(errors) == 1  # one clear line...
@@ -284,7 +267,7 @@ def test_a_stop_signal_records_what_finished_and_the_same_command_resumes(
     data = write_synthetic_mnist(tmp_path / "data", n_train=2000)
     args = ["run", "--data-dir", str(data), "--allow-noncanonical-data", "--no-progress",
             "--n-trials", "40", "--max-epochs", "6", "--pruner", "none"]
-    proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=tmp_path, env=_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "study", *args], cwd=tmp_path, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     storage = f"sqlite:///{tmp_path}/optuna.db"
     deadline = time.monotonic() + 120
@@ -313,7 +296,7 @@ def test_a_stop_signal_records_what_finished_and_the_same_command_resumes(
     assert parent.info.status == "KILLED"
     # The same command resumes (a smaller total keeps the test short): one more trial, then done.
     total = str(len(_finished(storage)) + 1)
-    resumed = _cli(tmp_path, *[total if a == "40" else a for a in args])
+    resumed = run_cli(tmp_path, *[total if a == "40" else a for a in args])
     assert resumed.returncode == 0, resumed.stderr
     assert len(_finished(storage)) == int(total)  # the earlier trials were kept, not redone
     drawn = [tuple(sorted(t.params.items())) for t in _finished(storage)]

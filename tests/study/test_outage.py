@@ -8,7 +8,6 @@ evaluates the study's best trial.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -25,19 +24,13 @@ from optuna.trial import TrialState
 from study.runner import SPOOLED_RUNS_ATTR
 from study.spool import read_ops, replay
 from study.tracking import CHECKPOINT_PATH, apply_op
+from tests.helpers import cli_env, free_port, run_cli
 from tests.mlflow_server import MlflowServer
-from tests.pg import free_port
 from tests.synthetic import write_synthetic_mnist
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if k not in ("MLFLOW_TRACKING_URI", "MNIST_STUDY_DATA_DIR")}
-
-
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "study", *args], cwd=cwd, env=_env(),
-                          capture_output=True, text=True, timeout=300)
+    return run_cli(cwd, *args, timeout=300)  # a study against a stopped server takes a while
 
 
 def _complete(storage: str) -> int:
@@ -57,7 +50,7 @@ def test_a_tracking_server_lost_mid_study_is_spooled_and_back_filled(tmp_path: P
            "--storage", storage, "--tracking-uri", server.url, "--n-trials", "4",
            "--max-epochs", "3", "--pruner", "none", "--hidden", "16",
            "--tracking-timeout", "6", "--mlflow-spool", str(tmp_path / "spool")]
-    proc = subprocess.Popen([sys.executable, "-m", "study", *command], cwd=tmp_path, env=_env(),
+    proc = subprocess.Popen([sys.executable, "-m", "study", *command], cwd=tmp_path, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 180

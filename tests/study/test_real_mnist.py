@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from tests.study.test_cli import _env
+from tests.helpers import cli_env
 
 
 @pytest.mark.slow
@@ -22,7 +22,7 @@ def test_twenty_trial_mlp_study_reaches_97_8_percent_on_the_test_set(
     result = subprocess.run(
         [sys.executable, "-m", "study", "run", "--n-trials", "20", "--max-epochs", "8",
          "--data-dir", str(real_mnist_dir), "--device", "cpu", "--no-progress"],
-        cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=1200)
+        cwd=tmp_path, env=cli_env(), capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     print(result.stdout)  # the summary, kept in the CI log
     match = re.search(r"TEST accuracy\s+([\d.]+)%", result.stdout)
