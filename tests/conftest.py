@@ -7,7 +7,11 @@ import pytest
 import torch
 
 from data_pipeline import MnistFiles, SearchData, find_mnist, prepare_search_data
+from tests.pg import postgres_server, postgres_url
 from tests.synthetic import write_synthetic_mnist
+
+# Fixtures defined elsewhere, made visible to every test by being names of this conftest.
+__all__ = ["postgres_server", "postgres_url"]
 
 REPO = Path(__file__).resolve().parent.parent
 

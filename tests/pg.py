@@ -1,11 +1,13 @@
 """A real, throwaway PostgreSQL server for the tests marked `postgres`.
 
-The `postgres_url` fixture starts one cluster per test session (initdb in a temporary
+The `postgres_server` fixture starts one cluster per test session (initdb in a temporary
 directory, 127.0.0.1 only, a free port, fsync off) and removes it afterwards, even when a test
 fails. MNIST_STUDY_TEST_POSTGRES_URL points the tests at an existing server instead. Without
 PostgreSQL binaries the tests skip, or fail under CI (env CI set), where .ci/run installs them.
 
-Import the fixture in the test module that needs it: `from tests.pg import postgres_url`.
+Tests take the `postgres_url` fixture (tests/conftest.py makes both fixtures visible everywhere)
+and must be marked `@pytest.mark.postgres`: the fixture fails a test without the mark, so that
+`-m "not postgres"` always deselects every test that needs a server.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy
+
+from tests.helpers import free_port
 
 POSTGRES_URL_ENV = "MNIST_STUDY_TEST_POSTGRES_URL"
 DATABASE = "mnist_study"
@@ -46,12 +49,6 @@ def find_postgres_bin() -> Path | None:
 
 def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in name.split(".") if part.isdigit())
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _as_server_user() -> list[str]:
@@ -156,7 +153,7 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
+def postgres_server() -> Iterator[str]:
     """A SQLAlchemy URL of an empty-at-start PostgreSQL database for this test session."""
     external = os.environ.get(POSTGRES_URL_ENV)
     if external:
@@ -175,3 +172,16 @@ def postgres_url() -> Iterator[str]:
                          f"as (useradd --system {SUPERUSER})")
     with throwaway_postgres(bin_dir) as url:
         yield url
+
+
+@pytest.fixture
+def postgres_url(request: pytest.FixtureRequest, postgres_server: str) -> str:
+    """The session's PostgreSQL URL, for a test marked `postgres` only.
+
+    Function-scoped so that it sees the requesting test: a test that needs the server but lacks
+    the mark would run under `-m "not postgres"` (CI jobs without PostgreSQL) and fail there.
+    """
+    if request.node.get_closest_marker("postgres") is None:
+        pytest.fail(f"{request.node.nodeid} uses PostgreSQL: mark it @pytest.mark.postgres",
+                    pytrace=False)
+    return postgres_server

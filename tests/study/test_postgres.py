@@ -7,7 +7,6 @@ storage as the distributed engine. Each test starts real CLI subprocesses at the
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -27,22 +26,14 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.storage import open_storage
 from study.tracking import MlflowTracker
-from tests.helpers import STUDY_TRAIN_IMAGES
+from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, free_port
 from tests.mlflow_server import MlflowServer
-from tests.pg import create_database, drop_database, free_port, postgres_url, sqlalchemy_scheme
+from tests.pg import create_database, drop_database, sqlalchemy_scheme
 from tests.synthetic import write_synthetic_mnist
-
-__all__ = ["postgres_url"]  # the fixture, imported to be found by pytest
 
 SMALL_STUDY = ["--allow-noncanonical-data", "--no-progress", "--max-epochs", "2", "--hidden",
                "16", "--val-fraction", "0.25"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("MLFLOW_TRACKING_URI", "MNIST_STUDY_DATA_DIR")}
-    return {**env, **extra}
 
 
 def _command(*args: str) -> list[str]:
@@ -55,7 +46,7 @@ def _workers(*jobs: tuple[Path, list[str]]) -> Iterator[list[subprocess.Popen[st
     procs: list[subprocess.Popen[str]] = []
     try:
         for cwd, command in jobs:
-            procs.append(subprocess.Popen(command, cwd=cwd, env=_env(), text=True,
+            procs.append(subprocess.Popen(command, cwd=cwd, env=cli_env(), text=True,
                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE))
         yield procs
     finally:
@@ -217,7 +208,8 @@ def test_unreachable_postgres_is_exit_2_and_one_line_with_the_password_hidden(
     scheme = sqlalchemy_scheme()
     url = f"{scheme}://bob:s3cret@127.0.0.1:{free_port()}/db"  # nothing listens there
     result = subprocess.run(_command("--storage", url, "--data-dir", str(tmp_path)),
-                            cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=120)
+                            cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+                            timeout=120)
     assert result.returncode == 2  # a user-fixable error, not a crash
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1, result.stderr  # one actionable line, no traceback
@@ -285,7 +277,7 @@ def test_a_killed_worker_s_trial_is_failed_requeued_and_run_on_resume(
 
     total = len([t for t in trials if t.state in FINISHED]) + 2  # the re-queued one + 1 new
     resumed = subprocess.run(_command(*args, "--n-trials", str(total)), cwd=tmp_path,
-                             env=_env(), capture_output=True, text=True, timeout=180)
+                             env=cli_env(), capture_output=True, text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stderr  # the command resumes the study
     trials = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
     assert len([t for t in trials if t.state in FINISHED]) == total  # the FAIL counts too
@@ -311,6 +303,7 @@ def test_the_readme_s_plain_postgresql_url_opens_the_storage(postgres_url: str) 
     assert isinstance(open_storage(plain), RDBStorage)  # the documented URL form works
 
 
+@pytest.mark.postgres
 def test_a_storage_password_reaches_no_mlflow_param_tag_or_artifact(
     postgres_url: str, tmp_path: Path,
 ) -> None:

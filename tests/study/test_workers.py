@@ -20,25 +20,17 @@ from optuna.trial import TrialState
 from study.storage import open_storage
 from study.strategy import make_sampler, repeated_parameter_sets, sampler_seed
 from study.tracking import MlflowTracker
-from tests.helpers import STUDY_TRAIN_IMAGES
-from tests.pg import postgres_url
+from tests.helpers import STUDY_TRAIN_IMAGES, cli_env
 from tests.synthetic import write_synthetic_mnist
-
-__all__ = ["postgres_url"]  # the fixture, imported to be found by pytest
 
 SMALL_STUDY = ["run", "--allow-noncanonical-data", "--no-progress", "--max-epochs", "1",
                "--hidden", "16", "--val-fraction", "0.25", "--pruner", "none"]
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items()
-            if k not in ("MLFLOW_TRACKING_URI", "MNIST_STUDY_DATA_DIR")}
-
-
 def _run_workers(cwd: Path, n_workers: int, args: list[str]) -> None:
     """N_WORKERS `mnist-study run` processes started at once; each must end well."""
     command = [sys.executable, "-m", "study", *SMALL_STUDY, *args]
-    procs = [subprocess.Popen(command, cwd=cwd, env=_env(), text=True,
+    procs = [subprocess.Popen(command, cwd=cwd, env=cli_env(), text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(n_workers)]
     try:
