@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from data_pipeline import MnistFiles, SearchData, find_mnist, prepare_search_data
+from tests.helpers import unavailable
 from tests.pg import postgres_server, postgres_url
 from tests.synthetic import write_synthetic_mnist
 
@@ -39,8 +40,5 @@ def real_mnist_dir() -> Path:
     """The real MNIST (../shared/data). Missing data fails in CI instead of skipping."""
     directory = Path(os.environ.get("MNIST_STUDY_TEST_DATA_DIR", REPO.parent / "shared" / "data"))
     if find_mnist(directory) is None:
-        message = f"real MNIST not found in {directory} (set MNIST_STUDY_TEST_DATA_DIR)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"real MNIST not found in {directory} (set MNIST_STUDY_TEST_DATA_DIR)")
     return directory

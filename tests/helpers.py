@@ -6,11 +6,16 @@ PostgreSQL in tests/pg.py, synthetic IDX data in tests/synthetic.py.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
+from typing import NoReturn
+
+import pytest
 
 # Synthetic training images for a study on the default search space: `run` refuses batch sizes
 # larger than the train split, and the largest default one (1024) must fit a 3:1 holdout split
@@ -46,3 +51,23 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip for want of REASON, or fail under CI (env CI set): CI installs all and runs all."""
+    if os.environ.get("CI"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason, allow_module_level=True)
+
+
+def import_or_skip(module: str, *, install: str) -> ModuleType:
+    """MODULE imported; without it the tests that need it skip (see `unavailable`).
+
+    Called at a test module's top, before its tests are collected: a missing optional package
+    skips the module instead of erroring at collection, and INSTALL says how to get it.
+    """
+    if not os.environ.get("CI"):
+        return pytest.importorskip(module, reason=f"{module} is not installed: {install}")
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        unavailable(f"{module} is not installed ({error}): {install}")
