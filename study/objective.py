@@ -92,17 +92,36 @@ class FoldResult:
     history: list[EpochMetrics] = field(default_factory=list)  # every epoch, for the diagnosis
     reported: bool = False  # Optuna has seen this fold's score (an epoch, or the whole fold)
 
-    def update(self, metrics: EpochMetrics, model: torch.nn.Module) -> None:
+    def update(self, metrics: EpochMetrics, state: Callable[[], StateDict]) -> None:
+        """Record an epoch; STATE gives a CPU copy of its weights, asked only for a new best."""
         self.history.append(metrics)
         if self.metrics is None or metrics.val_loss < self.metrics.val_loss:
             self.metrics = metrics
-            self.state = {k: v.detach().to("cpu", copy=True) for k, v in
-                          model.state_dict().items()}
+            self.state = state()
+
+
+@dataclass
+class TrialRun:
+    """One trial in progress: its hyperparameters, MLflow run and folds so far."""
+
+    trial: optuna.trial.BaseTrial
+    hp: Hyperparams
+    run_id: str
+    folds: list[FoldResult] = field(default_factory=list)
+
+
+def cpu_state(model: torch.nn.Module) -> StateDict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 @dataclass(kw_only=True)
 class Objective:
-    """One trial: a model per fold of DATA, trained and reported as the module doc says."""
+    """One trial: a model per fold of DATA, trained and reported as the module doc says.
+
+    Called with a trial, it trains the trial's folds one after another (study.optimize).
+    Its steps (start, epoch_done, fold_done, complete, stop) are also what a cohort of
+    trials trained together drives, so both ways record a trial identically.
+    """
 
     data: SearchData  # the folds only: the search cannot reach the test set
     space: SearchSpace
@@ -116,64 +135,83 @@ class Objective:
     on_epoch: Callable[[int, EpochMetrics], None] = field(default=lambda number, metrics: None)
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
+        run = self.start(trial)
+        with ending_run(lambda state, **why: self.stop(run, state, **why)):
+            for i in range(self.data.k):
+                model, generator = self.build(run, i)
+                fold = self.data.fold(i)  # device slices, normalised on its train part
+                for metrics in interruptibly(train(model, run.hp, fold,
+                                                   max_epochs=self.max_epochs,
+                                                   generator=generator, options=self.options)):
+                    self.epoch_done(run, metrics, lambda: cpu_state(model))
+                self.fold_done(run)
+        return self.complete(run)
+
+    def start(self, trial: optuna.trial.BaseTrial) -> TrialRun:
+        """Suggest the trial's hyperparameters and open its MLflow run."""
         hp = suggest(trial, self.space, max_epochs=self.max_epochs)
         run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params(),
                                           tags=split_tags(self.data))
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr(WORKER_ATTR, self.tracker.parent_run_id)  # whose process runs it
-        folds: list[FoldResult] = []
-        # `folds` is read when the trial stops: the closure sees the folds run so far.
-        with ending_run(lambda state, **why: self._finish(trial, run_id, state, folds, **why)):
-            for i in range(self.data.k):
-                folds.append(FoldResult())
-                self._train_fold(trial, run_id, hp, i, folds[-1])
-                if self.data.k > 1:
-                    self._report_fold(trial, run_id, folds)
-        self.tracker.save_checkpoint(run_id, merge_fold_states(folds))
-        self._finish(trial, run_id, TrialState.COMPLETE, folds, reason="")
-        return _mean(folds, "val_loss")
+        return TrialRun(trial=trial, hp=hp, run_id=run_id)
 
-    def _train_fold(self, trial: optuna.trial.BaseTrial, run_id: str, hp: Hyperparams, i: int,
-                    result: FoldResult) -> None:
-        fold = self.data.fold(i)  # device slices, normalised on its train part
-        seed = trial_seed(self.seed, trial.number)
-        torch.manual_seed(seed)  # init and dropout: every fold starts from the same weights
-        generator = torch.Generator().manual_seed(seed)  # and the same batch order
-        model = models.build(self.model_name, dropout=hp.dropout, **self.model_kwargs)
-        model = model.to(fold.train.y.device)
-        prefix = "" if self.data.k == 1 else f"fold{i + 1}/"
-        for metrics in interruptibly(train(model, hp, fold, max_epochs=self.max_epochs,
-                                           generator=generator, options=self.options)):
-            self.tracker.log_epoch(run_id, metrics, prefix=prefix)
-            self.on_epoch(trial.number, metrics)
-            result.update(metrics, model)
-            if self.data.k == 1:  # one fold: the pruner watches its epochs
-                result.reported = True
-                trial.report(metrics.val_loss, metrics.epoch)
-                if trial.should_prune():
-                    raise pruned(trial, metrics.val_loss, step=metrics.epoch)
+    def build(self, run: TrialRun, i: int) -> tuple[torch.nn.Module, torch.Generator]:
+        """Fold I's network and batch-order generator; fold I begins.
 
-    def _report_fold(self, trial: optuna.trial.BaseTrial, run_id: str,
-                     folds: list[FoldResult]) -> None:
-        last = folds[-1]
+        Every fold starts from the same weights and batch order: the trial's seed.
+        """
+        run.folds.append(FoldResult())
+        seed = trial_seed(self.seed, run.trial.number)
+        torch.manual_seed(seed)  # init and dropout
+        generator = torch.Generator().manual_seed(seed)
+        model = models.build(self.model_name, dropout=run.hp.dropout, **self.model_kwargs)
+        return model.to(self.data.fold(i).train.y.device), generator
+
+    def epoch_done(self, run: TrialRun, metrics: EpochMetrics,
+                   state: Callable[[], StateDict]) -> None:
+        """Record an epoch of the current fold; with one fold, report it (may prune)."""
+        result = run.folds[-1]
+        prefix = "" if self.data.k == 1 else f"fold{len(run.folds)}/"
+        self.tracker.log_epoch(run.run_id, metrics, prefix=prefix)
+        self.on_epoch(run.trial.number, metrics)
+        result.update(metrics, state)
+        if self.data.k == 1:  # one fold: the pruner watches its epochs
+            result.reported = True
+            run.trial.report(metrics.val_loss, metrics.epoch)
+            if run.trial.should_prune():
+                raise pruned(run.trial, metrics.val_loss, step=metrics.epoch)
+
+    def fold_done(self, run: TrialRun) -> None:
+        """The current fold trained all its epochs; with K folds, report (may prune)."""
+        if self.data.k == 1:
+            return
+        last = run.folds[-1]
         assert last.metrics is not None  # max_epochs >= 1: every finished fold has a best epoch
         last.reported = True
-        mean_loss, step = _mean(folds, "val_loss"), len(folds)
-        self.tracker.log_metrics(run_id, {
-            "val_loss": mean_loss, "val_acc": _mean(folds, "val_acc"),
+        mean_loss, step = _mean(run.folds, "val_loss"), len(run.folds)
+        self.tracker.log_metrics(run.run_id, {
+            "val_loss": mean_loss, "val_acc": _mean(run.folds, "val_acc"),
             "fold_val_loss": last.metrics.val_loss, "fold_val_acc": last.metrics.val_acc,
             "fold_best_epoch": last.metrics.epoch}, step=step)
-        trial.report(mean_loss, step)
-        if trial.should_prune():
-            raise pruned(trial, mean_loss, step=step, unit="fold")
+        run.trial.report(mean_loss, step)
+        if run.trial.should_prune():
+            raise pruned(run.trial, mean_loss, step=step, unit="fold")
 
-    def _finish(self, trial: optuna.trial.BaseTrial, run_id: str, state: TrialState,
-                folds: list[FoldResult], *, reason: str, diverged: bool = False) -> None:
+    def complete(self, run: TrialRun) -> float:
+        """Every fold done: checkpoint, record COMPLETE, and the trial's value."""
+        self.tracker.save_checkpoint(run.run_id, merge_fold_states(run.folds))
+        self.stop(run, TrialState.COMPLETE, reason="")
+        return _mean(run.folds, "val_loss")
+
+    def stop(self, run: TrialRun, state: TrialState, *, reason: str,
+             diverged: bool = False) -> None:
         """The trial's user attributes (mirrored on its MLflow run), whatever stopped it.
 
         Scores summarise what Optuna saw: with K folds, the folds finished; with one, the
-        best epoch so far.
+        best epoch so far. The one place a per-trial attribute is set.
         """
+        folds, trial = run.folds, run.trial
         seen = [f for f in folds if f.reported]
         attrs: dict[str, Any] = {"epochs_trained": sum(len(f.history) for f in folds),
                                  "diagnosis": _diagnosis(folds, state, reason, diverged)}
@@ -190,7 +228,7 @@ class Objective:
             attrs["fail_reason"] = reason
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        self.tracker.end_trial(run_id, number=trial.number, state=state, attrs=attrs)
+        self.tracker.end_trial(run.run_id, number=trial.number, state=state, attrs=attrs)
 
 
 def _diagnosis(folds: list[FoldResult], state: TrialState, reason: str, diverged: bool) -> str:

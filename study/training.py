@@ -223,7 +223,7 @@ def _train_epoch(
     for idx in shuffled_batches(len(data), batch_size, generator, device):
         # index_select: half the cost of advanced indexing for a 1-D index on the CPU.
         x, y = data.x.index_select(0, idx), data.y.index_select(0, idx)
-        with _autocast(device, amp):
+        with autocast(device, amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y)  # autocast computes it in fp32
         optimizer.zero_grad(set_to_none=True)
@@ -237,7 +237,7 @@ def _train_epoch(
     return loss_sum.item() / len(data), correct.item() / len(data), lr
 
 
-def _autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[object]:
+def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[object]:
     if amp == "none":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
@@ -254,7 +254,7 @@ def compile_for_trials(model: nn.Module, options: TrainOptions) -> nn.Module:
     """
     if options.compile_mode == "none":
         return model
-    _dropout_rate_as_buffer(model)
+    dropout_rate_as_buffer(model)
     mode = None if options.compile_mode == "default" else options.compile_mode
     compiled = torch.compile(model, mode=mode, dynamic=True, backend=options.compile_backend)
     return cast(nn.Module, compiled)
@@ -276,14 +276,14 @@ class _BufferRateDropout(nn.Module):
         return x * keep / (1.0 - self.p)
 
 
-def _dropout_rate_as_buffer(module: nn.Module) -> None:
+def dropout_rate_as_buffer(module: nn.Module) -> None:
     for name, child in module.named_children():
         if isinstance(child, nn.Dropout):
             # The rate lives where the model lives (it may already be on the GPU).
             device = next((t.device for t in module.parameters()), torch.device("cpu"))
             setattr(module, name, _BufferRateDropout(child.p).to(device))
         else:
-            _dropout_rate_as_buffer(child)
+            dropout_rate_as_buffer(child)
 
 
 def _step_epoch_scheduler(schedule: _Schedule, val_loss: float) -> None:
