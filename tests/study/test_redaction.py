@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from study.final import TestResult
+from study.evaluation import Evaluation
 from study.redaction import RedactingFilter, ambiguous_password, redact, redact_text
 from study.report import format_summary
 from study.runner import StudySummary
@@ -75,7 +75,7 @@ def test_the_run_summary_prints_no_password() -> None:
     summary = StudySummary(
         study_name="s", storage=f"postgresql://bob:{SECRET}@db/optuna",
         state_counts={"COMPLETE": 1}, best_trial=0, best_params={"lr": 0.1}, best_val_loss=0.1,
-        best_val_acc=0.9, test=TestResult(trial_number=0, test_loss=0.1, test_acc=0.9,
+        best_val_acc=0.9, test=Evaluation(trial_number=0, test_loss=0.1, test_acc=0.9,
                                           restored_val_loss=0.1),
         device="cpu", trials_run_now=1, seconds=1.0)
     printed = format_summary(summary)
