@@ -37,6 +37,10 @@ class _Family:
     rows: torch.Tensor  # [n] long, the same rows on the device
     span: slice | None  # the same rows as a slice when contiguous: views, no copies
     decoupled: torch.Tensor  # [n] bool: AdamW (decay the weights, not the gradient)
+    # Whether any member decays through the gradient (SGD, Adam) or the weights (AdamW):
+    # fixed per member, so known without asking the device (no host sync in step()).
+    l2: bool
+    shrinks: bool
     # SGD: one momentum buffer per parameter; Adam: exp_avg and exp_avg_sq per parameter.
     state: list[list[torch.Tensor]] = field(default_factory=list)  # [slot][param]: [n, ...]
     started: torch.Tensor | None = None  # SGD: [n] bool, the member has a momentum buffer
@@ -67,6 +71,7 @@ class StackedOptimizer:
         # Python floats, in double precision, and rounds them once to the parameters' dtype.
         self._weight_decay = torch.tensor(list(weight_decay), dtype=torch.float64,
                                           device=device)  # [K]
+        self._decays = [wd != 0 for wd in weight_decay]
         self._beta2 = betas2
         self._eps = eps
         self._steps = 0  # members step together: one count serves all (Adam's t)
@@ -114,6 +119,7 @@ class StackedOptimizer:
         self._params = list(params)
         self._kinds = [self._kinds[r] for r in kept]
         self._weight_decay = self._weight_decay[kept]
+        self._decays = [self._decays[r] for r in kept]
         families = []
         for family in self._families:
             stays = [i for i, m in enumerate(family.members) if m in renumber]
@@ -123,11 +129,13 @@ class StackedOptimizer:
 
     def _new_family(self, adam: bool, members: list[int]) -> _Family:
         device = self._params[0].device
+        l2, shrinks = self._decay_flags(members)
         family = _Family(
             adam=adam, members=members,
             rows=torch.tensor(members, dtype=torch.long, device=device),
             span=_as_span(members),
             decoupled=torch.tensor([self._kinds[m] == "adamw" for m in members], device=device),
+            l2=l2, shrinks=shrinks,
         )
         slots = 2 if adam else 1
         family.state = [[_zeros_rows(p, len(members)) for p in self._params]
@@ -139,15 +147,23 @@ class StackedOptimizer:
 
     def _compacted(self, family: _Family, stays: list[int], renumber: dict[int, int]) -> _Family:
         members = [renumber[family.members[i]] for i in stays]
+        l2, shrinks = self._decay_flags(members)
         index = torch.tensor(stays, dtype=torch.long, device=family.rows.device)
         return _Family(
             adam=family.adam, members=members,
             rows=torch.tensor(members, dtype=torch.long, device=family.rows.device),
             span=_as_span(members), decoupled=family.decoupled[index],
+            l2=l2, shrinks=shrinks,
             state=[[t.index_select(0, index) for t in slot] for slot in family.state],
             started=None if family.started is None else family.started[index],
             scratch=_scratch(self._params, len(members)),
         )
+
+    def _decay_flags(self, members: list[int]) -> tuple[bool, bool]:
+        """Whether any of MEMBERS decays its gradient (SGD, Adam) / its weights (AdamW)."""
+        decayed = [m for m in members if self._decays[m]]
+        return (any(self._kinds[m] != "adamw" for m in decayed),
+                any(self._kinds[m] == "adamw" for m in decayed))
 
     def _step_family(self, family: _Family, lr: torch.Tensor, momentum: torch.Tensor) -> None:
         lr, momentum = lr[family.rows], momentum[family.rows]  # [n] float64
@@ -161,11 +177,10 @@ class StackedOptimizer:
                 # OneCycleLR cycles it: 1 - beta1**t, t the step count.
                 step_size=lr / (1 - momentum ** self._steps),
                 bias_c2_sqrt=(1 - self._beta2 ** self._steps) ** 0.5,
-                any_l2=bool((l2 != 0).any()), any_shrink=bool((shrink != 1).any()))
+                any_l2=family.l2, any_shrink=family.shrinks)
         else:
             assert family.started is not None
             carry = torch.where(family.started, momentum, 0.0)  # [n]: 0 starts buf at g
-            any_wd = bool((wd != 0).any())
         for i, p in enumerate(self._params):
             grad = p.grad
             assert grad is not None  # checked in step()
@@ -175,7 +190,7 @@ class StackedOptimizer:
                            coefficients)
             else:
                 _sgd(rows_p, rows_g, family.state[0][i], work, carry=carry, lr=lr,
-                     wd=wd if any_wd else None)
+                     wd=wd if family.l2 else None)
             if family.span is None:  # a gathered copy: write the updated rows back
                 p.index_copy_(0, family.rows, rows_p)
         if family.started is not None:
