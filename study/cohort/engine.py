@@ -1,0 +1,161 @@
+"""The cohort loop: K members of one fold and one batch size trained as one stacked model.
+
+A member is one (trial, fold) pair. Each member keeps everything that makes a solo trial what
+it is: its network built and seeded as the solo loop builds it, its batch order drawn from its
+own generator exactly as shuffled_batches draws it, its own dropout masks, optimizer kind,
+hyperparameters and learning-rate schedule. Only the arithmetic is shared: one stacked forward
+and backward pass per step, one vectorised optimizer update. Members leave at epoch boundaries
+(pruned, diverged or done) and the stack is compacted. Like study/training.py, this module
+knows nothing of Optuna or MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from data_pipeline.tensors import Fold
+from study.cohort.optim import StackedOptimizer
+from study.cohort.schedule import MemberSchedules
+from study.cohort.stack import StackedModel, StateDict
+from study.search_space import Hyperparams
+from study.training import EVAL_BATCH_SIZE, EpochMetrics, NonFiniteLossError, TrainOptions, autocast
+
+
+@dataclass(frozen=True)
+class Member:
+    """One (trial, fold): what a solo run of train() would be given."""
+
+    key: Hashable  # the caller's name for it, e.g. (trial number, fold)
+    hp: Hyperparams
+    model: nn.Module  # built and seeded as the solo loop builds it, on the fold's device
+    generator: torch.Generator  # its batch order, as in the solo loop
+
+
+class Cohort:
+    """Members that share a fold and a batch size, trained one epoch at a time."""
+
+    def __init__(self, members: Sequence[Member], fold: Fold, *, max_epochs: int,
+                 options: TrainOptions = TrainOptions()) -> None:
+        if not members:
+            raise ValueError("a cohort needs at least one member")
+        sizes = {m.hp.batch_size for m in members}
+        if len(sizes) != 1:
+            raise ValueError(f"a cohort's members share one batch size, but got {sorted(sizes)}")
+        self.fold = fold
+        self.batch_size = sizes.pop()
+        self.max_epochs = max_epochs
+        self.options = options
+        # SGD members first, then Adam/AdamW: each update family is one contiguous block of
+        # rows, which the optimizer updates through views instead of gathered copies.
+        self.members = sorted(members, key=lambda m: m.hp.optimizer != "sgd")
+        self.model = StackedModel([m.model for m in self.members])
+        self.optimizer = StackedOptimizer(self.model.parameters(),
+                                          [m.hp.optimizer for m in self.members],
+                                          [m.hp.weight_decay for m in self.members])
+        self.schedules = MemberSchedules(
+            [m.hp for m in self.members], max_epochs=max_epochs,
+            steps_per_epoch=math.ceil(len(fold.train) / self.batch_size))
+        self.epoch = 0
+
+    @property
+    def keys(self) -> list[Hashable]:
+        return [m.key for m in self.members]
+
+    def run_epoch(self) -> dict[Hashable, EpochMetrics | NonFiniteLossError]:
+        """One epoch for every member: its metrics, or why its loss stopped being finite.
+
+        A member whose loss is not finite is reported and should leave; the others are
+        untouched by it (members share no arithmetic across rows).
+        """
+        if self.epoch >= self.max_epochs:
+            raise RuntimeError(f"the cohort has trained all {self.max_epochs} epochs")
+        self.epoch += 1
+        started = time.perf_counter()
+        train_loss, train_acc, lrs = self._train_epoch()
+        val_loss, val_acc = self._evaluate()
+        self.schedules.step_epoch([float(v) if math.isfinite(v) else math.inf
+                                   for v in val_loss])
+        seconds = time.perf_counter() - started
+        results: dict[Hashable, EpochMetrics | NonFiniteLossError] = {}
+        for k, member in enumerate(self.members):
+            if not math.isfinite(train_loss[k]):
+                results[member.key] = NonFiniteLossError(epoch=self.epoch, which="train",
+                                                         value=train_loss[k])
+            elif not math.isfinite(val_loss[k]):
+                results[member.key] = NonFiniteLossError(epoch=self.epoch, which="validation",
+                                                         value=val_loss[k])
+            else:
+                results[member.key] = EpochMetrics(
+                    epoch=self.epoch, train_loss=train_loss[k], train_acc=train_acc[k],
+                    val_loss=val_loss[k], val_acc=val_acc[k], lr=lrs[k], seconds=seconds)
+        return results
+
+    def remove(self, keys: Sequence[Hashable]) -> None:
+        """The members KEYS leave; the stack, optimizer state and schedules are compacted."""
+        gone = set(keys)
+        rows = [k for k, m in enumerate(self.members) if m.key not in gone]
+        if len(rows) == len(self.members):
+            return
+        index = torch.tensor(rows, dtype=torch.long, device=self.fold.train.y.device)
+        self.members = [self.members[k] for k in rows]
+        if not rows:
+            return
+        self.model.keep(index)
+        self.optimizer.keep(index, self.model.parameters())
+        self.schedules.keep(rows)
+
+    def state(self, key: Hashable) -> StateDict:
+        """Member KEY's weights now, as a CPU state dict with the solo model's keys."""
+        return self.model.member_state(self.keys.index(key))
+
+    def _train_epoch(self) -> tuple[list[float], list[float], list[float]]:
+        data, device, k = self.fold.train, self.fold.train.y.device, len(self.members)
+        n, b = len(data), self.batch_size
+        self.model.train()
+        # Each member's order from its own generator, drawn on the CPU as shuffled_batches does.
+        order = torch.stack([torch.randperm(n, generator=m.generator)
+                             for m in self.members]).to(device)
+        loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
+        correct = torch.zeros(k, device=device, dtype=torch.int64)
+        lrs = self.schedules.lr()
+        for start in range(0, n, b):
+            idx = order[:, start:start + b]  # [K, b]
+            x = data.x.index_select(0, idx.reshape(-1)).view(k, -1, *data.x.shape[1:])
+            y = data.y.index_select(0, idx.reshape(-1)).view(k, -1)
+            lrs, momenta = self.schedules.lr(), self.schedules.momentum()
+            with autocast(device, self.options.amp):
+                logits = self.model(x)  # [K, b, 10]
+                losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                         reduction="none").view(k, -1).float().mean(dim=1)
+            self.optimizer.zero_grad()
+            # Rows are independent: the sum's gradient in row k is member k's own loss's.
+            losses.sum().backward()
+            # float64: the optimizer folds them into its coefficients as torch.optim does.
+            self.optimizer.step(torch.tensor(lrs, dtype=torch.float64, device=device),
+                                torch.tensor(momenta, dtype=torch.float64, device=device))
+            self.schedules.step_batch()
+            loss_sum.add_(losses.detach(), alpha=y.shape[1])
+            correct += (logits.detach().argmax(dim=-1) == y).sum(dim=1)
+        return (loss_sum.div(n).tolist(), correct.double().div(n).tolist(), lrs)
+
+    @torch.inference_mode()
+    def _evaluate(self) -> tuple[list[float], list[float]]:
+        """Every member on the fold's validation set: the same images, fp32, big slices."""
+        data, k = self.fold.val, len(self.members)
+        self.model.eval()
+        loss_sum = torch.zeros(k, device=data.y.device, dtype=torch.float64)
+        correct = torch.zeros(k, device=data.y.device, dtype=torch.int64)
+        for start in range(0, len(data), EVAL_BATCH_SIZE):
+            x, y = data.x[start:start + EVAL_BATCH_SIZE], data.y[start:start + EVAL_BATCH_SIZE]
+            logits = self.model.shared(x)  # [K, b, 10]
+            loss_sum += F.cross_entropy(logits.permute(0, 2, 1), y.expand(k, -1),
+                                        reduction="none").sum(dim=1)
+            correct += (logits.argmax(dim=-1) == y).sum(dim=1)
+        return loss_sum.div(len(data)).tolist(), correct.double().div(len(data)).tolist()
