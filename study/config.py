@@ -48,6 +48,9 @@ class StudyConfig:
     cpu_threads: int = 1
     amp: str = "none"  # "bf16": bfloat16 autocast in the training step (for GPUs)
     compile: str = "none"  # torch.compile mode of the model, compiled once per process
+    # Trials trained at once as one stacked model (study/cohort/); None: the device's default
+    # (study.cohort_search.DEFAULT_COHORT_SIZE); 1: one trial at a time through study.optimize.
+    cohort_size: int | None = None
     data_dir: Path = DEFAULT_DATA_DIR
     download: bool = True  # fetch MNIST through torchvision when DATA_DIR has none
     allow_noncanonical_data: bool = False
@@ -91,6 +94,12 @@ class StudyConfig:
         if self.cpu_threads < 0:
             raise ConfigError(f"cpu_threads must be >= 0 (0: one per core), but got "
                               f"cpu_threads={self.cpu_threads}")
+        if self.cohort_size is not None and self.cohort_size < 1:
+            raise ConfigError(f"cohort_size must be >= 1, but got cohort_size={self.cohort_size}")
+        if self.compile != "none" and self.cohort_size not in (None, 1):
+            raise ConfigError(f"compile={self.compile!r} compiles the one-trial loop: it needs "
+                              f"cohort_size = 1 (--cohort-size 1), but got "
+                              f"cohort_size={self.cohort_size}")
         if self.cv_folds is not None and self.cv_folds < 2:
             raise ConfigError(f"cv_folds must be >= 2, but got cv_folds={self.cv_folds}")
         if not 0.0 <= self.near_duplicate_threshold < 1.0:

@@ -32,6 +32,7 @@ from data_pipeline import (
     locate_mnist,
     prepare_audited_data,
 )
+from study.cohort_search import DEFAULT_COHORT_SIZE, search_in_cohorts
 from study.config import StudyConfig, check_batch_sizes
 from study.console import progress
 from study.device import resolve_device
@@ -327,11 +328,20 @@ def _search(study: optuna.Study, config: StudyConfig, data: SearchData,
         logger.info("study %r already has %d finished trials; nothing to run",
                     config.study_name, config.n_trials)
         return
+    # A compiled model is the one-trial loop's: --compile implies one trial at a time.
+    cohort_size = config.cohort_size or (
+        1 if config.compile != "none" else DEFAULT_COHORT_SIZE[data.images.device.type])
     with progress(total=remaining, max_epochs=config.max_epochs,
                   bar=not config.no_progress) as console:
+        objective = make_objective(config, data, tracker, on_epoch=console.epoch)
+        if cohort_size > 1:
+            logger.info("training up to %d trials at once (--cohort-size)", cohort_size)
+            search_in_cohorts(study, objective, cohort_size=cohort_size,
+                              n_trials=config.n_trials, timeout=config.timeout,
+                              trial_done=console.trial_done)
+            return
         study.optimize(
-            make_objective(config, data, tracker, on_epoch=console.epoch),
-            n_trials=remaining, timeout=config.timeout,
+            objective, n_trials=remaining, timeout=config.timeout,
             catch=(NonFiniteLossError,),  # a diverged trial is recorded as FAIL; study goes on
             # Other workers' running trials count too, or two workers overshoot the budget.
             callbacks=[MaxTrialsCallback(config.n_trials,

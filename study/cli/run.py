@@ -52,6 +52,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--compile", choices=COMPILE_MODES, help=f"torch.compile mode, compiled once "
                    f"and reused by every trial; reduce-overhead adds CUDA graphs "
                    f"(default {d.compile})")
+    p.add_argument("--cohort-size", type=int, help="trials trained at once as one stacked "
+                   "model, grouped by batch size; 1 = one at a time (default: per device, "
+                   "see README's Performance)")
     add_data_arguments(p, noncanonical_help="accept IDX files whose content is not the "
                        "canonical MNIST (a subset, Fashion-MNIST...); their fingerprint is still "
                        "logged")

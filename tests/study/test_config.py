@@ -296,3 +296,13 @@ def test_folds_and_leakage_settings_come_from_flags_or_toml_and_are_validated(
         resolve_config({"cv_folds": 1}, config_path=None, env={})
     with pytest.raises(ConfigError, match=r"near_duplicate_threshold must be in \[0, 1\)"):
         resolve_config({"near_duplicate_threshold": 1.0}, config_path=None, env={})
+
+
+def test_cohort_size_is_validated_and_excludes_compile() -> None:
+    assert StudyConfig().cohort_size is None  # the device's default
+    assert resolve_config({"cohort_size": 8}, config_path=None, env={}).cohort_size == 8
+    with pytest.raises(ConfigError, match="cohort_size must be >= 1, but got cohort_size=0"):
+        StudyConfig(cohort_size=0)
+    with pytest.raises(ConfigError, match="needs cohort_size = 1"):
+        StudyConfig(compile="default", cohort_size=4)
+    assert StudyConfig(compile="default").cohort_size is None  # --compile alone: one at a time

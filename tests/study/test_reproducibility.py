@@ -25,12 +25,13 @@ def _trials(directory: Path) -> tuple[optuna.Study, list[optuna.trial.FrozenTria
     return study, study.get_trials(deepcopy=False)
 
 
+@pytest.mark.parametrize("cohort_size", ["1", "3"], ids=["one-at-a-time", "cohorts-of-3"])
 def test_same_seed_in_fresh_storages_gives_the_same_study_to_the_last_bit(
-    tmp_path: Path
+    tmp_path: Path, cohort_size: str,
 ) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     args = small_run_args("--data-dir", str(data), "--n-trials", "6", "--seed", "3",
-                          "--sampler", "tpe", "--device", "cpu")
+                          "--sampler", "tpe", "--device", "cpu", "--cohort-size", cohort_size)
     runs = []
     for name in ("first", "second"):  # two processes side by side: nothing shared but the seed
         (tmp_path / name).mkdir()

@@ -80,6 +80,18 @@ def test_workers_started_together_never_repeat_parameters(
     assert repeated_parameter_sets(trials) == []  # nobody replayed another's suggestion
 
 
+def test_workers_training_cohorts_keep_the_budget_and_never_repeat(tmp_path: Path) -> None:
+    url = f"journal:{tmp_path}/optuna.log"
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES, n_test=50)
+    MlflowTracker(f"sqlite:///{tmp_path}/mlflow/mlflow.db")  # the store exists, as after a run
+    _run_workers(tmp_path, 2, ["--storage", url, "--n-trials", "7", "--cohort-size", "3",
+                               "--data-dir", str(data)])
+    trials = _load(url, "mnist").get_trials(deepcopy=False)
+    # Each worker asks only for the room left, counting the other's running trials.
+    assert len(trials) == 7 and all(t.state == TrialState.COMPLETE for t in trials)
+    assert repeated_parameter_sets(trials) == []  # a cohort's members and both workers differ
+
+
 def test_a_fresh_single_process_study_is_still_reproducible() -> None:
     # The seed's promise stands: the same seed gives the same stream for the same trial...
     assert sampler_seed(0, 5) == sampler_seed(0, 5)

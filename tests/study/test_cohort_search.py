@@ -1,0 +1,145 @@
+"""Trials searched in cohorts are recorded exactly as solo trials are: states, values,
+pruning, divergence, interrupts, MLflow runs and checkpoints."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from data_pipeline import MnistFiles, SearchData, prepare_search_data
+from study.cohort_search import search_in_cohorts
+from study.evaluation import evaluate_best
+from study.objective import Objective, TrialRun
+from study.search_space import SearchSpace
+from study.tracking import MlflowTracker, Tracker
+
+GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",
+        "dropout": 0.0, "weight_decay": 1e-6}
+GOOD_SGD = {**GOOD, "optimizer": "sgd", "lr": 0.05, "sgd_momentum": 0.9}
+HOPELESS = {**GOOD, "optimizer": "sgd", "lr": 1e-4, "sgd_momentum": 0.8, "batch_size": "1024"}
+DIVERGING = {**GOOD, "optimizer": "sgd", "lr": 1e8, "sgd_momentum": 0.9}
+EPOCHS = 2
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory: pytest.TempPathFactory) -> MlflowTracker:
+    tracker = MlflowTracker(f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
+    tracker.start_study(study_name="cohorts", params={}, tags={})
+    return tracker
+
+
+def _objective(data: SearchData, tracker: Tracker) -> Objective:
+    space = SearchSpace(lr=(1e-4, 1e9))  # wide enough for the planted divergent trial
+    return Objective(data=data, space=space, model_name="mlp", model_kwargs={"hidden": 16},
+                     max_epochs=EPOCHS, seed=0, tracker=tracker)
+
+
+def _study(*enqueued: dict[str, Any], pruner: optuna.pruners.BasePruner | None = None,
+           ) -> optuna.Study:
+    study = optuna.create_study(pruner=pruner or optuna.pruners.NopPruner(),
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for params in enqueued:
+        study.enqueue_trial(params)
+    return study
+
+
+def test_a_cohort_records_each_trial_as_a_solo_run_would(search_data: SearchData,
+                                                         tracker: MlflowTracker) -> None:
+    cohort, solo = _study(GOOD, GOOD_SGD, GOOD), _study(GOOD, GOOD_SGD, GOOD)
+    done: list[int] = []
+    search_in_cohorts(cohort, _objective(search_data, tracker), cohort_size=3, n_trials=3,
+                      timeout=None, trial_done=lambda study, trial: done.append(trial.number))
+    solo.optimize(_objective(search_data, tracker), n_trials=3)
+    assert sorted(done) == [0, 1, 2]  # the console heard of every trial
+    for together, alone in zip(cohort.trials, solo.trials, strict=True):
+        assert together.state == alone.state == TrialState.COMPLETE
+        assert together.params == alone.params
+        assert together.value == pytest.approx(alone.value, rel=1e-5)  # the same training
+        assert list(together.intermediate_values) == [1, 2]  # reported every epoch
+        assert set(together.user_attrs) == set(alone.user_attrs)  # the same attributes
+        run = tracker.client.get_run(together.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED"
+        assert len(tracker.client.get_metric_history(run.info.run_id, "val_loss")) == EPOCHS
+
+
+def test_the_best_cohort_trial_restores_from_its_checkpoint(search_data: SearchData,
+                                                            synthetic_files: MnistFiles,
+                                                            tracker: MlflowTracker) -> None:
+    study = _study(GOOD, GOOD_SGD)
+    search_in_cohorts(study, _objective(search_data, tracker), cohort_size=2, n_trials=2,
+                      timeout=None)
+    result, _ = evaluate_best(study, files=synthetic_files, data=search_data, tracker=tracker,
+                              model_name="mlp", model_kwargs={"hidden": 16}, device=CPU)
+    assert math.isclose(result.restored_val_loss, study.best_value, rel_tol=1e-5)
+
+
+def test_pruned_and_diverged_members_leave_and_the_others_finish(
+    search_data: SearchData, tracker: MlflowTracker,
+) -> None:
+    # Chance-level loss (ln 10 = 2.3) after an epoch is pruned; the good settings stay below.
+    pruner = optuna.pruners.ThresholdPruner(upper=2.0)
+    study = _study(GOOD, DIVERGING, HOPELESS, HOPELESS, pruner=pruner)
+    search_in_cohorts(study, _objective(search_data, tracker), cohort_size=2, n_trials=4,
+                      timeout=None)
+    good, diverged, hopeless, mate = study.trials
+    assert diverged.state == TrialState.FAIL and "diverged" in diverged.user_attrs["fail_reason"]
+    assert good.state == TrialState.COMPLETE  # its cohort-mate failed alone
+    assert good.user_attrs["epochs_trained"] == EPOCHS
+    assert hopeless.state == mate.state == TrialState.PRUNED  # both leave after epoch 1
+    assert hopeless.user_attrs["epochs_trained"] == 1
+    for trial, status in ((good, "FINISHED"), (hopeless, "KILLED"), (diverged, "FAILED")):
+        assert tracker.client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == status
+
+
+def test_an_interrupt_fails_every_trial_of_the_round(search_data: SearchData,
+                                                     tracker: MlflowTracker,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = Objective.epoch_done
+
+    def interrupted(self: Objective, run: TrialRun, *args: Any, **kwargs: Any) -> None:
+        calls.append(run.trial.number)
+        if len(calls) == 3:  # the second member's first epoch: mid-cohort
+            raise KeyboardInterrupt
+        real(self, run, *args, **kwargs)
+
+    monkeypatch.setattr(Objective, "epoch_done", interrupted)
+    study = _study(GOOD, GOOD_SGD, HOPELESS)
+    with pytest.raises(KeyboardInterrupt):
+        search_in_cohorts(study, _objective(search_data, tracker), cohort_size=3, n_trials=3,
+                          timeout=None)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] * 3  # none stays RUNNING
+    for trial in study.trials:
+        assert "interrupted" in trial.user_attrs["fail_reason"]
+        run = tracker.client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FAILED"  # nor does its MLflow run
+
+
+def test_the_budget_counts_every_trial(search_data: SearchData, tracker: MlflowTracker) -> None:
+    study = _study()
+    study.add_trial(optuna.trial.create_trial(state=TrialState.FAIL))  # an earlier run's
+    search_in_cohorts(study, _objective(search_data, tracker), cohort_size=4, n_trials=6,
+                      timeout=None)
+    assert len(study.trials) == 6  # the budget is the study's total, as MaxTrialsCallback's
+
+
+def test_cross_validated_trials_train_their_folds_in_cohorts(
+    synthetic_files: MnistFiles, tracker: MlflowTracker,
+) -> None:
+    folds = prepare_search_data(synthetic_files, val_fraction=0.25, seed=0, cv_folds=3,
+                                device=CPU)
+    cohort, solo = _study(GOOD, GOOD_SGD), _study(GOOD, GOOD_SGD)
+    search_in_cohorts(cohort, _objective(folds, tracker), cohort_size=2, n_trials=2,
+                      timeout=None)
+    solo.optimize(_objective(folds, tracker), n_trials=2)
+    for together, alone in zip(cohort.trials, solo.trials, strict=True):
+        assert together.state == TrialState.COMPLETE
+        assert list(together.intermediate_values) == [1, 2, 3]  # one report per fold
+        assert together.user_attrs["fold_val_losses"] == pytest.approx(
+            alone.user_attrs["fold_val_losses"], rel=1e-5)
