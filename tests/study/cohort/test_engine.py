@@ -128,7 +128,7 @@ def test_a_member_that_leaves_changes_no_other(fold: Fold) -> None:
     cohort = _cohort(fold, hps)
     first = cohort.run_epoch()
     cohort.remove([2, 5])  # pruned after epoch 1
-    assert sorted(cohort.keys) == [0, 1, 3, 4, 6, 7]  # (SGD members first, then Adam)
+    assert set(cohort.keys) == {0, 1, 3, 4, 6, 7}  # (SGD members first, then Adam)
     rest = [cohort.run_epoch() for _ in range(EPOCHS - 1)]
     for seed in (0, 1, 3, 4, 6, 7):
         history = [first[seed], *(epoch[seed] for epoch in rest)]

@@ -81,7 +81,8 @@ def _compare_with_torch(kinds: Sequence[str], lrs: list[list[float]], wds: Seque
         tolerance = TOLERANCE if kind == "sgd" else ADAM_TOLERANCE
         for mine, theirs in zip(stacked, solo):
             # member k of the stack ends where torch.optim takes member k alone
-            torch.testing.assert_close(mine[k], theirs, **tolerance)
+            torch.testing.assert_close(mine[k], theirs, rtol=tolerance["rtol"],
+                                       atol=tolerance["atol"])
 
 
 def _constant(values: Sequence[float], steps: int = STEPS) -> list[list[float]]:
