@@ -12,7 +12,6 @@ checkpoint as a solo one.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.cohort.engine import Cohort, Member
 from study.interrupts import interruptibly
+from study.liveness import periodically
 from study.objective import Objective, TrialRun
 from study.storage import FINISHED
 from study.training import EpochMetrics, NonFiniteLossError
@@ -148,22 +148,15 @@ def _epochs(cohort: Cohort) -> Iterator[dict[object, EpochMetrics | NonFiniteLos
 def _heartbeats(study: optuna.Study, trials: dict[int, optuna.Trial]) -> Iterator[None]:
     """What study.optimize's heartbeat thread does for its one trial, for every open trial."""
     storage = study._storage  # Optuna exposes the heartbeat only through its storage
-    interval = storage.get_heartbeat_interval() if isinstance(storage, BaseHeartbeat) else None
-    if interval is None or not isinstance(storage, BaseHeartbeat):
+    if not isinstance(storage, BaseHeartbeat) or (
+            interval := storage.get_heartbeat_interval()) is None:
         yield
         return
-    stop = threading.Event()
 
     def beat() -> None:
-        while not stop.is_set():
-            for trial in list(trials.values()):
-                storage.record_heartbeat(trial._trial_id)
-            stop.wait(interval)
+        for trial in list(trials.values()):
+            storage.record_heartbeat(trial._trial_id)
 
-    thread = threading.Thread(target=beat, name="cohort-heartbeats", daemon=True)
-    thread.start()
-    try:
+    beat()  # at once, as Optuna's own heartbeat thread does
+    with periodically(interval, beat, name="cohort-heartbeats"):
         yield
-    finally:
-        stop.set()
-        thread.join()

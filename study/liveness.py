@@ -17,7 +17,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -96,6 +96,30 @@ def grace_seconds_of(study: optuna.Study) -> float | None:
 
 
 @contextmanager
+def periodically(seconds: float, action: Callable[[], object], *, name: str) -> Iterator[None]:
+    """ACTION every SECONDS on a daemon thread while the block runs; stopped and joined after.
+
+    A failing ACTION (a storage hiccup) is logged and tried again at the next beat.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(seconds):
+            try:
+                action()
+            except Exception as exc:
+                logger.debug("%s failed: %s", name, exc)
+
+    thread = threading.Thread(target=beat, name=name, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+@contextmanager
 def registered_worker(study: optuna.Study, parent_run_id: str) -> Iterator[None]:
     """Register this process as a worker of STUDY until the block ends, with a heartbeat."""
     if not parent_run_id:
@@ -104,22 +128,11 @@ def registered_worker(study: optuna.Study, parent_run_id: str) -> Iterator[None]
     key = f"{WORKER_PREFIX}{parent_run_id}"
     record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
     study.set_user_attr(key, {**record, "beat": time.time()})
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            try:
-                study.set_user_attr(key, {**record, "beat": time.time()})
-            except Exception as exc:  # a storage hiccup: the next beat tries again
-                logger.debug("worker heartbeat failed: %s", exc)
-
-    thread = threading.Thread(target=beat, name="worker-heartbeat", daemon=True)
-    thread.start()
     try:
-        yield
+        with periodically(HEARTBEAT_SECONDS, lambda: study.set_user_attr(
+                key, {**record, "beat": time.time()}), name="worker-heartbeat"):
+            yield
     finally:
-        stop.set()
-        thread.join()
         study.set_user_attr(key, {**record, "beat": time.time(), "ended": True})
 
 
