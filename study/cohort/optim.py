@@ -63,7 +63,7 @@ class StackedOptimizer:
     def __init__(self, params: Sequence[torch.Tensor], kinds: Sequence[str],
                  weight_decay: Sequence[float], *, betas2: float = 0.999,
                  eps: float = 1e-8) -> None:
-        _check_args(params, kinds, weight_decay, betas2=betas2, eps=eps)
+        check_args(params, kinds, weight_decay, betas2=betas2, eps=eps)
         self._params = list(params)
         self._kinds = list(kinds)
         device = self._params[0].device
@@ -87,13 +87,17 @@ class StackedOptimizer:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor, momentum: torch.Tensor) -> None:
+    def step(self, lr: torch.Tensor | Sequence[float],
+             momentum: torch.Tensor | Sequence[float]) -> None:
         """One update of every member. LR: [K], each member's learning rate now; MOMENTUM:
         [K], SGD members' momentum and Adam/AdamW members' beta1 (OneCycleLR cycles both).
 
-        float32 works; float64 (tensors made from the schedules' Python floats) reproduces
-        torch.optim more closely, since torch rounds each coefficient once, from a double.
+        Python floats (as the schedules give them) become float64 tensors: torch.optim
+        rounds each coefficient once, from a double, and so does this.
         """
+        device = self._params[0].device
+        lr = torch.as_tensor(lr, dtype=torch.float64, device=device)
+        momentum = torch.as_tensor(momentum, dtype=torch.float64, device=device)
         members = len(self._kinds)
         if lr.shape != (members,) or momentum.shape != (members,):
             raise ValueError(f"lr and momentum must have shape ({members},), but got "
@@ -114,7 +118,7 @@ class StackedOptimizer:
         if kept != sorted(set(kept)) or not kept or kept[0] < 0 or kept[-1] >= len(self._kinds):
             raise ValueError(f"rows must be ascending distinct member indices below "
                              f"{len(self._kinds)}, but got rows={kept}")
-        _check_params(params, len(kept))
+        check_params(params, len(kept))
         renumber = {old: new for new, old in enumerate(kept)}
         self._params = list(params)
         self._kinds = [self._kinds[r] for r in kept]
@@ -154,7 +158,8 @@ class StackedOptimizer:
             rows=torch.tensor(members, dtype=torch.long, device=family.rows.device),
             span=_as_span(members), decoupled=family.decoupled[index],
             l2=l2, shrinks=shrinks,
-            state=[[t.index_select(0, index) for t in slot] for slot in family.state],
+            state=[[_rows_like(p, len(stays)).copy_(t.index_select(0, index))
+                    for p, t in zip(self._params, slot)] for slot in family.state],
             started=None if family.started is None else family.started[index],
             scratch=_scratch(self._params, len(members)),
         )
@@ -249,14 +254,20 @@ def _gather(p: torch.Tensor, grad: torch.Tensor, span: slice | None, rows: torch
             torch.index_select(grad, 0, rows, out=copy_g), work)
 
 
+def _rows_like(p: torch.Tensor, rows: int) -> torch.Tensor:
+    """An uninitialised [ROWS, ...] tensor laid out in memory as P is: elementwise ops over
+    tensors of one layout run as one flat loop, mixed layouts as slow strided ones (the
+    stacked model lays weights out as their gradients arrive, not always contiguously)."""
+    return torch.empty_like(p[:rows], memory_format=torch.preserve_format)
+
+
 def _zeros_rows(p: torch.Tensor, rows: int) -> torch.Tensor:
-    return p.new_zeros((rows, *p.shape[1:]))
+    return _rows_like(p, rows).zero_()
 
 
 def _scratch(params: Sequence[torch.Tensor], rows: int,
              ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-    shapes = [(rows, *p.shape[1:]) for p in params]
-    return [(p.new_empty(s), p.new_empty(s), p.new_empty(s)) for p, s in zip(params, shapes)]
+    return [(_rows_like(p, rows), _rows_like(p, rows), _rows_like(p, rows)) for p in params]
 
 
 def _col(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -278,7 +289,7 @@ def _split(kinds: Sequence[str]) -> list[tuple[bool, list[int]]]:
     return [(is_adam, rows) for is_adam, rows in ((False, sgd), (True, adam)) if rows]
 
 
-def _check_args(params: Sequence[torch.Tensor], kinds: Sequence[str],
+def check_args(params: Sequence[torch.Tensor], kinds: Sequence[str],
                 weight_decay: Sequence[float], *, betas2: float, eps: float) -> None:
     bad = [kind for kind in kinds if kind not in KINDS]
     if not kinds or bad:
@@ -289,10 +300,10 @@ def _check_args(params: Sequence[torch.Tensor], kinds: Sequence[str],
                          f"but got weight_decay={list(weight_decay)}")
     if not 0 <= betas2 < 1 or eps < 0:
         raise ValueError(f"need 0 <= betas2 < 1 and eps >= 0, but got {betas2=}, {eps=}")
-    _check_params(params, len(kinds))
+    check_params(params, len(kinds))
 
 
-def _check_params(params: Sequence[torch.Tensor], members: int) -> None:
+def check_params(params: Sequence[torch.Tensor], members: int) -> None:
     shapes = [tuple(p.shape) for p in params]
     if not params or any(not s or s[0] != members for s in shapes):
         raise ValueError(f"params must be stacked tensors with {members} rows, but got "

@@ -1,4 +1,6 @@
-"""StackedOptimizer against torch.optim, member by member."""
+"""The cohort's optimizers against torch.optim, member by member: the vectorised update
+(StackedOptimizer, for GPUs) and torch's fused kernel run member by member (MemberOptimizers,
+for the CPU). Both take the same arguments, so every test runs on both."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 import torch
 
+from study.cohort.fused import MemberOptimizers
 from study.cohort.optim import StackedOptimizer
 
 SHAPES = [(12, 10), (12,), (3, 12), (3,)]  # an MLP's weight, bias, weight, bias per member
@@ -23,6 +26,11 @@ SGD_LRS = LRS
 ADAM_LRS = [1e-2, 3e-3, 1e-3, 5e-3]
 WDS = [1e-2, 1e-3, 0.0, 1e-4]
 MOMENTA = [0.9, 0.8, 0.95, 0.85]  # SGD's momentum, Adam's beta1
+
+
+Optimizer = type[StackedOptimizer] | type[MemberOptimizers]
+both = pytest.mark.parametrize("cls", [StackedOptimizer, MemberOptimizers],
+                               ids=["vectorised", "member-fused"])
 
 
 def _solo(kind: str, params: list[torch.Tensor], *, lr: float, wd: float, momentum: float,
@@ -53,23 +61,24 @@ def _grads(members: int, steps: int, seed: int = 1) -> list[list[torch.Tensor]]:
     return [[torch.randn((members, *s), generator=gen) for s in SHAPES] for _ in range(steps)]
 
 
-def _run_stacked(opt: StackedOptimizer, params: list[torch.Tensor],
+def _run_stacked(opt: StackedOptimizer | MemberOptimizers, params: list[torch.Tensor],
                  grads: list[list[torch.Tensor]], lrs: list[list[float]],
                  momenta: list[list[float]]) -> None:
     for step_grads, lr, momentum in zip(grads, lrs, momenta):
         opt.zero_grad()
         for p, g in zip(params, step_grads):
             p.grad = g.clone()
-        opt.step(torch.tensor(lr, dtype=torch.float64), torch.tensor(momentum, dtype=torch.float64))
+        opt.step(lr, momentum)
 
 
-def _compare_with_torch(kinds: Sequence[str], lrs: list[list[float]], wds: Sequence[float],
-                        momenta: list[list[float]], *, fused: bool) -> None:
+def _compare_with_torch(cls: Optimizer, kinds: Sequence[str], lrs: list[list[float]],
+                        wds: Sequence[float], momenta: list[list[float]], *, fused: bool,
+                        transposed: bool = False) -> None:
     """LRS and MOMENTA: [step][member]; torch's param_groups get the same values each step."""
     members = len(kinds)
     init, grads = _stacked_init(members), _grads(members, len(lrs))
-    stacked = [t.clone() for t in init]
-    _run_stacked(StackedOptimizer(stacked, kinds, wds), stacked, grads, lrs, momenta)
+    stacked = [_transposed(t) if transposed else t.clone() for t in init]
+    _run_stacked(cls(stacked, kinds, wds), stacked, grads, lrs, momenta)
     for k, kind in enumerate(kinds):
         solo = [t[k].clone() for t in init]
         opt = _solo(kind, solo, lr=lrs[0][k], wd=wds[k], momentum=momenta[0][k], fused=fused)
@@ -85,53 +94,65 @@ def _compare_with_torch(kinds: Sequence[str], lrs: list[list[float]], wds: Seque
                                        atol=tolerance["atol"])
 
 
+def _transposed(t: torch.Tensor) -> torch.Tensor:
+    """A copy of T whose member rows are stored transposed, as the stacked model lays out a
+    linear layer's weights (dense, not contiguous)."""
+    if t.dim() < 3:
+        return t.clone()
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
 def _constant(values: Sequence[float], steps: int = STEPS) -> list[list[float]]:
     return [list(values)] * steps
 
 
+@both
 @pytest.mark.parametrize("fused", [False, True], ids=["for-loop", "fused"])
 @pytest.mark.parametrize("weight_decay", [False, True], ids=["no-wd", "wd"])
 @pytest.mark.parametrize("kind,momenta", [
     ("sgd", [0.0] * 4), ("sgd", MOMENTA), ("adam", MOMENTA), ("adamw", MOMENTA),
 ], ids=["sgd-momentum0", "sgd-momentum", "adam", "adamw"])
-def test_each_kind_matches_torch(kind: str, momenta: list[float], weight_decay: bool,
-                                 fused: bool) -> None:
+def test_each_kind_matches_torch(cls: Optimizer, kind: str, momenta: list[float],
+                                 weight_decay: bool, fused: bool) -> None:
     lrs = SGD_LRS if kind == "sgd" else ADAM_LRS
     wds = WDS if weight_decay else [0.0] * 4
-    _compare_with_torch([kind] * 4, _constant(lrs), wds, _constant(momenta), fused=fused)
+    _compare_with_torch(cls, [kind] * 4, _constant(lrs), wds, _constant(momenta), fused=fused)
 
 
+@both
 @pytest.mark.parametrize("fused", [False, True], ids=["for-loop", "fused"])
 @pytest.mark.parametrize("kinds", [
     ["sgd", "adam", "adamw", "sgd"],  # gathered rows
     ["sgd", "sgd", "adamw", "adam"],  # each family a contiguous view
 ], ids=["interleaved", "contiguous"])
-def test_mixed_kinds_match_torch(kinds: list[str], fused: bool) -> None:
+def test_mixed_kinds_match_torch(cls: Optimizer, kinds: list[str], fused: bool) -> None:
     lrs = [SGD_LRS[k] if kind == "sgd" else ADAM_LRS[k] for k, kind in enumerate(kinds)]
-    _compare_with_torch(kinds, _constant(lrs), WDS, _constant(MOMENTA), fused=fused)
+    _compare_with_torch(cls, kinds, _constant(lrs), WDS, _constant(MOMENTA), fused=fused)
 
 
+@both
 @pytest.mark.parametrize("fused", [False, True], ids=["for-loop", "fused"])
-def test_per_step_momentum_and_lr_match_torch(fused: bool) -> None:
+def test_per_step_momentum_and_lr_match_torch(cls: Optimizer, fused: bool) -> None:
     # OneCycleLR moves lr and momentum/beta1 every batch; torch reads them from param_groups
     kinds = ["sgd", "adam", "adamw", "sgd"]
     phase = [s / (STEPS - 1) for s in range(STEPS)]
     momenta = [[0.95 - 0.1 * t + 0.01 * k for k in range(4)] for t in phase]
     lrs = [[(ADAM_LRS if kind != "sgd" else SGD_LRS)[k] * (0.1 + t)
             for k, kind in enumerate(kinds)] for t in phase]
-    _compare_with_torch(kinds, lrs, WDS, momenta, fused=fused)
+    _compare_with_torch(cls, kinds, lrs, WDS, momenta, fused=fused)
 
 
+@both
 @pytest.mark.parametrize("kinds", [["adam"] * 4, ["sgd", "adam", "adamw", "sgd"]],
                          ids=["one-kind", "mixed"])
-def test_one_members_lr_changes_no_other_member(kinds: list[str]) -> None:
+def test_one_members_lr_changes_no_other_member(cls: Optimizer, kinds: list[str]) -> None:
     init, grads = _stacked_init(4), _grads(4, STEPS)
     lrs = [1e-2] * 4
     bumped = [1e-2, 5e-2, 1e-2, 1e-2]
     runs = []
     for member_lrs in (lrs, bumped):
         params = [t.clone() for t in init]
-        _run_stacked(StackedOptimizer(params, kinds, WDS), params, grads,
+        _run_stacked(cls(params, kinds, WDS), params, grads,
                      _constant(member_lrs), _constant(MOMENTA))
         runs.append(params)
     for before, after in zip(*runs):
@@ -139,13 +160,14 @@ def test_one_members_lr_changes_no_other_member(kinds: list[str]) -> None:
         assert not torch.equal(before[1], after[1])  # member 1 itself did move differently
 
 
+@both
 @pytest.mark.parametrize("kept", [[0, 2, 3], [0, 3], [1, 2]],
                          ids=["one-adam-leaves", "all-adam-leave", "all-sgd-leave"])
-def test_keep_continues_as_if_never_stacked(kept: list[int]) -> None:
+def test_keep_continues_as_if_never_stacked(cls: Optimizer, kept: list[int]) -> None:
     kinds, lrs = ["sgd", "adam", "adamw", "sgd"], [0.1, 1e-2, 3e-3, 0.05]
     init, grads = _stacked_init(4), _grads(4, 2 * STEPS)
     params = [t.clone() for t in init]
-    opt = StackedOptimizer(params, kinds, WDS)
+    opt = cls(params, kinds, WDS)
     _run_stacked(opt, params, grads[:STEPS], _constant(lrs), _constant(MOMENTA))
     compacted = [p[kept].clone() for p in params]  # what the model hands over
     opt.keep(torch.tensor(kept), compacted)
@@ -154,7 +176,7 @@ def test_keep_continues_as_if_never_stacked(kept: list[int]) -> None:
                  _constant([MOMENTA[k] for k in kept]))
 
     alone = [t[kept].clone() for t in init]  # the kept members, stacked without the others
-    own = StackedOptimizer(alone, [kinds[k] for k in kept], [WDS[k] for k in kept])
+    own = cls(alone, [kinds[k] for k in kept], [WDS[k] for k in kept])
     _run_stacked(own, alone, [[g[kept] for g in step] for step in grads],
                  _constant([lrs[k] for k in kept], 2 * STEPS),
                  _constant([MOMENTA[k] for k in kept], 2 * STEPS))
@@ -163,27 +185,40 @@ def test_keep_continues_as_if_never_stacked(kept: list[int]) -> None:
     assert opt.kinds == [kinds[k] for k in kept]
 
 
-def test_zero_grad_drops_gradients() -> None:
+@both
+def test_zero_grad_drops_gradients(cls: Optimizer) -> None:
     params = _stacked_init(2)
-    opt = StackedOptimizer(params, ["sgd", "adam"], [0.0, 0.0])
+    opt = cls(params, ["sgd", "adam"], [0.0, 0.0])
     for p in params:
         p.grad = torch.ones_like(p)
     opt.zero_grad()
     assert all(p.grad is None for p in params)  # set to None, as torch's set_to_none=True
 
 
+@both
 @pytest.mark.parametrize("kinds,wds,match", [
     (["sgd", "rmsprop"], [0.0, 0.0], "rmsprop"),
     (["sgd", "adam"], [0.0], r"weight_decay=\[0.0\]"),
     (["sgd", "adam", "adam"], [0.0] * 3, "with 3 rows"),
 ])
-def test_bad_arguments_name_the_value(kinds: list[str], wds: list[float], match: str) -> None:
+def test_bad_arguments_name_the_value(cls: Optimizer, kinds: list[str], wds: list[float],
+                                      match: str) -> None:
     with pytest.raises(ValueError, match=match):  # the message shows what was wrong
-        StackedOptimizer(_stacked_init(2), kinds, wds)
+        cls(_stacked_init(2), kinds, wds)
 
 
-def test_keep_rejects_unordered_rows() -> None:
+@both
+def test_keep_rejects_unordered_rows(cls: Optimizer) -> None:
     params = _stacked_init(3)
-    opt = StackedOptimizer(params, ["sgd"] * 3, [0.0] * 3)
+    opt = cls(params, ["sgd"] * 3, [0.0] * 3)
     with pytest.raises(ValueError, match=r"rows=\[2, 0\]"):
         opt.keep(torch.tensor([2, 0]), [p[[2, 0]] for p in params])
+
+
+@both
+@pytest.mark.parametrize("kinds", [["sgd", "adam", "adamw", "sgd"]], ids=["mixed"])
+def test_weights_stored_transposed_match_torch(cls: Optimizer, kinds: list[str]) -> None:
+    # the stacked model stores weights as their gradients arrive: member rows transposed
+    lrs = [SGD_LRS[k] if kind == "sgd" else ADAM_LRS[k] for k, kind in enumerate(kinds)]
+    _compare_with_torch(cls, kinds, _constant(lrs), WDS, _constant(MOMENTA), fused=True,
+                        transposed=True)
