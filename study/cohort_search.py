@@ -3,6 +3,13 @@
 Optuna's ask/tell drives it. Up to --cohort-size trials are asked at once (the sampler sees
 the running ones: TPE's constant liar keeps them apart), grouped by batch size, and each
 group trains as one stacked model (study/cohort/), fold after fold as a solo trial does.
+
+Members must share a batch size, and six sizes drawn independently would split a round of 16
+into groups of two or three, which gain little from stacking. So a round's first trial draws
+its batch size from the sampler as usual, and the round's other trials take that size
+(Optuna's PartialFixedSampler) while every other parameter is sampled freely. The search
+sees fewer batch sizes per trial; the study-level benchmark measures what that costs in best
+validation loss. A trial whose batch size was given (enqueued) keeps it, in its own group.
 Every epoch each member is reported to its own trial; a pruned or diverged member is told at
 once and leaves the stack at the epoch boundary, the others go on untouched. The Objective's
 steps record each trial, so a trial of a cohort has the same attributes, MLflow run and
@@ -17,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import optuna
+from optuna.samplers import PartialFixedSampler
 from optuna.storages import fail_stale_trials
 
 # Private, but the only name for storages that beat: what study.optimize uses itself.
@@ -65,8 +73,7 @@ class _Round:
         self.open = {t.number: t for t in trials}
         try:
             with _heartbeats(self.study, self.open):
-                for trial in trials:
-                    self.runs[trial.number] = self.objective.start(trial)
+                self._start(trials)
                 by_size: dict[int, list[TrialRun]] = {}
                 for run in self.runs.values():
                     by_size.setdefault(run.hp.batch_size, []).append(run)
@@ -79,6 +86,19 @@ class _Round:
             for number in list(self.open):
                 self._tell(number, TrialState.FAIL, reason=f"interrupted: {type(exc).__name__}")
             raise
+
+    def _start(self, trials: Sequence[optuna.Trial]) -> None:
+        """Start (suggest) every trial; the first one's batch size is the round's."""
+        first, *rest = trials
+        self.runs[first.number] = self.objective.start(first)
+        base = self.study.sampler
+        self.study.sampler = PartialFixedSampler(
+            {"batch_size": first.params["batch_size"]}, base)
+        try:
+            for trial in rest:
+                self.runs[trial.number] = self.objective.start(trial)
+        finally:
+            self.study.sampler = base
 
     def _train(self, group: list[TrialRun]) -> None:
         active = list(group)

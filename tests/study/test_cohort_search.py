@@ -143,3 +143,28 @@ def test_cross_validated_trials_train_their_folds_in_cohorts(
         assert list(together.intermediate_values) == [1, 2, 3]  # one report per fold
         assert together.user_attrs["fold_val_losses"] == pytest.approx(
             alone.user_attrs["fold_val_losses"], rel=1e-5)
+
+
+def test_a_rounds_trials_take_its_first_trials_batch_size(search_data: SearchData,
+                                                          tracker: MlflowTracker) -> None:
+    # Random sampling over six batch sizes: four independent draws agree with chance 6**-3;
+    # a round's trials share its first trial's size.
+    study = _study(pruner=optuna.pruners.NopPruner())
+    sampler = study.sampler
+    space = SearchSpace(lr=(1e-3, 1e-2), batch_sizes=(32, 64, 128, 256, 512, 1024))
+    objective = Objective(data=search_data, space=space, model_name="mlp",
+                          model_kwargs={"hidden": 16}, max_epochs=1, seed=0, tracker=tracker)
+    search_in_cohorts(study, objective, cohort_size=4, n_trials=8, timeout=None)
+    first, second = study.trials[:4], study.trials[4:]
+    assert len({t.params["batch_size"] for t in first}) == 1
+    assert len({t.params["batch_size"] for t in second}) == 1
+    assert len({t.params["lr"] for t in study.trials}) == 8  # the rest is sampled freely
+    assert study.sampler is sampler  # the study's own sampler is back
+
+
+def test_an_enqueued_batch_size_is_kept_in_a_round(search_data: SearchData,
+                                                   tracker: MlflowTracker) -> None:
+    study = _study(GOOD, HOPELESS)  # batch sizes 32 and 1024, given by hand
+    search_in_cohorts(study, _objective(search_data, tracker), cohort_size=2, n_trials=2,
+                      timeout=None)
+    assert [t.params["batch_size"] for t in study.trials] == ["0032", "1024"]
