@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -92,8 +93,11 @@ class _Round:
         first, *rest = trials
         self.runs[first.number] = self.objective.start(first)
         base = self.study.sampler
-        self.study.sampler = PartialFixedSampler(
-            {"batch_size": first.params["batch_size"]}, base)
+        with warnings.catch_warnings():
+            # "experimental" since Optuna 2.4, unchanged since: not a line for the user.
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.sampler = PartialFixedSampler(
+                {"batch_size": first.params["batch_size"]}, base)
         try:
             for trial in rest:
                 self.runs[trial.number] = self.objective.start(trial)
