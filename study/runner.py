@@ -24,6 +24,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
+import models
 from data_pipeline import (
     AuditedData,
     AuditReport,
@@ -32,11 +33,12 @@ from data_pipeline import (
     locate_mnist,
     prepare_audited_data,
 )
+from study.cohort.memory import evaluation_bytes, free_bytes, largest_cohort, member_bytes
 from study.cohort_search import DEFAULT_COHORT_SIZE, search_in_cohorts
 from study.config import StudyConfig, check_batch_sizes
 from study.console import progress
 from study.device import resolve_device
-from study.errors import TrackingError
+from study.errors import ConfigError, TrackingError
 from study.evaluation import Evaluation, Restored, evaluate_best
 from study.interrupts import deferred_interrupts, raise_pending_interrupt
 from study.liveness import (
@@ -263,7 +265,36 @@ def _checked_inputs(config: StudyConfig, device: torch.device, *,
         near_threshold=config.near_duplicate_threshold, drop_duplicates=config.drop_duplicates,
         device=device)
     check_batch_sizes(config.search_space, train_size=audited.data.smallest_train())
+    _check_cohort_fits(config, audited.data)
     return files, audited
+
+
+def _cohort_size(config: StudyConfig, device: torch.device) -> int:
+    """Trials trained at once: --cohort-size, else the device's default. A compiled model is
+    the one-trial loop's: --compile implies one trial at a time."""
+    return config.cohort_size or (
+        1 if config.compile != "none" else DEFAULT_COHORT_SIZE[device.type])
+
+
+def _check_cohort_fits(config: StudyConfig, data: SearchData) -> None:
+    """Refuse a cohort size whose members cannot all fit in the device's free memory, at the
+    search space's largest batch size, before any trial starts."""
+    device = data.images.device
+    size = _cohort_size(config, device)
+    free = free_bytes(device)
+    if size <= 1 or free is None:
+        return
+    model = models.build(config.model, dropout=0.0, **model_kwargs(config))
+    batch = max(config.search_space.batch_sizes)
+    example = data.fold(0).train.x[:1]
+    per_member = member_bytes(model, example, batch_size=batch, vectorised=device.type != "cpu")
+    fits = largest_cohort(per_member, evaluation_bytes(model, example), free)
+    if size > fits:
+        raise ConfigError(
+            f"--cohort-size {size} does not fit on {device}: a {config.model} member at batch "
+            f"size {batch} needs about {per_member / 2**20:.0f} MiB, so {size} need "
+            f"{size * per_member / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB is free; use "
+            f"--cohort-size {max(fits, 1)} or less, or smaller batch_sizes")
 
 
 def _close_dead_runs(study: optuna.Study, tracker: Tracker) -> None:
@@ -328,9 +359,7 @@ def _search(study: optuna.Study, config: StudyConfig, data: SearchData,
         logger.info("study %r already has %d finished trials; nothing to run",
                     config.study_name, config.n_trials)
         return
-    # A compiled model is the one-trial loop's: --compile implies one trial at a time.
-    cohort_size = config.cohort_size or (
-        1 if config.compile != "none" else DEFAULT_COHORT_SIZE[data.images.device.type])
+    cohort_size = _cohort_size(config, data.images.device)
     with progress(total=remaining, max_epochs=config.max_epochs,
                   bar=not config.no_progress) as console:
         objective = make_objective(config, data, tracker, on_epoch=console.epoch)

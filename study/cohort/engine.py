@@ -147,13 +147,16 @@ class Cohort:
 
     @torch.inference_mode()
     def _evaluate(self) -> tuple[list[float], list[float]]:
-        """Every member on the fold's validation set: the same images, fp32, big slices."""
+        """Every member on the fold's validation set: the same images, fp32, in slices."""
         data, k = self.fold.val, len(self.members)
         self.model.eval()
         loss_sum = torch.zeros(k, device=data.y.device, dtype=torch.float64)
         correct = torch.zeros(k, device=data.y.device, dtype=torch.int64)
-        for start in range(0, len(data), EVAL_BATCH_SIZE):
-            x, y = data.x[start:start + EVAL_BATCH_SIZE], data.y[start:start + EVAL_BATCH_SIZE]
+        # EVAL_BATCH_SIZE images' outputs across all members, not per member: a CNN's first
+        # maps of 8192 images are 0.8 GB, and 16 members' would be 13 GB.
+        size = max(EVAL_BATCH_SIZE // k, 1)
+        for start in range(0, len(data), size):
+            x, y = data.x[start:start + size], data.y[start:start + size]
             logits = self.model.shared(x)  # [K, b, 10]
             loss_sum += F.cross_entropy(logits.permute(0, 2, 1), y.expand(k, -1),
                                         reduction="none").sum(dim=1)

@@ -301,3 +301,17 @@ def test_a_stop_signal_records_what_finished_and_the_same_command_resumes(
     assert len(_finished(storage)) == int(total)  # the earlier trials were kept, not redone
     drawn = [tuple(sorted(t.params.items())) for t in _finished(storage)]
     assert len(set(drawn)) == len(drawn)  # the resumed run drew new parameters, no replay
+
+
+def test_a_cohort_too_big_for_memory_is_refused_in_one_line(tmp_path: Path) -> None:
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    # A billion members cannot fit in any machine's memory, whatever this one has free.
+    result = run_cli(workdir, *small_run_args("--data-dir", str(data), "--n-trials", "2",
+                                              "--cohort-size", "1000000000"))
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith("mnist-study: error: --cohort-size 1000000000 does not fit on cpu:")
+    assert "use --cohort-size" in line and "Traceback" not in result.stderr
+    assert sorted(p.name for p in workdir.iterdir()) == []  # refused before any store
