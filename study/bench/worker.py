@@ -45,6 +45,7 @@ class StudySpec:
     target_acc: float | None = None
     amp: str = "none"
     compile: str = "none"
+    cohort_size: int = 1  # trials trained at once (study/cohort/); 1: the one-trial loop
     rep: int = 0  # repetitions of one configuration are distinct studies
 
 
@@ -107,6 +108,7 @@ def _run_project(spec: StudySpec) -> StudyResult:
         study_name=spec.label, storage=_storage(spec), n_trials=spec.n_trials,
         timeout=spec.timeout_s, max_epochs=spec.max_epochs, pruner=spec.pruner,
         device=spec.device, cpu_threads=spec.cpu_threads, amp=spec.amp, compile=spec.compile,
+        cohort_size=spec.cohort_size,
         data_dir=Path(spec.data_dir), download=False,
         allow_noncanonical_data=spec.allow_noncanonical_data, tracking_uri=spec.tracking_uri,
         seed=spec.seed, no_progress=True)

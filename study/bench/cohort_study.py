@@ -1,0 +1,117 @@
+"""Study level: the reference study trained one trial at a time against in cohorts.
+
+    python -m study.bench.cohort_study --data-dir ../shared/data --cohort-size 16 --out docs
+
+For each seed, in interleaved order (one trial at a time, then cohorts, then the next seed),
+the same study (TPE, median pruner, N trials, E epochs, untracked) runs in a fresh process:
+search wall time, trial-epochs trained, and the best validation loss found. Asking K trials
+at once costs the sampler information (it proposes a round's trials before any of them has
+reported), and the median pruner has fewer finished trials to compare with early on; the best
+losses of the seeds show whether that costs the search anything. Writes
+OUT/cohort_study_benchmarks.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import statistics
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from study.bench.settings import preset
+from study.bench.studies import StudyRunner
+from study.bench.worker import StudyResult
+
+logger = logging.getLogger("study.bench.cohort_study")
+
+
+def summary(result: StudyResult) -> dict[str, Any]:
+    complete = [t for t in result.trials if t.state == "COMPLETE" and t.best_val_loss is not None]
+    return {"label": result.spec.label, "seed": result.spec.seed,
+            "cohort_size": result.spec.cohort_size, "search_s": result.search_s,
+            "trials": len(result.trials),
+            "trial_epochs": sum(t.epochs for t in result.trials),
+            "pruned": sum(t.state == "PRUNED" for t in result.trials),
+            "best_val_loss": min((t.best_val_loss for t in complete if t.best_val_loss),
+                                 default=None)}
+
+
+def run(*, data_dir: Path, workdir: Path, seeds: Sequence[int], n_trials: int, max_epochs: int,
+        cohort_size: int, cpu_threads: int, device: str) -> dict[str, Any]:
+    settings = preset(quick=False, device=device, data_dir=data_dir, out_dir=workdir,
+                      workdir=workdir, cpu_threads=cpu_threads, allow_noncanonical_data=False,
+                      in_process=False)
+    runner = StudyRunner(settings, torchvision_root=workdir / "torchvision",
+                         tracking_uri=f"sqlite:///{workdir}/mlflow.db")
+    rows = []
+    for seed in seeds:  # interleaved: the machine's drift falls on both alike
+        for size in (1, cohort_size):
+            spec = runner.spec(pruner="median", seed=seed, n_trials=n_trials,
+                               max_epochs=max_epochs, cohort_size=size)
+            spec = dataclasses.replace(spec, label=f"{spec.label}-seed{seed}-k{size}")
+            rows.append(summary(runner.run(spec)))
+            logger.info("%s", rows[-1])
+    return {"rows": rows, "n_trials": n_trials, "max_epochs": max_epochs,
+            "cohort_size": cohort_size, "cpu_threads": cpu_threads, "device": device,
+            "torch": torch.__version__}
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"{result['n_trials']} trials, up to {result['max_epochs']} epochs, TPE + median "
+             f"pruner, {result['device']}, {result['cpu_threads']} threads, torch "
+             f"{result['torch']}", "",
+             "| seed | K | search s | vs one at a time | trial-epochs | pruned | best val loss |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    solo = {r["seed"]: r for r in result["rows"] if r["cohort_size"] == 1}
+    for r in result["rows"]:
+        ratio = r["search_s"] / solo[r["seed"]]["search_s"]
+        best = f"{r['best_val_loss']:.4f}" if r["best_val_loss"] is not None else "-"
+        lines.append(f"| {r['seed']} | {r['cohort_size']} | {r['search_s']:.0f} | "
+                     f"{ratio:.0%} | {r['trial_epochs']} | {r['pruned']} | {best} |")
+    for size in sorted({r["cohort_size"] for r in result["rows"]}):
+        losses = [r["best_val_loss"] for r in result["rows"]
+                  if r["cohort_size"] == size and r["best_val_loss"] is not None]
+        if len(losses) > 1:
+            lines.append(f"\nK={size}: best val loss {statistics.mean(losses):.4f} ± "
+                         f"{statistics.stdev(losses):.4f} over {len(losses)} seeds")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m study.bench.cohort_study", description=__doc__)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--cohort-size", type=int, default=16)
+    p.add_argument("--n-trials", type=int, default=64)
+    p.add_argument("--max-epochs", type=int, default=8)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--cpu-threads", type=int, default=2)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--out", type=Path, help="write OUT/cohort_study_benchmarks.json")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="cohort-study-") as tmp:
+        result = run(data_dir=args.data_dir, workdir=Path(tmp), seeds=args.seeds,
+                     n_trials=args.n_trials, max_epochs=args.max_epochs,
+                     cohort_size=args.cohort_size, cpu_threads=args.cpu_threads,
+                     device=args.device)
+    result["command"] = "python -m study.bench.cohort_study " + " ".join(
+        sys.argv[1:] if argv is None else argv)
+    print(table(result))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        path = args.out / "cohort_study_benchmarks.json"
+        path.write_text(json.dumps(result, indent=1))
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
