@@ -10,8 +10,9 @@ its batch size from the sampler as usual, and the round's other trials take that
 (Optuna's PartialFixedSampler) while every other parameter is sampled freely. The search
 sees fewer batch sizes per trial; the study-level benchmark measures what that costs in best
 validation loss. A trial whose batch size was given (enqueued) keeps it, in its own group.
-Every epoch each member is reported to its own trial; a pruned or diverged member is told at
-once and leaves the stack at the epoch boundary, the others go on untouched. The Objective's
+Every epoch each member is reported to its own trial; a pruned, diverged or finished member is
+told at once and leaves the stack at the epoch boundary, the others go on untouched, and (with
+a holdout split) newly asked trials of the cohort's batch size take the free places there. The Objective's
 steps record each trial, so a trial of a cohort has the same attributes, MLflow run and
 checkpoint as a solo one.
 """
@@ -52,33 +53,60 @@ def search_in_cohorts(study: optuna.Study, objective: Objective, *, cohort_size:
                       trial_done: TrialDone = lambda study, trial: None) -> None:
     """Ask, train and tell cohorts until the study has N_TRIALS (every worker's, finished or
     running) or TIMEOUT seconds have passed, as study.optimize with MaxTrialsCallback would."""
-    started = time.monotonic()
-    while timeout is None or time.monotonic() - started < timeout:
-        fail_stale_trials(study)  # as study.optimize does before each trial
-        taken = len(study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING)))
-        room = min(cohort_size, n_trials - taken)
-        if room <= 0:
-            return
-        _Round(study, objective, trial_done).run([study.ask() for _ in range(room)])
+    deadline = None if timeout is None else time.monotonic() + timeout
+    budget = _Budget(study, cohort_size=cohort_size, n_trials=n_trials, deadline=deadline)
+    while (room := budget.room(running=0)) > 0:
+        _Round(study, objective, trial_done, budget).run([study.ask() for _ in range(room)])
+
+
+class _Budget:
+    """How many more trials may start now: the cohort's free places, the study's budget (every
+    worker's trials, finished or running) and the time left."""
+
+    def __init__(self, study: optuna.Study, *, cohort_size: int, n_trials: int,
+                 deadline: float | None) -> None:
+        self.study, self.cohort_size, self.n_trials = study, cohort_size, n_trials
+        self.deadline = deadline
+
+    def room(self, *, running: int) -> int:
+        """Trials that may start beside RUNNING members of this process's cohort."""
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            return 0
+        fail_stale_trials(self.study)  # as study.optimize does before each trial
+        taken = len(self.study.get_trials(deepcopy=False,
+                                          states=(*FINISHED, TrialState.RUNNING)))
+        return max(min(self.cohort_size - running, self.n_trials - taken), 0)
 
 
 class _Round:
-    """One round: the asked trials, every one of them told before the round ends."""
+    """Asked trials trained in cohorts, every one of them told before the round ends.
 
-    def __init__(self, study: optuna.Study, objective: Objective, trial_done: TrialDone) -> None:
+    With a holdout split, trials that leave (pruned, failed, done) are replaced at the epoch
+    boundary by new ones of the cohort's batch size, so the cohort stays full until the
+    budget or the time runs out. Cross-validated trials train fold after fold, so a cohort
+    of them keeps its members for all folds and none joins.
+    """
+
+    def __init__(self, study: optuna.Study, objective: Objective, trial_done: TrialDone,
+                 budget: _Budget) -> None:
         self.study, self.objective, self.trial_done = study, objective, trial_done
+        self.budget = budget
         self.open: dict[int, optuna.Trial] = {}  # asked and not yet told
         self.runs: dict[int, TrialRun] = {}  # started (suggested, MLflow run open)
+        self.waiting: dict[int, list[TrialRun]] = {}  # started, by batch size, not yet trained
+        self.labels: dict[int, object] = {}  # each batch size as the trials store it
 
     def run(self, trials: Sequence[optuna.Trial]) -> None:
         self.open = {t.number: t for t in trials}
         try:
             with _heartbeats(self.study, self.open):
-                self._start(trials)
-                by_size: dict[int, list[TrialRun]] = {}
-                for run in self.runs.values():
-                    by_size.setdefault(run.hp.batch_size, []).append(run)
-                for size, group in sorted(by_size.items()):
+                first, *rest = trials
+                self._start([first])
+                # The round's other trials take the first one's batch size.
+                self._start(rest, batch_size=first.params["batch_size"])
+                while self.waiting:
+                    size = min(self.waiting)
+                    group = self.waiting.pop(size)
                     logger.info("cohort of %d trials at batch size %d: %s", len(group), size,
                                 ", ".join(str(r.trial.number) for r in group))
                     self._train(group)
@@ -88,50 +116,87 @@ class _Round:
                 self._tell(number, TrialState.FAIL, reason=f"interrupted: {type(exc).__name__}")
             raise
 
-    def _start(self, trials: Sequence[optuna.Trial]) -> None:
-        """Start (suggest) every trial; the first one's batch size is the round's."""
-        first, *rest = trials
-        self.runs[first.number] = self.objective.start(first)
+    def _start(self, trials: Sequence[optuna.Trial], *, batch_size: object = None,
+               ) -> list[TrialRun]:
+        """Start (suggest) TRIALS, with BATCH_SIZE (a stored value) fixed where given (an
+        enqueued trial keeps its own); each waits by its batch size."""
         base = self.study.sampler
-        with warnings.catch_warnings():
-            # "experimental" since Optuna 2.4, unchanged since: not a line for the user.
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.study.sampler = PartialFixedSampler(
-                {"batch_size": first.params["batch_size"]}, base)
+        if batch_size is not None:
+            with warnings.catch_warnings():
+                # "experimental" since Optuna 2.4, unchanged since: not a line for the user.
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                self.study.sampler = PartialFixedSampler({"batch_size": batch_size}, base)
+        started = []
         try:
-            for trial in rest:
-                self.runs[trial.number] = self.objective.start(trial)
+            for trial in trials:
+                run = self.runs[trial.number] = self.objective.start(trial)
+                self.labels[run.hp.batch_size] = trial.params["batch_size"]
+                self.waiting.setdefault(run.hp.batch_size, []).append(run)
+                started.append(run)
         finally:
             self.study.sampler = base
+        return started
 
     def _train(self, group: list[TrialRun]) -> None:
-        active = list(group)
-        for i in range(self.objective.data.k):
+        active, folds = list(group), self.objective.data.k
+        for i in range(folds):
             if not active:
                 return
             cohort = self._cohort(active, i)
+            trained: list[TrialRun] = []  # this fold done, the trial not pruned
             for results in interruptibly(_epochs(cohort)):
                 leaving = [key for key, result in results.items()
                            if not self._epoch_done(cohort, key, result)]
                 cohort.remove(leaving)
-            active = [run for run in active if run.trial.number in cohort.keys]
-            for run in list(active):
-                try:
-                    self.objective.fold_done(run)
-                except optuna.TrialPruned as exc:
-                    self._tell(run.trial.number, TrialState.PRUNED, reason=str(exc))
-                    active.remove(run)
-        for run in active:
-            self._tell(run.trial.number, TrialState.COMPLETE, reason="")
+                finished = cohort.finished()
+                cohort.remove(finished)
+                for key in finished:
+                    assert isinstance(key, int)
+                    if not self._fold_done(self.runs[key]):
+                        continue
+                    if i == folds - 1:
+                        self._tell(key, TrialState.COMPLETE, reason="")
+                    else:
+                        trained.append(self.runs[key])
+                if folds == 1:
+                    self._join(cohort)
+            active = trained
+
+    def _fold_done(self, run: TrialRun) -> bool:
+        """Record a trained fold; False when the trial is pruned on it (and told so)."""
+        try:
+            self.objective.fold_done(run)
+        except optuna.TrialPruned as exc:
+            self._tell(run.trial.number, TrialState.PRUNED, reason=str(exc))
+            return False
+        return True
+
+    def _join(self, cohort: Cohort) -> None:
+        """Fill the places members left with new trials of the cohort's batch size."""
+        room = self.budget.room(running=len(cohort.members))
+        if room <= 0:
+            return
+        trials = [self.study.ask() for _ in range(room)]
+        self.open.update({t.number: t for t in trials})
+        self._start(trials, batch_size=self.labels[cohort.batch_size])
+        joining = self.waiting.pop(cohort.batch_size, [])
+        if joining:
+            logger.info("trials %s join the cohort at batch size %d",
+                        ", ".join(str(r.trial.number) for r in joining), cohort.batch_size)
+            cohort.add(self._members(joining, 0))
 
     def _cohort(self, runs: list[TrialRun], i: int) -> Cohort:
+        return Cohort(self._members(runs, i), self.objective.data.fold(i),
+                      max_epochs=self.objective.max_epochs, options=self.objective.options)
+
+    def _members(self, runs: list[TrialRun], i: int) -> list[Member]:
+        """RUNS' networks and batch orders for fold I, built as their solo trials build them."""
         members = []
         for run in runs:
             model, generator = self.objective.build(run, i)
             members.append(Member(key=run.trial.number, hp=run.hp, model=model,
                                   generator=generator))
-        return Cohort(members, self.objective.data.fold(i), max_epochs=self.objective.max_epochs,
-                      options=self.objective.options)
+        return members
 
     def _epoch_done(self, cohort: Cohort, key: object,
                     result: EpochMetrics | NonFiniteLossError) -> bool:
@@ -164,7 +229,8 @@ class _Round:
 
 
 def _epochs(cohort: Cohort) -> Iterator[dict[object, EpochMetrics | NonFiniteLossError]]:
-    while cohort.members and cohort.epoch < cohort.max_epochs:
+    """Epochs while the cohort has members (finished ones leave between epochs)."""
+    while cohort.members:
         yield dict(cohort.run_epoch())
 
 

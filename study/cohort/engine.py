@@ -5,8 +5,9 @@ it is: its network built and seeded as the solo loop builds it, its batch order 
 own generator exactly as shuffled_batches draws it, its own dropout masks, optimizer kind,
 hyperparameters and learning-rate schedule. Only the arithmetic is shared: one stacked forward
 and backward pass per step, one vectorised optimizer update. Members leave at epoch boundaries
-(pruned, diverged or done) and the stack is compacted. Like study/training.py, this module
-knows nothing of Optuna or MLflow.
+(pruned, diverged or done) and the stack is compacted; new members may join there too, each
+counting its own epochs from 1. Like study/training.py, this module knows nothing of Optuna or
+MLflow.
 """
 
 from __future__ import annotations
@@ -53,21 +54,58 @@ class Cohort:
         self.batch_size = sizes.pop()
         self.max_epochs = max_epochs
         self.options = options
-        # SGD members first, then Adam/AdamW: each update family is one contiguous block of
-        # rows, which the optimizer updates through views instead of gathered copies.
+        self.members: list[Member] = []
+        self._epochs: dict[Hashable, int] = {}
+        self._stack(members)
+
+    def _stack(self, members: Sequence[Member]) -> None:
+        """A new stack of MEMBERS (the cohort has none left, or is new). SGD members first,
+        then Adam/AdamW: each update family is one contiguous block of rows, which the
+        vectorised optimizer updates through views instead of gathered copies."""
         self.members = sorted(members, key=lambda m: m.hp.optimizer != "sgd")
-        self.model = StackedModel([m.model for m in self.members], fold.train.x[:2])
-        self.optimizer = _optimizer(fold.train.y.device)(
+        self.model = StackedModel([m.model for m in self.members], self.fold.train.x[:2])
+        self.optimizer = _optimizer(self.fold.train.y.device)(
             self.model.parameters(), [m.hp.optimizer for m in self.members],
             [m.hp.weight_decay for m in self.members])
         self.schedules = MemberSchedules(
-            [m.hp for m in self.members], max_epochs=max_epochs,
-            steps_per_epoch=math.ceil(len(fold.train) / self.batch_size))
-        self.epoch = 0
+            [m.hp for m in self.members], max_epochs=self.max_epochs,
+            steps_per_epoch=math.ceil(len(self.fold.train) / self.batch_size))
+        self._epochs = {m.key: 0 for m in self.members}
 
     @property
     def keys(self) -> list[Hashable]:
         return [m.key for m in self.members]
+
+    def epochs(self, key: Hashable) -> int:
+        """Epochs member KEY has trained in this cohort."""
+        return self._epochs[key]
+
+    def finished(self) -> list[Hashable]:
+        """The members that have trained all max_epochs: they must leave before the next."""
+        return [m.key for m in self.members if self._epochs[m.key] >= self.max_epochs]
+
+    def add(self, members: Sequence[Member]) -> None:
+        """MEMBERS join at this epoch boundary, as if each started a solo run now: their own
+        networks, batch orders, fresh optimizer state and schedules. They are appended (an
+        SGD member after Adam ones makes the vectorised update gather its rows)."""
+        if not members:
+            return
+        sizes = {m.hp.batch_size for m in members}
+        keys = [m.key for m in members]
+        if sizes != {self.batch_size}:
+            raise ValueError(f"members joining a cohort of batch size {self.batch_size} must "
+                             f"share it, but got {sorted(sizes)}")
+        if len(set(keys)) != len(keys) or set(keys) & set(self._epochs):
+            raise ValueError(f"joining members need new, distinct keys, but got {keys}")
+        if not self.members:  # everyone left: the stack still holds them, so start anew
+            self._stack(members)
+            return
+        self.model.add([m.model for m in members])
+        self.optimizer.add(self.model.parameters(), [m.hp.optimizer for m in members],
+                           [m.hp.weight_decay for m in members])
+        self.schedules.add([m.hp for m in members])
+        self.members = [*self.members, *members]
+        self._epochs.update({key: 0 for key in keys})
 
     def run_epoch(self) -> dict[Hashable, EpochMetrics | NonFiniteLossError]:
         """One epoch for every member: its metrics, or why its loss stopped being finite.
@@ -75,9 +113,13 @@ class Cohort:
         A member whose loss is not finite is reported and should leave; the others are
         untouched by it (members share no arithmetic across rows).
         """
-        if self.epoch >= self.max_epochs:
-            raise RuntimeError(f"the cohort has trained all {self.max_epochs} epochs")
-        self.epoch += 1
+        if done := self.finished():
+            raise RuntimeError(f"members {done} have trained all {self.max_epochs} epochs: "
+                               f"remove() them first")
+        if not self.members:
+            raise RuntimeError("the cohort has no members left")
+        for member in self.members:
+            self._epochs[member.key] += 1
         started = time.perf_counter()
         train_loss, train_acc, lrs = self._train_epoch()
         val_loss, val_acc = self._evaluate()
@@ -86,15 +128,16 @@ class Cohort:
         seconds = time.perf_counter() - started
         results: dict[Hashable, EpochMetrics | NonFiniteLossError] = {}
         for k, member in enumerate(self.members):
+            epoch = self._epochs[member.key]
             if not math.isfinite(train_loss[k]):
-                results[member.key] = NonFiniteLossError(epoch=self.epoch, which="train",
+                results[member.key] = NonFiniteLossError(epoch=epoch, which="train",
                                                          value=train_loss[k])
             elif not math.isfinite(val_loss[k]):
-                results[member.key] = NonFiniteLossError(epoch=self.epoch, which="validation",
+                results[member.key] = NonFiniteLossError(epoch=epoch, which="validation",
                                                          value=val_loss[k])
             else:
                 results[member.key] = EpochMetrics(
-                    epoch=self.epoch, train_loss=train_loss[k], train_acc=train_acc[k],
+                    epoch=epoch, train_loss=train_loss[k], train_acc=train_acc[k],
                     val_loss=val_loss[k], val_acc=val_acc[k], lr=lrs[k], seconds=seconds)
         return results
 
@@ -106,6 +149,7 @@ class Cohort:
             return
         index = torch.tensor(rows, dtype=torch.long, device=self.fold.train.y.device)
         self.members = [self.members[k] for k in rows]
+        self._epochs = {m.key: self._epochs[m.key] for m in self.members}
         if not rows:
             return
         self.model.keep(index)

@@ -104,6 +104,21 @@ class MemberOptimizers:
         self._flat_params = _member_views(self._params)
         self._members = [self._members[r] for r in kept]
 
+    def add(self, params: Sequence[torch.Tensor], kinds: Sequence[str],
+            weight_decay: Sequence[float]) -> None:
+        """Members of KINDS join as the last rows of PARAMS, the model's extended stacked
+        tensors, with fresh state, as a new torch.optim optimizer's."""
+        first = len(self._members)
+        check_args(params, [*self.kinds, *kinds], [*self._weight_decays(), *weight_decay],
+                   betas2=self._beta2, eps=self._eps)
+        self._params = list(params)
+        self._flat_params = _member_views(self._params)
+        self._members += [self._new_state(kind, wd, first + i)
+                          for i, (kind, wd) in enumerate(zip(kinds, weight_decay))]
+
+    def _weight_decays(self) -> list[float]:
+        return [m.weight_decay for m in self._members]
+
     def _new_state(self, kind: str, weight_decay: float, row: int) -> _MemberState:
         state = _MemberState(kind=kind, weight_decay=weight_decay)
         if kind == "sgd":

@@ -74,7 +74,8 @@ class StackedOptimizer:
         self._decays = [wd != 0 for wd in weight_decay]
         self._beta2 = betas2
         self._eps = eps
-        self._steps = 0  # members step together: one count serves all (Adam's t)
+        # Each member's step count (Adam's t): members that join later count from 0.
+        self._steps = torch.zeros(len(self._kinds), dtype=torch.float64, device=device)
         self._families = [self._new_family(adam, members)
                           for adam, members in _split(self._kinds)]
 
@@ -105,7 +106,7 @@ class StackedOptimizer:
         grads = [p.grad for p in self._params]
         if any(g is None for g in grads):
             raise ValueError("every stacked parameter needs a gradient: call backward() first")
-        self._steps += 1
+        self._steps += 1  # in place, on the device: no host sync
         lr64, momentum64 = lr.to(torch.float64), momentum.to(torch.float64)
         for family in self._families:
             self._step_family(family, lr64, momentum64)
@@ -123,6 +124,7 @@ class StackedOptimizer:
         self._params = list(params)
         self._kinds = [self._kinds[r] for r in kept]
         self._weight_decay = self._weight_decay[kept]
+        self._steps = self._steps[kept]
         self._decays = [self._decays[r] for r in kept]
         families = []
         for family in self._families:
@@ -130,6 +132,43 @@ class StackedOptimizer:
             if stays:
                 families.append(self._compacted(family, stays, renumber))
         self._families = families
+
+    @torch.no_grad()
+    def add(self, params: Sequence[torch.Tensor], kinds: Sequence[str],
+            weight_decay: Sequence[float]) -> None:
+        """Members of KINDS join as the last rows of PARAMS, the model's extended stacked
+        tensors, with fresh state (step count 0), as a new torch.optim optimizer's."""
+        first = len(self._kinds)
+        check_args(params, [*self._kinds, *kinds],
+                   [*self._weight_decay.tolist(), *weight_decay], betas2=self._beta2,
+                   eps=self._eps)
+        device = self._params[0].device
+        self._params = list(params)
+        self._kinds = [*self._kinds, *kinds]
+        self._weight_decay = torch.cat([self._weight_decay, torch.tensor(
+            list(weight_decay), dtype=torch.float64, device=device)])
+        self._decays += [wd != 0 for wd in weight_decay]
+        self._steps = torch.cat([self._steps, self._steps.new_zeros(len(kinds))])
+        families = {family.adam: family for family in self._families}
+        self._families = []
+        for adam, members in _split(self._kinds):
+            old = families.get(adam)
+            self._families.append(self._new_family(adam, members) if old is None
+                                  else self._extended(old, [m for m in members if m >= first]))
+
+    def _extended(self, family: _Family, joining: list[int]) -> _Family:
+        """FAMILY with the rows JOINING appended, their state zeros (SGD: not started)."""
+        if not joining:
+            return family
+        members = [*family.members, *joining]
+        grown = self._new_family(family.adam, members)
+        old = len(family.members)
+        for slot, new_slot in zip(family.state, grown.state):
+            for kept, fresh in zip(slot, new_slot):
+                fresh[:old].copy_(kept)  # the rest stays zero
+        if family.started is not None and grown.started is not None:
+            grown.started[:old] = family.started
+        return grown
 
     def _new_family(self, adam: bool, members: list[int]) -> _Family:
         device = self._params[0].device
@@ -173,6 +212,7 @@ class StackedOptimizer:
     def _step_family(self, family: _Family, lr: torch.Tensor, momentum: torch.Tensor) -> None:
         lr, momentum = lr[family.rows], momentum[family.rows]  # [n] float64
         wd = self._weight_decay[family.rows]  # [n] float64
+        steps = self._steps[family.rows]  # [n] float64
         if family.adam:
             l2 = torch.where(family.decoupled, 0.0, wd)  # [n]: Adam adds wd*p to the grad ...
             shrink = torch.where(family.decoupled, 1 - lr * wd, 1.0)  # ... AdamW shrinks p
@@ -180,8 +220,8 @@ class StackedOptimizer:
                 l2=l2, shrink=shrink, weight=1 - momentum,
                 # Bias corrections with each member's CURRENT beta1, as torch does when
                 # OneCycleLR cycles it: 1 - beta1**t, t the step count.
-                step_size=lr / (1 - momentum ** self._steps),
-                bias_c2_sqrt=(1 - self._beta2 ** self._steps) ** 0.5,
+                step_size=lr / (1 - momentum ** steps),
+                bias_c2_sqrt=(1 - self._beta2 ** steps).sqrt(),
                 any_l2=family.l2, any_shrink=family.shrinks)
         else:
             assert family.started is not None
@@ -209,7 +249,7 @@ class StackedOptimizer:
             p.mul_(_col(c.shrink, p))
         exp_avg.lerp_(g, _col(c.weight, p))
         exp_avg_sq.mul_(self._beta2).addcmul_(g, g, value=1 - self._beta2)
-        denom = torch.sqrt(exp_avg_sq, out=work).div_(c.bias_c2_sqrt).add_(self._eps)
+        denom = torch.sqrt(exp_avg_sq, out=work).div_(_col(c.bias_c2_sqrt, p)).add_(self._eps)
         update = torch.div(exp_avg, denom, out=denom).mul_(_col(c.step_size, p))
         p.sub_(update)
 
@@ -222,7 +262,7 @@ class _AdamCoefficients:
     shrink: torch.Tensor  # AdamW's 1 - lr*wd (1 for Adam)
     weight: torch.Tensor  # 1 - beta1, exp_avg's lerp weight
     step_size: torch.Tensor  # lr / (1 - beta1**t)
-    bias_c2_sqrt: float  # sqrt(1 - beta2**t), the same for every member
+    bias_c2_sqrt: torch.Tensor  # sqrt(1 - beta2**t), t each member's own step count
     any_l2: bool  # skip whole-tensor work no member needs
     any_shrink: bool
 

@@ -33,11 +33,16 @@ class MemberSchedules:
             raise ValueError(f"need at least one member, max_epochs >= 1 and "
                              f"steps_per_epoch >= 1, but got {len(hps)} members, "
                              f"{max_epochs=}, {steps_per_epoch=}")
+        self._max_epochs, self._steps_per_epoch = max_epochs, steps_per_epoch
         self._optimizers: list[torch.optim.Optimizer] = []
         self._schedules: list[_Schedule] = []
+        self.add(hps)
+
+    def add(self, hps: Sequence[Hyperparams]) -> None:
+        """Members join, last: each schedule starts from its first step, as a solo run's."""
         for hp in hps:
-            optimizer, schedule = _shadow(hp, max_epochs=max_epochs,
-                                          steps_per_epoch=steps_per_epoch)
+            optimizer, schedule = _shadow(hp, max_epochs=self._max_epochs,
+                                          steps_per_epoch=self._steps_per_epoch)
             self._optimizers.append(optimizer)
             self._schedules.append(schedule)
 

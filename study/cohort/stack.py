@@ -83,6 +83,20 @@ class StackedModel:
         self.params = self._laid_out({name: p.detach()[rows] for name, p in self.params.items()})
         self.buffers = {name: b[rows].clone() for name, b in self.buffers.items()}
 
+    def add(self, members: Sequence[nn.Module]) -> None:
+        """MEMBERS (networks of the same architecture) join as the last rows."""
+        for member in members:
+            dropout_rate_as_buffer(member)
+        params, buffers = stack_module_state(list(members))
+        mine = {name: tuple(p.shape[1:]) for name, p in self.params.items()}
+        theirs = {name: tuple(p.shape[1:]) for name, p in params.items()}
+        if mine != theirs or set(buffers) != set(self.buffers):
+            raise ValueError(f"joining members must share the architecture: parameters "
+                             f"{mine}, but got {theirs}")
+        self.params = self._laid_out({name: torch.cat([p.detach(), params[name].detach()])
+                                      for name, p in self.params.items()})
+        self.buffers = {name: torch.cat([b, buffers[name]]) for name, b in self.buffers.items()}
+
     def member_state(self, row: int) -> StateDict:
         """Member ROW's weights as a CPU state dict with the solo model's keys."""
         tensors = {**self.params, **self.buffers}

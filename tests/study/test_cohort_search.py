@@ -17,6 +17,7 @@ from study.evaluation import evaluate_best
 from study.objective import Objective, TrialRun
 from study.search_space import SearchSpace
 from study.tracking import MlflowTracker, Tracker
+from study.training import NonFiniteLossError
 
 GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",
         "dropout": 0.0, "weight_decay": 1e-6}
@@ -168,3 +169,21 @@ def test_an_enqueued_batch_size_is_kept_in_a_round(search_data: SearchData,
     search_in_cohorts(study, _objective(search_data, tracker), cohort_size=2, n_trials=2,
                       timeout=None)
     assert [t.params["batch_size"] for t in study.trials] == ["0032", "1024"]
+
+
+def test_a_new_trial_takes_the_place_of_one_that_left(search_data: SearchData,
+                                                      tracker: MlflowTracker) -> None:
+    # DIVERGING fails in epoch 1; GOOD_SGD (asked then) joins GOOD's cohort for its epoch 2.
+    cohort, solo = _study(GOOD, DIVERGING, GOOD_SGD), _study(GOOD, DIVERGING, GOOD_SGD)
+    search_in_cohorts(cohort, _objective(search_data, tracker), cohort_size=2, n_trials=3,
+                      timeout=None)
+    solo.optimize(_objective(search_data, tracker), n_trials=3, catch=(NonFiniteLossError,))
+    good, diverged, joined = cohort.trials
+    assert [t.state for t in cohort.trials] == [TrialState.COMPLETE, TrialState.FAIL,
+                                                TrialState.COMPLETE]
+    assert good.datetime_complete is not None and joined.datetime_start is not None
+    assert joined.datetime_start < good.datetime_complete  # it joined, it did not wait
+    assert joined.user_attrs["epochs_trained"] == EPOCHS  # all its own epochs
+    assert list(joined.intermediate_values) == [1, 2]  # numbered from its own first
+    for together, alone in ((good, solo.trials[0]), (joined, solo.trials[2])):
+        assert together.value == pytest.approx(alone.value, rel=1e-5)  # as if trained alone

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Hashable, Sequence
 
@@ -70,9 +71,10 @@ def _cohort(fold: Fold, hps: Sequence[Hyperparams], name: str = "mlp") -> Cohort
 
 def _run(cohort: Cohort) -> dict[Hashable, list[EpochMetrics | NonFiniteLossError]]:
     seen: dict[Hashable, list[EpochMetrics | NonFiniteLossError]] = {}
-    while cohort.epoch < EPOCHS:
+    while cohort.members:
         for key, result in cohort.run_epoch().items():
             seen.setdefault(key, []).append(result)
+        cohort.remove(cohort.finished())  # done members leave, as the search removes them
     return seen
 
 
@@ -135,6 +137,39 @@ def test_a_member_that_leaves_changes_no_other(fold: Fold) -> None:
         assert _losses(history) == pytest.approx(_losses(base[seed]), rel=1e-6)
 
 
+@pytest.mark.parametrize("after", [1, EPOCHS], ids=["mid-cohort", "after-all-left"])
+def test_members_that_join_train_as_they_would_alone(fold: Fold, after: int) -> None:
+    first = [_hp("adam", 2e-3, scheduler="onecycle"), _hp("sgd", 0.05, momentum=0.9)]
+    joining = [_hp("sgd", 0.03, momentum=0.8, scheduler="step"),
+               _hp("adamw", 1e-3, scheduler="plateau"), _hp("adam", 3e-3, scheduler="cosine")]
+    cohort = _cohort(fold, first)
+    seen: dict[Hashable, list[EpochMetrics | NonFiniteLossError]] = {}
+    for _ in range(after):
+        for key, result in cohort.run_epoch().items():
+            seen.setdefault(key, []).append(result)
+    cohort.remove(cohort.finished())
+    cohort.add([Member(key=seed, hp=hp, model=_model(seed, hp, "mlp"),
+                       generator=torch.Generator().manual_seed(seed))
+                for seed, hp in enumerate(joining, start=len(first))])
+    for key, history in _run(cohort).items():
+        seen.setdefault(key, []).extend(history)
+    for seed, hp in enumerate([*first, *joining]):
+        assert [m.epoch for m in seen[seed] if isinstance(m, EpochMetrics)] == [1, 2, 3]
+        want = _losses(_solo(fold, hp, seed))  # the joiners too, from their first epoch
+        assert _losses(seen[seed]) == pytest.approx(want, rel=RTOL), f"member {seed}: {hp}"
+
+
+def test_a_joining_member_needs_the_batch_size_and_a_new_key(fold: Fold) -> None:
+    cohort = _cohort(fold, [_hp("adam", 1e-3)])
+    other = dataclasses.replace(_hp("adam", 1e-3), batch_size=2 * BATCH)
+    with pytest.raises(ValueError, match="batch size 32"):
+        cohort.add([Member(key=1, hp=other, model=_model(1, other, "mlp"),
+                           generator=torch.Generator())])
+    with pytest.raises(ValueError, match="new, distinct keys"):
+        cohort.add([Member(key=0, hp=_hp("sgd", 0.1), model=_model(0, other, "mlp"),
+                           generator=torch.Generator())])
+
+
 def test_a_diverging_member_fails_alone(fold: Fold) -> None:
     hps = [_hp("sgd", 1e6, momentum=0.9), _hp("adam", 1e-3), _hp("sgd", 0.05, momentum=0.0)]
     cohort = _cohort(fold, hps)
@@ -142,7 +177,7 @@ def test_a_diverging_member_fails_alone(fold: Fold) -> None:
     assert isinstance(results[0], NonFiniteLossError)  # reported, for its trial to FAIL
     assert "diverged" in str(results[0])
     cohort.remove([0])
-    while cohort.epoch < EPOCHS:
+    while not cohort.finished():
         for key, result in cohort.run_epoch().items():
             results = {**results, key: result}
     for seed in (1, 2):

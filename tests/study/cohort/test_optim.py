@@ -222,3 +222,33 @@ def test_weights_stored_transposed_match_torch(cls: Optimizer, kinds: list[str])
     lrs = [SGD_LRS[k] if kind == "sgd" else ADAM_LRS[k] for k, kind in enumerate(kinds)]
     _compare_with_torch(cls, kinds, _constant(lrs), WDS, _constant(MOMENTA), fused=True,
                         transposed=True)
+
+
+@both
+def test_members_that_join_start_as_a_new_torch_optimizer(cls: Optimizer) -> None:
+    # Two members step alone, then an SGD and an AdamW member join (the SGD one after Adam
+    # rows: the vectorised update gathers its family); all four then step together.
+    kinds, lrs = ["adam", "sgd", "sgd", "adamw"], [1e-2, 0.1, 0.05, 3e-3]
+    init, grads = _stacked_init(4), _grads(4, 2 * STEPS)
+    first = [t[:2].clone() for t in init]
+    opt = cls(first, kinds[:2], WDS[:2])
+    _run_stacked(opt, first, [[g[:2] for g in step] for step in grads[:STEPS]],
+                 _constant(lrs[:2]), _constant(MOMENTA[:2]))
+    params = [torch.cat([p, t[2:]]) for p, t in zip(first, init)]  # what the model hands over
+    opt.add(params, kinds[2:], WDS[2:])
+    _run_stacked(opt, params, grads[STEPS:], _constant(lrs), _constant(MOMENTA))
+    assert opt.kinds == kinds
+    for k, kind in enumerate(kinds):
+        solo = [t[k].clone() for t in init]
+        torch_opt = _solo(kind, solo, lr=lrs[k], wd=WDS[k], momentum=MOMENTA[k], fused=True)
+        for step_grads in grads[:STEPS] if k < 2 else []:
+            for p, g in zip(solo, step_grads):
+                p.grad = g[k].clone()
+            torch_opt.step()
+        for step_grads in grads[STEPS:]:
+            for p, g in zip(solo, step_grads):
+                p.grad = g[k].clone()
+            torch_opt.step()
+        for mine, theirs in zip(params, solo):
+            torch.testing.assert_close(mine[k], theirs, rtol=TOLERANCE["rtol"],
+                                       atol=TOLERANCE["atol"])
