@@ -1,28 +1,31 @@
 """The search in cohorts: up to K asked trials trained together, recorded as solo trials are.
 
-Optuna's ask/tell drives it. Up to --cohort-size trials are asked at once (the sampler sees
-the running ones: TPE's constant liar keeps them apart), grouped by batch size, and each
-group trains as one stacked model (study/cohort/), fold after fold as a solo trial does.
+Optuna's ask/tell drives it. Up to --cohort-size trials run at once (the sampler sees the
+running ones: TPE's constant liar keeps them apart); those of one batch size train as one
+stacked model (study/cohort/). Every epoch each member is reported to its own trial; a pruned,
+diverged or finished member is told at once and leaves the stack at the epoch boundary, the
+others go on untouched. The Objective's steps record each trial, so a trial of a cohort has
+the same attributes, MLflow run and checkpoint as a solo one.
 
-Members must share a batch size, and six sizes drawn independently would split a round of 16
-into groups of two or three, which gain little from stacking. So a round's first trial draws
-its batch size from the sampler as usual, and the round's other trials take that size
-(Optuna's PartialFixedSampler) while every other parameter is sampled freely. The search
-sees fewer batch sizes per trial; the study-level benchmark measures what that costs in best
-validation loss. A trial whose batch size was given (enqueued) keeps it, in its own group.
-Every epoch each member is reported to its own trial; a pruned, diverged or finished member is
-told at once and leaves the stack at the epoch boundary, the others go on untouched, and (with
-a holdout split) newly asked trials of the cohort's batch size take the free places there. The Objective's
-steps record each trial, so a trial of a cohort has the same attributes, MLflow run and
-checkpoint as a solo one.
+Members must share a batch size, and six sizes drawn independently would split 16 trials into
+groups of two or three, which gain little from stacking. So one trial in K draws its batch
+size from the sampler as usual and the next K-1 take it (Optuna's PartialFixedSampler), every
+other parameter sampled freely; a trial whose batch size was given (enqueued) keeps it. The
+search sees a new batch size every K trials instead of every trial; the study-level benchmark
+(python -m study.bench.cohort_study) measures what that costs in best validation loss.
+
+With a holdout split the places that leaving members free are filled at once with newly asked
+trials, which join the cohort of their batch size (or start one): the cohorts stay full until
+the budget or the time runs out, and a new batch size's cohort fills as the last one's
+drains. Cross-validated trials train fold after fold, so their cohorts run in rounds: K
+trials asked, each batch size's group trained through all folds, then the next round.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import optuna
@@ -55,12 +58,15 @@ def search_in_cohorts(study: optuna.Study, objective: Objective, *, cohort_size:
     running) or TIMEOUT seconds have passed, as study.optimize with MaxTrialsCallback would."""
     deadline = None if timeout is None else time.monotonic() + timeout
     budget = _Budget(study, cohort_size=cohort_size, n_trials=n_trials, deadline=deadline)
+    if objective.data.k == 1:
+        _Holdout(study, objective, trial_done, budget).run()
+        return
     while (room := budget.room(running=0)) > 0:
-        _Round(study, objective, trial_done, budget).run([study.ask() for _ in range(room)])
+        _Round(study, objective, trial_done, budget).run(room)
 
 
 class _Budget:
-    """How many more trials may start now: the cohort's free places, the study's budget (every
+    """How many more trials may start now: the free places among K, the study's budget (every
     worker's trials, finished or running) and the time left."""
 
     def __init__(self, study: optuna.Study, *, cohort_size: int, n_trials: int,
@@ -69,7 +75,7 @@ class _Budget:
         self.deadline = deadline
 
     def room(self, *, running: int) -> int:
-        """Trials that may start beside RUNNING members of this process's cohort."""
+        """Trials that may start beside RUNNING members of this process's cohorts."""
         if self.deadline is not None and time.monotonic() >= self.deadline:
             return 0
         fail_stale_trials(self.study)  # as study.optimize does before each trial
@@ -78,89 +84,68 @@ class _Budget:
         return max(min(self.cohort_size - running, self.n_trials - taken), 0)
 
 
-class _Round:
-    """Asked trials trained in cohorts, every one of them told before the round ends.
-
-    With a holdout split, trials that leave (pruned, failed, done) are replaced at the epoch
-    boundary by new ones of the cohort's batch size, so the cohort stays full until the
-    budget or the time runs out. Cross-validated trials train fold after fold, so a cohort
-    of them keeps its members for all folds and none joins.
-    """
+class _Search:
+    """What both ways of training cohorts share: asking and starting trials (one batch size
+    per K trials), recording epochs, telling trials, and failing every open trial when
+    interrupted."""
 
     def __init__(self, study: optuna.Study, objective: Objective, trial_done: TrialDone,
                  budget: _Budget) -> None:
         self.study, self.objective, self.trial_done = study, objective, trial_done
         self.budget = budget
-        self.open: dict[int, optuna.Trial] = {}  # asked and not yet told
+        self.open: dict[int, optuna.Trial] = {}  # asked and not yet told (heartbeats read it)
         self.runs: dict[int, TrialRun] = {}  # started (suggested, MLflow run open)
-        self.waiting: dict[int, list[TrialRun]] = {}  # started, by batch size, not yet trained
-        self.labels: dict[int, object] = {}  # each batch size as the trials store it
+        self.asked = 0  # trials this search asked: each K-th draws its batch size freely
+        self.batch_size: object = None  # the last drawn batch size, as trials store it
 
-    def run(self, trials: Sequence[optuna.Trial]) -> None:
-        self.open = {t.number: t for t in trials}
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Heartbeats for every open trial; on Ctrl-C, SIGTERM or a bug, none stays RUNNING."""
         try:
             with _heartbeats(self.study, self.open):
-                first, *rest = trials
-                self._start([first])
-                # The round's other trials take the first one's batch size.
-                self._start(rest, batch_size=first.params["batch_size"])
-                while self.waiting:
-                    size = min(self.waiting)
-                    group = self.waiting.pop(size)
-                    logger.info("cohort of %d trials at batch size %d: %s", len(group), size,
-                                ", ".join(str(r.trial.number) for r in group))
-                    self._train(group)
+                yield
         except BaseException as exc:
-            # Ctrl-C, SIGTERM or a bug: no trial of the round may stay RUNNING.
             for number in list(self.open):
                 self._tell(number, TrialState.FAIL, reason=f"interrupted: {type(exc).__name__}")
             raise
 
-    def _start(self, trials: Sequence[optuna.Trial], *, batch_size: object = None,
-               ) -> list[TrialRun]:
-        """Start (suggest) TRIALS, with BATCH_SIZE (a stored value) fixed where given (an
-        enqueued trial keeps its own); each waits by its batch size."""
-        base = self.study.sampler
-        if batch_size is not None:
-            with warnings.catch_warnings():
-                # "experimental" since Optuna 2.4, unchanged since: not a line for the user.
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                self.study.sampler = PartialFixedSampler({"batch_size": batch_size}, base)
-        started = []
-        try:
-            for trial in trials:
-                run = self.runs[trial.number] = self.objective.start(trial)
-                self.labels[run.hp.batch_size] = trial.params["batch_size"]
-                self.waiting.setdefault(run.hp.batch_size, []).append(run)
-                started.append(run)
-        finally:
-            self.study.sampler = base
+    def _ask(self, count: int) -> dict[int, list[TrialRun]]:
+        """COUNT new trials, asked and started one by one, by batch size."""
+        started: dict[int, list[TrialRun]] = {}
+        for _ in range(count):
+            trial = self.study.ask()
+            self.open[trial.number] = trial
+            fixed = self.asked % self.budget.cohort_size != 0 and self.batch_size is not None
+            self.asked += 1
+            run = self._start(trial, batch_size=self.batch_size if fixed else None)
+            if not fixed:
+                self.batch_size = trial.params["batch_size"]
+            started.setdefault(run.hp.batch_size, []).append(run)
         return started
 
-    def _train(self, group: list[TrialRun]) -> None:
-        active, folds = list(group), self.objective.data.k
-        for i in range(folds):
-            if not active:
-                return
-            cohort = self._cohort(active, i)
-            trained: list[TrialRun] = []  # this fold done, the trial not pruned
-            for results in interruptibly(_epochs(cohort)):
-                leaving = [key for key, result in results.items()
-                           if not self._epoch_done(cohort, key, result)]
-                cohort.remove(leaving)
-                finished = cohort.finished()
-                cohort.remove(finished)
-                for key in finished:
-                    assert isinstance(key, int)
-                    if not self._fold_done(self.runs[key]):
-                        continue
-                    if i == folds - 1:
-                        self._tell(key, TrialState.COMPLETE, reason="")
-                    else:
-                        trained.append(self.runs[key])
-                if folds == 1:
-                    self._join(cohort)
-            active = trained
+    def _start(self, trial: optuna.Trial, *, batch_size: object) -> TrialRun:
+        """Start (suggest) TRIAL, with BATCH_SIZE (a stored value) fixed unless None (an
+        enqueued trial keeps its own)."""
+        base = self.study.sampler
+        if batch_size is not None:  # (its ExperimentalWarning: study/cli/logs.py mutes them)
+            self.study.sampler = PartialFixedSampler({"batch_size": batch_size}, base)
+        try:
+            run = self.runs[trial.number] = self.objective.start(trial)
+        finally:
+            self.study.sampler = base
+        return run
+
+    def _epoch(self, cohort: Cohort, results: dict[object, EpochMetrics | NonFiniteLossError],
+               ) -> list[TrialRun]:
+        """Record one epoch of COHORT: members whose trial ended leave, and so do those that
+        trained all their epochs on this fold; the latter are returned (not pruned on it)."""
+        leaving = [key for key, result in results.items()
+                   if not self._epoch_done(cohort, key, result)]
+        cohort.remove(leaving)
+        finished = cohort.finished()
+        cohort.remove(finished)
+        return [self.runs[key] for key in finished
+                if isinstance(key, int) and self._fold_done(self.runs[key])]
 
     def _fold_done(self, run: TrialRun) -> bool:
         """Record a trained fold; False when the trial is pruned on it (and told so)."""
@@ -171,24 +156,6 @@ class _Round:
             return False
         return True
 
-    def _join(self, cohort: Cohort) -> None:
-        """Fill the places members left with new trials of the cohort's batch size."""
-        room = self.budget.room(running=len(cohort.members))
-        if room <= 0:
-            return
-        trials = [self.study.ask() for _ in range(room)]
-        self.open.update({t.number: t for t in trials})
-        self._start(trials, batch_size=self.labels[cohort.batch_size])
-        joining = self.waiting.pop(cohort.batch_size, [])
-        if joining:
-            logger.info("trials %s join the cohort at batch size %d",
-                        ", ".join(str(r.trial.number) for r in joining), cohort.batch_size)
-            cohort.add(self._members(joining, 0))
-
-    def _cohort(self, runs: list[TrialRun], i: int) -> Cohort:
-        return Cohort(self._members(runs, i), self.objective.data.fold(i),
-                      max_epochs=self.objective.max_epochs, options=self.objective.options)
-
     def _members(self, runs: list[TrialRun], i: int) -> list[Member]:
         """RUNS' networks and batch orders for fold I, built as their solo trials build them."""
         members = []
@@ -197,6 +164,12 @@ class _Round:
             members.append(Member(key=run.trial.number, hp=run.hp, model=model,
                                   generator=generator))
         return members
+
+    def _cohort(self, runs: list[TrialRun], i: int) -> Cohort:
+        logger.info("cohort of %d trials at batch size %d: %s", len(runs), runs[0].hp.batch_size,
+                    ", ".join(str(r.trial.number) for r in runs))
+        return Cohort(self._members(runs, i), self.objective.data.fold(i),
+                      max_epochs=self.objective.max_epochs, options=self.objective.options)
 
     def _epoch_done(self, cohort: Cohort, key: object,
                     result: EpochMetrics | NonFiniteLossError) -> bool:
@@ -226,6 +199,67 @@ class _Round:
             trial.set_user_attr("fail_reason", reason)  # asked, never started
         frozen = self.study.tell(trial, value, state=state if value is None else None)
         self.trial_done(self.study, frozen)
+
+
+class _Holdout(_Search):
+    """One fold: cohorts kept full, a new trial joining the cohort of its batch size at the
+    epoch boundary where a place frees up; the cohorts take turns, an epoch each."""
+
+    def __init__(self, study: optuna.Study, objective: Objective, trial_done: TrialDone,
+                 budget: _Budget) -> None:
+        super().__init__(study, objective, trial_done, budget)
+        self.cohorts: dict[int, Cohort] = {}  # by batch size, each with members
+
+    def run(self) -> None:
+        with self._guarded():
+            self._fill()
+            for cohort, results in interruptibly(self._epochs()):
+                for run in self._epoch(cohort, results):
+                    self._tell(run.trial.number, TrialState.COMPLETE, reason="")
+                if not cohort.members:
+                    del self.cohorts[cohort.batch_size]
+                self._fill()
+
+    def _epochs(self) -> Iterator[tuple[Cohort, dict[object, EpochMetrics | NonFiniteLossError]]]:
+        while self.cohorts:
+            for size in sorted(self.cohorts):
+                cohort = self.cohorts.get(size)
+                if cohort is not None:
+                    yield cohort, dict(cohort.run_epoch())
+
+    def _fill(self) -> None:
+        running = sum(len(c.members) for c in self.cohorts.values())
+        room = self.budget.room(running=running)
+        for size, runs in sorted(self._ask(room).items()):
+            if size in self.cohorts:
+                logger.info("trials %s join the cohort at batch size %d",
+                            ", ".join(str(r.trial.number) for r in runs), size)
+                self.cohorts[size].add(self._members(runs, 0))
+            else:
+                self.cohorts[size] = self._cohort(runs, 0)
+
+
+class _Round(_Search):
+    """Cross-validated trials: ROOM trials asked at once, each batch size's group trained as a
+    cohort fold after fold (a member leaves when pruned or failed, none joins)."""
+
+    def run(self, room: int) -> None:
+        with self._guarded():
+            for _, group in sorted(self._ask(room).items()):
+                self._train(group)
+
+    def _train(self, group: list[TrialRun]) -> None:
+        active, folds = list(group), self.objective.data.k
+        for i in range(folds):
+            if not active:
+                return
+            cohort = self._cohort(active, i)
+            trained: list[TrialRun] = []
+            for results in interruptibly(_epochs(cohort)):
+                trained += self._epoch(cohort, results)
+            active = trained
+        for run in active:
+            self._tell(run.trial.number, TrialState.COMPLETE, reason="")
 
 
 def _epochs(cohort: Cohort) -> Iterator[dict[object, EpochMetrics | NonFiniteLossError]]:

@@ -34,6 +34,9 @@ class TrainOptions:
     compile_mode: str = "none"  # a torch.compile mode; "reduce-overhead" adds CUDA graphs
     compile_backend: str = "inductor"  # "aot_eager" traces without generating code (tests)
     fused_optimizer: bool = True  # one fused kernel per step, not a loop over the parameters
+    # A cohort's step captured as a CUDA graph and replayed (study/cohort/graph.py); CUDA only,
+    # ignored elsewhere. Off until a GPU measures that it pays (python -m study.bench.cohort).
+    cuda_graph: bool = False
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
@@ -237,10 +240,13 @@ def _train_epoch(
     return loss_sum.item() / len(data), correct.item() / len(data), lr
 
 
-def autocast(device: torch.device, amp: str) -> contextlib.AbstractContextManager[object]:
+def autocast(device: torch.device, amp: str, *,
+             cache: bool = True) -> contextlib.AbstractContextManager[object]:
+    """bf16 autocast for AMP "bf16", else nothing. CACHE=False where a CUDA graph captures
+    the step: autocast's cache of cast weights must not outlive the capture."""
     if amp == "none":
         return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, cache_enabled=cache)
 
 
 def compile_for_trials(model: nn.Module, options: TrainOptions) -> nn.Module:

@@ -9,7 +9,14 @@ For each network, batch size and K, in interleaved repetitions: one epoch of tod
 same slice of the training images, with the same threads. Members alternate SGD with momentum
 and Adam (both optimizer families run), lr/weight decay differ per member, dropout 0.2.
 Throughput is in trial-epochs per second, scaled to a 54,000-image epoch (the default holdout
-split) from the slice actually timed. Writes OUT/cohort_benchmarks.json and prints a table.
+split) from the slice actually timed. Prints a table; with --out, writes
+OUT/cohort_benchmarks_DEVICE_Nt.json and re-renders OUT/benchmarks.md with it.
+
+The GPU section, one command (a GPU machine with torch alone; MNIST's four IDX files in
+DATA; about 5 minutes on an H100/H200 by our estimate, not yet measured):
+
+    python -m study.bench.cohort --data-dir DATA --device cuda --reps 2 --amp both \
+        --cuda-graph both --out "$OUT" --docs docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -33,9 +40,10 @@ import torch
 import models
 from data_pipeline.mnist import find_mnist
 from data_pipeline.tensors import Fold, Normalizer, to_tensor_set
+from study.bench.report_cohort import engine_table, rerender
 from study.cohort.engine import Cohort, Member
 from study.search_space import Hyperparams
-from study.training import TrainOptions, set_cpu_threads, train
+from study.training import EpochMetrics, TrainOptions, set_cpu_threads, train
 
 logger = logging.getLogger("study.bench.cohort")
 
@@ -98,8 +106,10 @@ def time_solo(fold: Fold, case: Case, device: torch.device, options: TrainOption
 
 
 def time_cohort(fold: Fold, case: Case, k: int, device: torch.device,
-                options: TrainOptions) -> tuple[float, int]:
-    """Seconds of one epoch of a cohort of K (after one untimed epoch), and peak bytes."""
+                options: TrainOptions) -> tuple[float, int, list[float]]:
+    """Seconds of one epoch of a cohort of K (after one untimed epoch, which also captures
+    the CUDA graph where OPTIONS ask for one), peak bytes, and the members' validation losses
+    after the two epochs (the same members each time: a check that graphs change nothing)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     cohort = Cohort([_member(i, case, device) for i in range(k)], fold, max_epochs=2,
@@ -107,53 +117,79 @@ def time_cohort(fold: Fold, case: Case, k: int, device: torch.device,
     cohort.run_epoch()  # warm-up
     _sync(device)
     started = time.perf_counter()
-    cohort.run_epoch()
+    results = cohort.run_epoch()
     _sync(device)
     seconds = time.perf_counter() - started
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
-    return seconds, peak
+    losses = [r.val_loss if isinstance(r, EpochMetrics) else math.nan
+              for r in results.values()]
+    return seconds, peak, losses
 
 
 def run(cases: Sequence[Case], *, data_dir: Path, device: torch.device, reps: int,
-        options: TrainOptions = TrainOptions(), verify: bool = True) -> dict[str, Any]:
+        amps: Sequence[str] = ("none",), graphs: Sequence[bool] = (False,),
+        verify: bool = True) -> dict[str, Any]:
+    """Every case, K, amp and graph setting, REPS times, interleaved with the one-trial loop
+    (at the same amp): the machine's drift falls on both alike. A setting that fails (out of
+    memory, a capture error) is recorded with its error and the run goes on."""
     rows = []
     for case in cases:
         fold = load_fold(data_dir, case.images, device, verify=verify)
         scale = FULL_EPOCH_IMAGES / case.images
-        solo: list[float] = []
-        cohort: dict[int, list[float]] = {k: [] for k in case.ks}
-        peaks: dict[int, int] = {}
-        for rep in range(reps):  # interleaved: the machine's noise falls on both alike
+        solo: dict[str, list[float]] = {amp: [] for amp in amps}
+        cohort: dict[tuple[int, str, bool], list[float]] = {}
+        peaks: dict[tuple[int, str, bool], int] = {}
+        errors: dict[tuple[int, str, bool], str] = {}
+        losses: dict[tuple[int, str, bool], list[float]] = {}
+        for rep in range(reps):
+            for amp in amps:
+                for k in case.ks:
+                    solo[amp].append(time_solo(fold, case, device, TrainOptions(amp=amp)))
+                    for graph in graphs:
+                        key = (k, amp, graph)
+                        if key in errors:
+                            continue
+                        try:
+                            seconds, peaks[key], losses[key] = time_cohort(
+                                fold, case, k, device, TrainOptions(amp=amp, cuda_graph=graph))
+                        except (RuntimeError, torch.OutOfMemoryError) as exc:
+                            errors[key] = f"{type(exc).__name__}: {exc}"[:300]
+                            logger.warning("%s batch %d K=%d amp %s graph %s: %s", case.model,
+                                           case.batch_size, k, amp, graph, errors[key])
+                            if device.type == "cuda":
+                                torch.cuda.empty_cache()
+                            continue
+                        cohort.setdefault(key, []).append(seconds)
+                        logger.info("%s batch %d rep %d amp %s graph %s: K=%d %.2f s/epoch, "
+                                    "one trial %.2f s", case.model, case.batch_size, rep, amp,
+                                    graph, k, seconds, solo[amp][-1])
+        for amp in amps:
+            solo_rate = 1 / (statistics.median(solo[amp]) * scale)
             for k in case.ks:
-                solo.append(time_solo(fold, case, device, options))
-                seconds, peaks[k] = time_cohort(fold, case, k, device, options)
-                cohort[k].append(seconds)
-                logger.info("%s batch %d rep %d: K=%d %.2f s/epoch, one trial %.2f s",
-                            case.model, case.batch_size, rep, k, seconds, solo[-1])
-        solo_rate = 1 / (statistics.median(solo) * scale)
-        for k in case.ks:
-            rate = k / (statistics.median(cohort[k]) * scale)
-            rows.append({"model": case.model, "batch_size": case.batch_size, "k": k,
-                         "images_timed": case.images, "cohort_s": cohort[k], "solo_s": solo,
-                         "trial_epochs_per_s": rate, "solo_trial_epochs_per_s": solo_rate,
-                         "speedup": rate / solo_rate, "peak_bytes": peaks[k]})
+                for graph in graphs:
+                    key = (k, amp, graph)
+                    times = cohort.get(key, [])
+                    rate = k / (statistics.median(times) * scale) if times else math.nan
+                    rows.append({"model": case.model, "batch_size": case.batch_size, "k": k,
+                                 "amp": amp, "cuda_graph": graph, "images_timed": case.images,
+                                 "cohort_s": times, "solo_s": solo[amp],
+                                 "trial_epochs_per_s": rate, "solo_trial_epochs_per_s": solo_rate,
+                                 "speedup": rate / solo_rate, "peak_bytes": peaks.get(key, 0),
+                                 "error": errors.get(key),
+                                 # graph against eager: the same members' validation losses
+                                 "max_rel_diff_vs_eager": _max_rel_diff(
+                                     losses.get(key), losses.get((k, amp, False)))
+                                 if graph else None})
     return {"rows": rows, "device": str(device), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "amp": options.amp, "reps": reps,
+            "threads": torch.get_num_threads(), "reps": reps,
             "machine": platform.processor() or platform.machine(),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
-def table(result: dict[str, Any]) -> str:
-    lines = [f"device {result['device']} ({result['gpu'] or result['machine']}), torch "
-             f"{result['torch']}, {result['threads']} threads, amp {result['amp']}, median of "
-             f"{result['reps']} interleaved repetitions", "",
-             "| model | batch | K | trial-epochs/s | one trial | speedup | peak MiB |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in result["rows"]:
-        lines.append(f"| {r['model']} | {r['batch_size']} | {r['k']} | "
-                     f"{r['trial_epochs_per_s']:.3g} | {r['solo_trial_epochs_per_s']:.3g} | "
-                     f"{r['speedup']:.2f}x | {r['peak_bytes'] / 2**20:.0f} |")
-    return "\n".join(lines)
+def _max_rel_diff(got: list[float] | None, want: list[float] | None) -> float | None:
+    if not got or not want:
+        return None
+    return max(abs(a - b) / abs(b) for a, b in zip(got, want, strict=True))
 
 
 def cases(device: torch.device, *, quick: bool) -> list[Case]:
@@ -174,26 +210,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--cpu-threads", type=int, default=1)
-    p.add_argument("--amp", choices=("none", "bf16"), default="none")
+    p.add_argument("--amp", choices=("none", "bf16", "both"), default="none")
+    p.add_argument("--cuda-graph", choices=("off", "on", "both"), default="off",
+                   help="capture the cohort's step as a CUDA graph (CUDA only)")
     p.add_argument("--quick", action="store_true", help="a smoke test in seconds")
     p.add_argument("--allow-noncanonical-data", action="store_true")
-    p.add_argument("--out", type=Path, help="write OUT/cohort_benchmarks.json")
+    p.add_argument("--out", type=Path, help="write OUT/cohort_benchmarks_DEVICE_Nt.json and "
+                   "re-render OUT/benchmarks.md (docs: the project's)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_cpu_threads(args.cpu_threads)
     device = torch.device(args.device)
+    amps = ("none", "bf16") if args.amp == "both" else (args.amp,)
+    graphs = {"off": (False,), "on": (True,), "both": (False, True)}[args.cuda_graph]
+    if device.type != "cuda" and any(graphs):
+        p.error("--cuda-graph needs --device cuda")
     result = run(cases(device, quick=args.quick), data_dir=args.data_dir, device=device,
-                 reps=args.reps, options=TrainOptions(amp=args.amp),
+                 reps=args.reps, amps=amps, graphs=graphs,
                  verify=not args.allow_noncanonical_data)
     result["command"] = "python -m study.bench.cohort " + " ".join(sys.argv[1:] if argv is None
                                                                    else argv)
-    print(table(result))
+    print(engine_table(result))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"cohort_benchmarks_{device.type}_{torch.get_num_threads()}t.json"
         path.write_text(json.dumps(result, indent=1))
         print(f"wrote {path}")
-    return 0 if all(math.isfinite(r["speedup"]) for r in result["rows"]) else 1
+        if (markdown := rerender(args.out)) is not None:
+            print(f"re-rendered {markdown}")
+    failed = [r for r in result["rows"] if r["error"] is not None]
+    return 1 if failed or not all(math.isfinite(r["speedup"]) for r in result["rows"]) else 0
 
 
 if __name__ == "__main__":

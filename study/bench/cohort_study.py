@@ -7,8 +7,8 @@ the same study (TPE, median pruner, N trials, E epochs, untracked) runs in a fre
 search wall time, trial-epochs trained, and the best validation loss found. Asking K trials
 at once costs the sampler information (it proposes a round's trials before any of them has
 reported), and the median pruner has fewer finished trials to compare with early on; the best
-losses of the seeds show whether that costs the search anything. Writes
-OUT/cohort_study_benchmarks.json and prints a table.
+losses of the seeds show whether that costs the search anything. Prints a table; with --out,
+writes OUT/cohort_study_benchmarks.json and re-renders OUT/benchmarks.md with it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import statistics
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from study.bench.report_cohort import STUDY_NAME, rerender, study_table
 from study.bench.settings import preset
 from study.bench.studies import StudyRunner
 from study.bench.worker import StudyResult
@@ -64,27 +64,6 @@ def run(*, data_dir: Path, workdir: Path, seeds: Sequence[int], n_trials: int, m
             "torch": torch.__version__}
 
 
-def table(result: dict[str, Any]) -> str:
-    lines = [f"{result['n_trials']} trials, up to {result['max_epochs']} epochs, TPE + median "
-             f"pruner, {result['device']}, {result['cpu_threads']} threads, torch "
-             f"{result['torch']}", "",
-             "| seed | K | search s | vs one at a time | trial-epochs | pruned | best val loss |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    solo = {r["seed"]: r for r in result["rows"] if r["cohort_size"] == 1}
-    for r in result["rows"]:
-        ratio = r["search_s"] / solo[r["seed"]]["search_s"]
-        best = f"{r['best_val_loss']:.4f}" if r["best_val_loss"] is not None else "-"
-        lines.append(f"| {r['seed']} | {r['cohort_size']} | {r['search_s']:.0f} | "
-                     f"{ratio:.0%} | {r['trial_epochs']} | {r['pruned']} | {best} |")
-    for size in sorted({r["cohort_size"] for r in result["rows"]}):
-        losses = [r["best_val_loss"] for r in result["rows"]
-                  if r["cohort_size"] == size and r["best_val_loss"] is not None]
-        if len(losses) > 1:
-            lines.append(f"\nK={size}: best val loss {statistics.mean(losses):.4f} ± "
-                         f"{statistics.stdev(losses):.4f} over {len(losses)} seeds")
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m study.bench.cohort_study", description=__doc__)
     p.add_argument("--data-dir", type=Path, required=True)
@@ -104,12 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                      device=args.device)
     result["command"] = "python -m study.bench.cohort_study " + " ".join(
         sys.argv[1:] if argv is None else argv)
-    print(table(result))
+    print(study_table(result))
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / "cohort_study_benchmarks.json"
+        path = args.out / STUDY_NAME
         path.write_text(json.dumps(result, indent=1))
         print(f"wrote {path}")
+        if (markdown := rerender(args.out)) is not None:
+            print(f"re-rendered {markdown}")
     return 0
 
 

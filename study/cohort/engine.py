@@ -23,6 +23,7 @@ from torch.nn import functional as F
 
 from data_pipeline.tensors import Fold
 from study.cohort.fused import MemberOptimizers
+from study.cohort.graph import WARMUP_STEPS, CapturedStep, on_side_stream
 from study.cohort.optim import StackedOptimizer
 from study.cohort.schedule import MemberSchedules
 from study.cohort.stack import StackedModel, StateDict
@@ -71,6 +72,12 @@ class Cohort:
             [m.hp for m in self.members], max_epochs=self.max_epochs,
             steps_per_epoch=math.ceil(len(self.fold.train) / self.batch_size))
         self._epochs = {m.key: 0 for m in self.members}
+        self._forget_graph()
+
+    def _forget_graph(self) -> None:
+        """The members changed: a captured step points at tensors that are gone."""
+        self._captured: CapturedStep | None = None
+        self._warm = 0
 
     @property
     def keys(self) -> list[Hashable]:
@@ -106,6 +113,7 @@ class Cohort:
         self.schedules.add([m.hp for m in members])
         self.members = [*self.members, *members]
         self._epochs.update({key: 0 for key in keys})
+        self._forget_graph()
 
     def run_epoch(self) -> dict[Hashable, EpochMetrics | NonFiniteLossError]:
         """One epoch for every member: its metrics, or why its loss stopped being finite.
@@ -152,6 +160,7 @@ class Cohort:
         self._epochs = {m.key: self._epochs[m.key] for m in self.members}
         if not rows:
             return
+        self._forget_graph()
         self.model.keep(index)
         self.optimizer.keep(index, self.model.parameters())
         self.schedules.keep(rows)
@@ -169,25 +178,56 @@ class Cohort:
                              for m in self.members]).to(device)
         loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
         correct = torch.zeros(k, device=device, dtype=torch.int64)
+        graphed = self.options.cuda_graph and device.type == "cuda"
+        if self._captured is not None:
+            self._captured.new_epoch()
         lrs = self.schedules.lr()
         for start in range(0, n, b):
             idx = order[:, start:start + b]  # [K, b]
-            x = data.x.index_select(0, idx.reshape(-1)).view(k, -1, *data.x.shape[1:])
-            y = data.y.index_select(0, idx.reshape(-1)).view(k, -1)
             lrs, momenta = self.schedules.lr(), self.schedules.momentum()
-            with autocast(device, self.options.amp):
-                logits = self.model(x)  # [K, b, 10]
-                losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                         reduction="none").view(k, -1).float().mean(dim=1)
-            self.optimizer.zero_grad()
-            # Rows are independent: the sum's gradient in row k is member k's own loss's.
-            losses.sum().backward()
-            # float64: the optimizer folds them into its coefficients as torch.optim does.
-            self.optimizer.step(lrs, momenta)
+            if graphed and idx.shape[1] == b:  # the last, short batch runs eagerly
+                self._graphed_step(idx, lrs, momenta, loss_sum, correct)
+            else:
+                self._step(idx, lrs, momenta, loss_sum, correct)
             self.schedules.step_batch()
-            loss_sum.add_(losses.detach(), alpha=y.shape[1])
-            correct += (logits.detach().argmax(dim=-1) == y).sum(dim=1)
+        if self._captured is not None:
+            loss_sum += self._captured.loss_sum
+            correct += self._captured.correct
         return (loss_sum.div(n).tolist(), correct.double().div(n).tolist(), lrs)
+
+    def _step(self, idx: torch.Tensor, lr: torch.Tensor | Sequence[float],
+              momentum: torch.Tensor | Sequence[float], loss_sum: torch.Tensor,
+              correct: torch.Tensor, *, captured: bool = False) -> None:
+        """One step of every member on the images at IDX [K, b]; the batch's summed losses
+        and correct counts are added to LOSS_SUM and CORRECT. Free of host syncs, so that a
+        CUDA graph can capture it (CAPTURED: autocast's cast cache off, as capture needs)."""
+        data, k = self.fold.train, idx.shape[0]
+        x = data.x.index_select(0, idx.reshape(-1)).view(k, -1, *data.x.shape[1:])
+        y = data.y.index_select(0, idx.reshape(-1)).view(k, -1)
+        with autocast(data.y.device, self.options.amp, cache=not captured):
+            logits = self.model(x)  # [K, b, 10]
+            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                     reduction="none").view(k, -1).float().mean(dim=1)
+        self.optimizer.zero_grad()
+        # Rows are independent: the sum's gradient in row k is member k's own loss's.
+        losses.sum().backward()
+        self.optimizer.step(lr, momentum)
+        loss_sum.add_(losses.detach(), alpha=y.shape[1])
+        correct += (logits.detach().argmax(dim=-1) == y).sum(dim=1)
+
+    def _graphed_step(self, idx: torch.Tensor, lrs: list[float], momenta: list[float],
+                      loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+        """A replay of the captured step; until there is one, the warm-up steps (eager, on a
+        side stream) and then the capture (StackedOptimizer: its update has no host sync)."""
+        if self._captured is None and self._warm < WARMUP_STEPS:
+            on_side_stream(lambda: self._step(idx, lrs, momenta, loss_sum, correct))
+            self._warm += 1
+            return
+        if self._captured is None:
+            self._captured = CapturedStep.capture(
+                lambda *static: self._step(*static, captured=True), members=idx.shape[0],
+                batch_size=idx.shape[1], device=idx.device, before=self.optimizer.zero_grad)
+        self._captured.replay(idx, lrs, momenta)
 
     @torch.inference_mode()
     def _evaluate(self) -> tuple[list[float], list[float]]:

@@ -63,7 +63,8 @@ class MemberOptimizers:
             p.grad = None
 
     @torch.no_grad()
-    def step(self, lr: Sequence[float], momentum: Sequence[float]) -> None:
+    def step(self, lr: torch.Tensor | Sequence[float],
+             momentum: torch.Tensor | Sequence[float]) -> None:
         """One update of every member. LR: each member's learning rate now; MOMENTUM: SGD
         members' momentum and Adam/AdamW members' beta1 (OneCycleLR cycles both)."""
         if len(lr) != len(self._members) or len(momentum) != len(self._members):

@@ -146,20 +146,21 @@ def test_cross_validated_trials_train_their_folds_in_cohorts(
             alone.user_attrs["fold_val_losses"], rel=1e-5)
 
 
-def test_a_rounds_trials_take_its_first_trials_batch_size(search_data: SearchData,
-                                                          tracker: MlflowTracker) -> None:
-    # Random sampling over six batch sizes: four independent draws agree with chance 6**-3;
-    # a round's trials share its first trial's size.
+def test_one_trial_in_k_draws_the_batch_size_the_next_take(search_data: SearchData,
+                                                            tracker: MlflowTracker) -> None:
+    # Random sampling over six batch sizes: trials 0, 3, 6 draw, the two after each take its
+    # size (three independent draws agree with chance 6**-2, so the sizes do change too).
     study = _study(pruner=optuna.pruners.NopPruner())
     sampler = study.sampler
     space = SearchSpace(lr=(1e-3, 1e-2), batch_sizes=(32, 64, 128, 256, 512, 1024))
     objective = Objective(data=search_data, space=space, model_name="mlp",
                           model_kwargs={"hidden": 16}, max_epochs=1, seed=0, tracker=tracker)
-    search_in_cohorts(study, objective, cohort_size=4, n_trials=8, timeout=None)
-    first, second = study.trials[:4], study.trials[4:]
-    assert len({t.params["batch_size"] for t in first}) == 1
-    assert len({t.params["batch_size"] for t in second}) == 1
-    assert len({t.params["lr"] for t in study.trials}) == 8  # the rest is sampled freely
+    search_in_cohorts(study, objective, cohort_size=3, n_trials=9, timeout=None)
+    sizes = [t.params["batch_size"] for t in study.trials]
+    assert sizes[0:3] == [sizes[0]] * 3 and sizes[3:6] == [sizes[3]] * 3
+    assert sizes[6:9] == [sizes[6]] * 3
+    assert len(set(sizes)) > 1  # a new draw every K trials, not one size for the study
+    assert len({t.params["lr"] for t in study.trials}) == 9  # the rest is sampled freely
     assert study.sampler is sampler  # the study's own sampler is back
 
 
