@@ -40,15 +40,21 @@ def summary(result: StudyResult) -> dict[str, Any]:
             "trials": len(result.trials),
             "trial_epochs": sum(t.epochs for t in result.trials),
             "pruned": sum(t.state == "PRUNED" for t in result.trials),
+            # where the epochs went: batch size sets an epoch's cost, and cohorts share one
+            "epochs_by_batch_size": {str(size): sum(t.epochs for t in result.trials
+                                                    if t.batch_size == size)
+                                     for size in sorted({t.batch_size for t in result.trials
+                                                         if t.batch_size is not None})},
             "best_val_loss": min((t.best_val_loss for t in complete if t.best_val_loss),
                                  default=None)}
 
 
 def run(*, data_dir: Path, workdir: Path, seeds: Sequence[int], n_trials: int, max_epochs: int,
-        cohort_size: int, cpu_threads: int, device: str) -> dict[str, Any]:
+        cohort_size: int, cpu_threads: int, device: str,
+        allow_noncanonical_data: bool = False) -> dict[str, Any]:
     settings = preset(quick=False, device=device, data_dir=data_dir, out_dir=workdir,
-                      workdir=workdir, cpu_threads=cpu_threads, allow_noncanonical_data=False,
-                      in_process=False)
+                      workdir=workdir, cpu_threads=cpu_threads,
+                      allow_noncanonical_data=allow_noncanonical_data, in_process=False)
     runner = StudyRunner(settings, torchvision_root=workdir / "torchvision",
                          tracking_uri=f"sqlite:///{workdir}/mlflow.db")
     rows = []
@@ -73,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--cpu-threads", type=int, default=2)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--allow-noncanonical-data", action="store_true")
     p.add_argument("--out", type=Path, help="write OUT/cohort_study_benchmarks.json")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -80,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = run(data_dir=args.data_dir, workdir=Path(tmp), seeds=args.seeds,
                      n_trials=args.n_trials, max_epochs=args.max_epochs,
                      cohort_size=args.cohort_size, cpu_threads=args.cpu_threads,
-                     device=args.device)
+                     device=args.device, allow_noncanonical_data=args.allow_noncanonical_data)
     result["command"] = "python -m study.bench.cohort_study " + " ".join(
         sys.argv[1:] if argv is None else argv)
     print(study_table(result))

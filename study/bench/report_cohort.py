@@ -61,15 +61,16 @@ def study_table(result: dict[str, Any]) -> str:
     lines = [f"{result['n_trials']} trials, up to {result['max_epochs']} epochs, TPE + median "
              f"pruner, untracked, {result['device']}, {result['cpu_threads']} threads, torch "
              f"{result['torch']}", "",
-             "| seed | K | search s | vs one at a time | trial-epochs | pruned | best val loss |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| seed | K | search s | vs one at a time | trial-epochs | pruned | best val loss | "
+             "epochs by batch size |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     solo = {r["seed"]: r for r in result["rows"] if r["cohort_size"] == 1}
     for r in result["rows"]:
         ratio = r["search_s"] / solo[r["seed"]]["search_s"] if r["seed"] in solo else None
         best = f"{r['best_val_loss']:.4f}" if r["best_val_loss"] is not None else "-"
         lines.append(f"| {r['seed']} | {r['cohort_size']} | {r['search_s']:.0f} | "
                      f"{'-' if ratio is None else f'{ratio:.0%}'} | {r['trial_epochs']} | "
-                     f"{r['pruned']} | {best} |")
+                     f"{r['pruned']} | {best} | {_by_size(r.get('epochs_by_batch_size'))} |")
     lines.append("")
     for size in sorted({r["cohort_size"] for r in result["rows"]}):
         rows = [r for r in result["rows"] if r["cohort_size"] == size]
@@ -80,6 +81,12 @@ def study_table(result: dict[str, Any]) -> str:
         lines.append(f"- K = {size}: search {wall:.0f} s over {len(rows)} seeds, best val "
                      f"loss {mean_loss}")
     return "\n".join(lines)
+
+
+def _by_size(epochs: dict[str, int] | None) -> str:
+    if not epochs:
+        return "-"
+    return ", ".join(f"{size}: {count}" for size, count in epochs.items())
 
 
 def rerender(out_dir: Path) -> Path | None:

@@ -57,6 +57,7 @@ class TrialRecord:
     end_s: float  # seconds after the search began
     best_val_loss: float | None
     best_val_acc: float | None
+    batch_size: int | None = None  # what the trial trained at (None: never started)
 
 
 @dataclass
@@ -172,7 +173,10 @@ def _records(study: optuna.Study, ends: dict[int, float]) -> list[TrialRecord]:
                     epochs=int(t.user_attrs.get("epochs_trained", 0)),
                     end_s=ends.get(t.number, float("nan")),
                     best_val_loss=_float(t.user_attrs.get("best_val_loss")),
-                    best_val_acc=_float(t.user_attrs.get("best_val_acc")))
+                    best_val_acc=_float(t.user_attrs.get("best_val_acc")),
+                    # a label such as "0064" in the project's studies, an int in others
+                    batch_size=(int(str(t.params["batch_size"])) if "batch_size" in t.params
+                                else None))
         for t in finished
     ]
 
