@@ -61,25 +61,28 @@ def study_table(result: dict[str, Any]) -> str:
     lines = [f"{result['n_trials']} trials, up to {result['max_epochs']} epochs, TPE + median "
              f"pruner, untracked, {result['device']}, {result['cpu_threads']} threads, torch "
              f"{result['torch']}", "",
-             "| seed | K | search s | vs one at a time | trial-epochs | pruned | best val loss | "
-             "epochs by batch size |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+             "| seed | K | search s | vs one at a time | trial-epochs | per s | pruned | "
+             "best val loss | epochs by batch size |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     solo = {r["seed"]: r for r in result["rows"] if r["cohort_size"] == 1}
     for r in result["rows"]:
         ratio = r["search_s"] / solo[r["seed"]]["search_s"] if r["seed"] in solo else None
         best = f"{r['best_val_loss']:.4f}" if r["best_val_loss"] is not None else "-"
         lines.append(f"| {r['seed']} | {r['cohort_size']} | {r['search_s']:.0f} | "
                      f"{'-' if ratio is None else f'{ratio:.0%}'} | {r['trial_epochs']} | "
-                     f"{r['pruned']} | {best} | {_by_size(r.get('epochs_by_batch_size'))} |")
+                     f"{r['trial_epochs'] / r['search_s']:.2f} | {r['pruned']} | {best} | "
+                     f"{_by_size(r.get('epochs_by_batch_size'))} |")
     lines.append("")
+    walls = {}
     for size in sorted({r["cohort_size"] for r in result["rows"]}):
         rows = [r for r in result["rows"] if r["cohort_size"] == size]
         losses = [r["best_val_loss"] for r in rows if r["best_val_loss"] is not None]
         spread = (f" ± {statistics.stdev(losses):.4f}" if len(losses) > 1 else "")
         mean_loss = f"{statistics.mean(losses):.4f}{spread}" if losses else "-"
-        wall = sum(r["search_s"] for r in rows)
-        lines.append(f"- K = {size}: search {wall:.0f} s over {len(rows)} seeds, best val "
-                     f"loss {mean_loss}")
+        walls[size] = sum(r["search_s"] for r in rows)
+        share = f" ({walls[size] / walls[1]:.0%} of one at a time)" if 1 in walls else ""
+        lines.append(f"- K = {size}: search {walls[size]:.0f} s over {len(rows)} seeds{share}, "
+                     f"best val loss {mean_loss} (mean ± sd)")
     return "\n".join(lines)
 
 

@@ -52,9 +52,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--compile", choices=COMPILE_MODES, help=f"torch.compile mode, compiled once "
                    f"and reused by every trial; reduce-overhead adds CUDA graphs "
                    f"(default {d.compile})")
-    p.add_argument("--cohort-size", type=int, help="trials trained at once as one stacked "
-                   "model, grouped by batch size; 1 = one at a time (default: per device, "
-                   "see README's Performance)")
+    p.add_argument("--cohort-size", type=int, help="K: up to K trials trained at once, "
+                   "those of one batch size as one stacked model; one trial in K draws the "
+                   "batch size, the next K-1 take it; 1 = one at a time (default: per "
+                   "device, see README's Performance)")
     add_data_arguments(p, noncanonical_help="accept IDX files whose content is not the "
                        "canonical MNIST (a subset, Fashion-MNIST...); their fingerprint is still "
                        "logged")
