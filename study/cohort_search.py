@@ -77,8 +77,9 @@ class _Budget:
 
     def room(self, *, running: int) -> int:
         """Trials that may start beside RUNNING members of this process's cohorts."""
-        if self.deadline is not None and time.monotonic() >= self.deadline:
-            return 0
+        if self.cohort_size <= running or (
+                self.deadline is not None and time.monotonic() >= self.deadline):
+            return 0  # no place free: no need to ask the storage (each epoch, per cohort)
         fail_stale_trials(self.study)  # as study.optimize does before each trial
         taken = len(self.study.get_trials(deepcopy=False,
                                           states=(*FINISHED, TrialState.RUNNING)))
