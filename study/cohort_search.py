@@ -141,8 +141,11 @@ class _Search:
                ) -> list[TrialRun]:
         """Record one epoch of COHORT: members whose trial ended leave, and so do those that
         trained all their epochs on this fold; the latter are returned (not pruned on it)."""
-        leaving = [key for key, result in results.items()
-                   if not self._epoch_done(cohort, key, result)]
+        recorded = {key: result for key, result in results.items()
+                    if self._record(cohort, key, result)}
+        # Judged only once every member has reported: each is compared with all its peers.
+        leaving = [key for key in results
+                   if key not in recorded or not self._judge(key, recorded[key])]
         cohort.remove(leaving)
         finished = cohort.finished()
         cohort.remove(finished)
@@ -173,15 +176,21 @@ class _Search:
         return Cohort(self._members(runs, i), self.objective.data.fold(i),
                       max_epochs=self.objective.max_epochs, options=self.objective.options)
 
-    def _epoch_done(self, cohort: Cohort, key: object,
-                    result: EpochMetrics | NonFiniteLossError) -> bool:
-        """Record one member's epoch; False when its trial has ended (it leaves the stack)."""
+    def _record(self, cohort: Cohort, key: object,
+                result: EpochMetrics | NonFiniteLossError) -> bool:
+        """Record one member's epoch; False when it diverged (its trial FAIL, told)."""
         assert isinstance(key, int)
         if isinstance(result, NonFiniteLossError):
             self._tell(key, TrialState.FAIL, reason=str(result), diverged=True)
             return False
+        self.objective.record_epoch(self.runs[key], result, lambda: cohort.state(key))
+        return True
+
+    def _judge(self, key: object, result: EpochMetrics | NonFiniteLossError) -> bool:
+        """False when the pruner stops the member's trial (it is told PRUNED and leaves)."""
+        assert isinstance(key, int) and isinstance(result, EpochMetrics)
         try:
-            self.objective.epoch_done(self.runs[key], result, lambda: cohort.state(key))
+            self.objective.judge_epoch(self.runs[key], result)
         except optuna.TrialPruned as exc:
             self._tell(key, TrialState.PRUNED, reason=str(exc))
             return False

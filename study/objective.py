@@ -171,6 +171,16 @@ class Objective:
     def epoch_done(self, run: TrialRun, metrics: EpochMetrics,
                    state: Callable[[], StateDict]) -> None:
         """Record an epoch of the current fold; with one fold, report it (may prune)."""
+        self.record_epoch(run, metrics, state)
+        self.judge_epoch(run, metrics)
+
+    def record_epoch(self, run: TrialRun, metrics: EpochMetrics,
+                     state: Callable[[], StateDict]) -> None:
+        """epoch_done's first half: log the epoch and, with one fold, report it to Optuna.
+
+        A cohort records every member's epoch before judging any, so that each member is
+        judged against all its peers' values at that epoch (study.peer_pruner).
+        """
         result = run.folds[-1]
         prefix = "" if self.data.k == 1 else f"fold{len(run.folds)}/"
         self.tracker.log_epoch(run.run_id, metrics, prefix=prefix)
@@ -179,8 +189,11 @@ class Objective:
         if self.data.k == 1:  # one fold: the pruner watches its epochs
             result.reported = True
             run.trial.report(metrics.val_loss, metrics.epoch)
-            if run.trial.should_prune():
-                raise pruned(run.trial, metrics.val_loss, step=metrics.epoch)
+
+    def judge_epoch(self, run: TrialRun, metrics: EpochMetrics) -> None:
+        """epoch_done's second half: raise TrialPruned if the pruner stops the trial here."""
+        if self.data.k == 1 and run.trial.should_prune():
+            raise pruned(run.trial, metrics.val_loss, step=metrics.epoch)
 
     def fold_done(self, run: TrialRun) -> None:
         """The current fold trained all its epochs; with K folds, report (may prune)."""

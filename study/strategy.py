@@ -114,9 +114,11 @@ def make_pruner(name: str, *, max_epochs: int) -> optuna.pruners.BasePruner:
 
 
 def _median(max_epochs: int) -> optuna.pruners.BasePruner:
-    import optuna
+    # Optuna's median rule, with the trials running beside a trial counted as well (cohorts
+    # start K trials at once); with one trial at a time, exactly Optuna's MedianPruner.
+    from study.peer_pruner import PeerMedianPruner
 
-    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=FIRST_DECISION)
+    return PeerMedianPruner(n_startup_trials=5, n_warmup_steps=FIRST_DECISION)
 
 
 def _hyperband(max_epochs: int) -> optuna.pruners.BasePruner:

@@ -16,6 +16,7 @@ from study.cohort_search import search_in_cohorts
 from study.evaluation import evaluate_best
 from study.objective import Objective, TrialRun
 from study.search_space import SearchSpace
+from study.strategy import FIRST_DECISION, make_pruner
 from study.tracking import MlflowTracker, Tracker
 from study.training import NonFiniteLossError
 
@@ -98,11 +99,28 @@ def test_pruned_and_diverged_members_leave_and_the_others_finish(
         assert tracker.client.get_run(trial.user_attrs["mlflow_run_id"]).info.status == status
 
 
+def test_the_first_cohort_prunes_its_members_against_each_other(
+    search_data: SearchData, tracker: MlflowTracker,
+) -> None:
+    # No trial has finished when a cohort's first members reach the first decision epoch:
+    # Optuna's median rule would let all six train to the end. Peers count (study.peer_pruner).
+    good = [{**GOOD, "lr": lr} for lr in (1e-3, 2e-3, 3e-3, 5e-3)]
+    slow = {**HOPELESS, "batch_size": GOOD["batch_size"]}
+    # It reports first: judged only after all its peers have reported the epoch too.
+    study = _study(slow, *good, GOOD_SGD, pruner=make_pruner("median", max_epochs=EPOCHS))
+    search_in_cohorts(study, _objective(search_data, tracker), cohort_size=6, n_trials=6,
+                      timeout=None)
+    hopeless = study.trials[0]
+    assert hopeless.state == TrialState.PRUNED
+    assert hopeless.user_attrs["epochs_trained"] == FIRST_DECISION
+    assert any(t.state == TrialState.COMPLETE for t in study.trials)
+
+
 def test_an_interrupt_fails_every_trial_of_the_round(search_data: SearchData,
                                                      tracker: MlflowTracker,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    real = Objective.epoch_done
+    real = Objective.record_epoch
 
     def interrupted(self: Objective, run: TrialRun, *args: Any, **kwargs: Any) -> None:
         calls.append(run.trial.number)
@@ -110,7 +128,7 @@ def test_an_interrupt_fails_every_trial_of_the_round(search_data: SearchData,
             raise KeyboardInterrupt
         real(self, run, *args, **kwargs)
 
-    monkeypatch.setattr(Objective, "epoch_done", interrupted)
+    monkeypatch.setattr(Objective, "record_epoch", interrupted)
     study = _study(GOOD, GOOD_SGD, HOPELESS)
     with pytest.raises(KeyboardInterrupt):
         search_in_cohorts(study, _objective(search_data, tracker), cohort_size=3, n_trials=3,
