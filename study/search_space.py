@@ -58,6 +58,7 @@ SCHEDULERS: dict[str, Callable[[optuna.trial.BaseTrial, int], dict[str, float]]]
 class SearchSpace:
     """Ranges of the searched hyperparameters; the TOML table [search_space] overrides them."""
 
+    # [low, high]; low == high pins a parameter to one value
     lr: tuple[float, float] = (1e-4, 3e-2)  # log scale
     weight_decay: tuple[float, float] = (1e-6, 1e-3)  # log scale
     dropout: tuple[float, float] = (0.0, 0.5)
@@ -68,7 +69,7 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         _check_range("lr", self.lr, log=True)
-        _check_range("weight_decay", self.weight_decay, log=True)
+        _check_range("weight_decay", self.weight_decay, log=True, off=True)
         _check_range("momentum", self.momentum, log=False, upper=1.0)
         _check_range("dropout", self.dropout, log=False, upper=0.9)
         if not self.batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1
@@ -101,14 +102,26 @@ class SearchSpace:
         return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
 
 
-def _check_range(name: str, bounds: tuple[float, ...], *, log: bool, upper: float = 1e9) -> None:
+def _check_range(name: str, bounds: tuple[float, ...], *, log: bool, upper: float = 1e9,
+                 off: bool = False) -> None:
+    """Refuse a bad [low, high]. low == high pins the parameter to one value (the seed
+    recipe's lr = [0.05, 0.05]); OFF allows a log range pinned at [0, 0], the setting off."""
     numbers = all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in bounds)
     if len(bounds) != 2 or not numbers:
         raise ConfigError(f"{name} must be two numbers [low, high], but got {list(bounds)}")
     low, high = bounds
-    if not (low < high) or (log and low <= 0) or low < 0 or high > upper:
-        scale = "0 < low < high" if log else f"0 <= low < high <= {upper}"
+    switched_off = off and low == high == 0
+    if low > high or (log and low <= 0 and not switched_off) or low < 0 or high > upper:
+        scale = "0 < low <= high" if log else f"0 <= low <= high <= {upper}"
+        if off:
+            scale += ", or [0, 0] for none"
         raise ConfigError(f"{name} range must satisfy {scale}, but got {name}={list(bounds)}")
+
+
+def _suggest_float(trial: optuna.trial.BaseTrial, name: str, bounds: tuple[float, float], *,
+                   log: bool) -> float:
+    """A float in BOUNDS; on a log scale unless pinned at zero (where no log scale exists)."""
+    return trial.suggest_float(name, *bounds, log=log and bounds[0] > 0)
 
 
 def _check_choices(name: str, chosen: tuple[str, ...], allowed: Collection[str]) -> None:
@@ -152,11 +165,11 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, *, max_epochs: in
     optimizer = trial.suggest_categorical("optimizer", list(space.optimizers))
     scheduler = trial.suggest_categorical("scheduler", list(space.schedulers))
     return Hyperparams(
-        lr=trial.suggest_float("lr", *space.lr, log=True),
+        lr=_suggest_float(trial, "lr", space.lr, log=True),
         optimizer=optimizer,
         batch_size=int(str(trial.suggest_categorical("batch_size", _batch_choices(trial, space)))),
         dropout=trial.suggest_float("dropout", *space.dropout),
-        weight_decay=trial.suggest_float("weight_decay", *space.weight_decay, log=True),
+        weight_decay=_suggest_float(trial, "weight_decay", space.weight_decay, log=True),
         scheduler=scheduler,
         momentum=(trial.suggest_float("sgd_momentum", *space.momentum)
                   if optimizer == "sgd" else None),

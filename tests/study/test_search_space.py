@@ -96,7 +96,6 @@ def test_round_trip_through_a_real_study() -> None:
     ("kwargs", "shown"),
     [
         ({"lr": (1e-2, 1e-3)}, "lr=[0.01, 0.001]"),
-        ({"lr": (1e-3, 1e-3)}, "lr=[0.001, 0.001]"),
         ({"lr": (0.0, 1e-2)}, "lr=[0.0, 0.01]"),
         ({"weight_decay": (-1e-5, 1e-3)}, "weight_decay=[-1e-05, 0.001]"),
         ({"lr": (1e-3,)}, "[0.001]"),
@@ -112,6 +111,8 @@ def test_round_trip_through_a_real_study() -> None:
         ({"batch_sizes": (0, 32)}, "but got (0, 32)"),
         ({"batch_sizes": (32.5,)}, "32.5"),
         ({"lr": ("a", "b")}, "two numbers"),
+        ({"lr": (0.0, 0.0)}, "0 < low <= high, but got lr=[0.0, 0.0]"),  # no "off" for lr
+        ({"weight_decay": (0.0, 1e-3)}, "or [0, 0] for none, but got weight_decay=[0.0, 0.001]"),
     ],
 )
 def test_invalid_space(kwargs: dict[str, Any], shown: str) -> None:
@@ -169,6 +170,21 @@ def test_random_study_stays_inside_ranges() -> None:
     # 50 random draws explore the categorical choices.
     assert {hp.optimizer for hp in seen} == {"sgd", "adamw"}
     assert {hp.scheduler for hp in seen} == set(space.schedulers)
+
+
+def test_ranges_pinned_to_one_value_give_that_value() -> None:
+    # The seed recipe as a space: SGD without momentum at lr 0.05, no dropout, no weight decay.
+    space = SearchSpace.from_mapping({
+        "lr": [0.05, 0.05], "weight_decay": [0, 0], "dropout": [0.0, 0.0],
+        "momentum": [0.0, 0.0], "batch_sizes": [64], "optimizers": ["sgd"],
+        "schedulers": ["step"]}, source="seed.toml")
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=2))
+    for _ in range(4):  # random start-up draws and TPE's own
+        trial = study.ask()
+        hp = suggest(trial, space, max_epochs=MAX_EPOCHS)
+        assert (hp.lr, hp.weight_decay, hp.dropout, hp.momentum) == (0.05, 0.0, 0.0, 0.0)
+        assert (hp.optimizer, hp.batch_size, hp.scheduler) == ("sgd", 64, "step")
+        study.tell(trial, 1.0)
 
 
 @pytest.mark.parametrize("max_epochs", [1, 2])
