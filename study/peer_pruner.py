@@ -1,11 +1,20 @@
-"""The median rule with running trials counted: what lets a cohort prune its own members.
+"""The median rule with running trials counted at the first decision: what lets a cohort
+prune its own members.
 
 Optuna's MedianPruner compares a trial with the COMPLETE trials at the same step. A cohort of K
 trials starts K at once, so its first K could never be pruned: no trial has finished when they
 reach the first decision epoch, and they all trained every epoch (the study-level benchmark
 counted 13-33% more trial-epochs in cohorts of 16 than one at a time). The trials running
-beside it have real values at that step too, so this pruner counts them as well: the median is
-taken over the finished trials and the other running trials that reported the step.
+beside a trial have real values at that epoch too, so at the first decision epoch (the
+pruner's n_warmup_steps) this pruner counts them as well: the median is taken over the
+finished trials and the other running trials that reported the step.
+
+Only there: no trial can be pruned before it, so the trials that reached it are an unselected
+sample. At later epochs the running trials are the survivors of these same decisions, and
+judging each against the survivors again halves a cohort every epoch: counting peers at every
+epoch pruned 86-89% of a 64-trial study's trials in cohorts of 16, against 45-77% one at a
+time, and its best validation loss was worse than every seed's one at a time but one. Later
+epochs use Optuna's rule unchanged.
 
 With one trial at a time nothing else runs, and the decisions are Optuna's exactly. Its own
 module because it subclasses Optuna's pruner: `strategy` stays importable without optuna.
@@ -20,10 +29,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 
 class PeerMedianPruner(optuna.pruners.MedianPruner):
-    """optuna.pruners.MedianPruner (same arguments), whose "completed trials" also include the
-    other RUNNING trials that have a value at the judged trial's step."""
+    """optuna.pruners.MedianPruner (same arguments), whose "completed trials" at the first
+    decision step (n_warmup_steps) also include the other RUNNING trials that reported it."""
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        if trial.last_step != self._n_warmup_steps:
+            return super().prune(study, trial)
         # Optuna's own rule, run on a view of the study: no copy of its arithmetic here.
         return super().prune(_WithPeers(study, trial), trial)  # type: ignore[arg-type]
 

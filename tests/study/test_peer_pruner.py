@@ -1,5 +1,6 @@
-"""The median rule with running peers: Optuna's decisions when trials run one at a time, and
-a cohort's members pruned against each other before any trial has finished."""
+"""The median rule with running peers at the first decision: Optuna's decisions when trials
+run one at a time, and a cohort's members pruned against each other before any trial has
+finished, once."""
 
 from __future__ import annotations
 
@@ -72,3 +73,14 @@ def test_peers_count_only_at_the_judged_step() -> None:
     for peer in peers:
         peer.report(0.5, 2)
     assert trial.should_prune()  # now they have: 9.0 is above their median
+
+
+def test_after_the_first_decision_only_finished_trials_count() -> None:
+    study = optuna.create_study(pruner=PeerMedianPruner(n_startup_trials=5,
+                                                        n_warmup_steps=WARMUP))
+    survivors = [study.ask() for _ in range(6)]
+    for i, trial in enumerate(survivors):
+        _report(trial, [1.0, 0.5, 0.1 * (i + 1)])
+    # Judged against each other again they would halve at every epoch: Optuna's rule instead,
+    # which waits for five finished trials.
+    assert not any(trial.should_prune() for trial in survivors)
