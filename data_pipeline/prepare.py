@@ -46,6 +46,10 @@ class SearchData:
                                  normalizer=self.normalizers[i])
         return self._last[i]
 
+    def train_sizes(self) -> list[int]:
+        """Images each fold trains on."""
+        return [len(train) for train in self.partition.train]
+
     def smallest_train(self) -> int:
         """Images the smallest fold trains on: the batch sizes must fit it."""
         return min(len(train) for train in self.partition.train)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from models.registry import MODELS, model_class
+from models.registry import MODELS, NORMS, model_class
 
 if TYPE_CHECKING:
     from torch import nn
@@ -31,4 +31,4 @@ def __getattr__(attribute: str) -> type[nn.Module]:
     raise AttributeError(f"module 'models' has no attribute {attribute!r}")
 
 
-__all__ = ["MODELS", "build", "model_class"]
+__all__ = ["MODELS", "NORMS", "build", "model_class"]

@@ -19,6 +19,16 @@ MODELS: dict[str, str] = {
 }
 
 
+# Normalisation layers a model may have: "none", or BatchNorm after the hidden layers.
+NORMS = ("none", "batch")
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {list(NORMS)}")
+    return norm
+
+
 def model_class(name: str) -> type[nn.Module]:
     """The class registered as NAME, its module imported now (and torch with it)."""
     if name not in MODELS:

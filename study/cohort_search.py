@@ -7,12 +7,13 @@ diverged or finished member is told at once and leaves the stack at the epoch bo
 others go on untouched. The Objective's steps record each trial, so a trial of a cohort has
 the same attributes, MLflow run and checkpoint as a solo one.
 
-Members must share a batch size, and six sizes drawn independently would split 16 trials into
-groups of two or three, which gain little from stacking. So one trial in K draws its batch
-size from the sampler as usual and the next K-1 take it (Optuna's PartialFixedSampler), every
-other parameter sampled freely; a trial whose batch size was given (enqueued) keeps it. The
-search sees a new batch size every K trials instead of every trial; the study-level benchmark
-(python -m study.bench.cohort_study) measures what that costs in best validation loss.
+Members must share a batch size and an architecture (norm: BatchNorm or not), and six sizes
+drawn independently would split 16 trials into groups of two or three, which gain little from
+stacking. So one trial in K draws its batch size and norm from the sampler as usual and the
+next K-1 take them (Optuna's PartialFixedSampler), every other parameter sampled freely; a
+trial whose values were given (enqueued) keeps them. The search sees a new batch size every K
+trials instead of every trial; the study-level benchmark (python -m study.bench.cohort_study)
+measures what that costs in best validation loss.
 
 With a holdout split the places that leaving members free are filled at once with newly asked
 trials, which join the cohort of their batch size (or start one): the cohorts stay full until
@@ -46,6 +47,10 @@ from study.training import EpochMetrics, NonFiniteLossError
 logger = logging.getLogger(__name__)
 
 TrialDone = Callable[[optuna.Study, FrozenTrial], None]
+# What the members of one stack share: one batch gather per step, one architecture. One trial
+# in K draws them; the next K-1 take them.
+SHARED = ("batch_size", "norm")
+Shape = tuple[int, str]  # a cohort's (batch size, norm)
 # --cohort-size when none is given, per device type. CPU: 1, though K = 16 trains 1.5x (one
 # thread) to 2.1x (two) the trial-epochs per second: one batch size per K trials narrows the
 # search (README's Performance section), so cohorts are opt-in. CUDA: not measured yet.
@@ -98,7 +103,8 @@ class _Search:
         self.open: dict[int, optuna.Trial] = {}  # asked and not yet told (heartbeats read it)
         self.runs: dict[int, TrialRun] = {}  # started (suggested, MLflow run open)
         self.asked = 0  # trials this search asked: each K-th draws its batch size freely
-        self.batch_size: object = None  # the last drawn batch size, as trials store it
+        # The last drawn values of SHARED, as trials store them; the next K-1 trials take them.
+        self.shared: dict[str, object] | None = None
 
     @contextmanager
     def _guarded(self) -> Iterator[None]:
@@ -111,26 +117,26 @@ class _Search:
                 self._tell(number, TrialState.FAIL, reason=f"interrupted: {type(exc).__name__}")
             raise
 
-    def _ask(self, count: int) -> dict[int, list[TrialRun]]:
-        """COUNT new trials, asked and started one by one, by batch size."""
-        started: dict[int, list[TrialRun]] = {}
+    def _ask(self, count: int) -> dict[Shape, list[TrialRun]]:
+        """COUNT new trials, asked and started one by one, by shape (batch size, norm)."""
+        started: dict[Shape, list[TrialRun]] = {}
         for _ in range(count):
             trial = self.study.ask()
             self.open[trial.number] = trial
-            fixed = self.asked % self.budget.cohort_size != 0 and self.batch_size is not None
+            fixed = self.asked % self.budget.cohort_size != 0 and self.shared is not None
             self.asked += 1
-            run = self._start(trial, batch_size=self.batch_size if fixed else None)
+            run = self._start(trial, fixed=self.shared if fixed else None)
             if not fixed:
-                self.batch_size = trial.params["batch_size"]
-            started.setdefault(run.hp.batch_size, []).append(run)
+                self.shared = {name: trial.params[name] for name in SHARED}
+            started.setdefault(_shape(run), []).append(run)
         return started
 
-    def _start(self, trial: optuna.Trial, *, batch_size: object) -> TrialRun:
-        """Start (suggest) TRIAL, with BATCH_SIZE (a stored value) fixed unless None (an
+    def _start(self, trial: optuna.Trial, *, fixed: dict[str, object] | None) -> TrialRun:
+        """Start (suggest) TRIAL, with FIXED's parameters (stored values) unless None (an
         enqueued trial keeps its own)."""
         base = self.study.sampler
-        if batch_size is not None:  # (its ExperimentalWarning: study/cli/logs.py mutes them)
-            self.study.sampler = PartialFixedSampler({"batch_size": batch_size}, base)
+        if fixed is not None:  # (its ExperimentalWarning: study/cli/logs.py mutes them)
+            self.study.sampler = PartialFixedSampler(fixed, base)
         try:
             run = self.runs[trial.number] = self.objective.start(trial)
         finally:
@@ -140,14 +146,18 @@ class _Search:
     def _epoch(self, cohort: Cohort, results: dict[object, EpochMetrics | NonFiniteLossError],
                ) -> list[TrialRun]:
         """Record one epoch of COHORT: members whose trial ended leave, and so do those that
-        trained all their epochs on this fold; the latter are returned (not pruned on it)."""
+        trained all their epochs on this fold or stopped early; the latter are returned (not
+        pruned on it)."""
         recorded = {key: result for key, result in results.items()
                     if self._record(cohort, key, result)}
         # Judged only once every member has reported: each is compared with all its peers.
         leaving = [key for key in results
                    if key not in recorded or not self._judge(key, recorded[key])]
         cohort.remove(leaving)
-        finished = cohort.finished()
+        # Finished: trained all its epochs, or stopped early (its fold ends, as a solo one's).
+        trained_all = set(cohort.finished())
+        finished = [key for key in recorded if key not in leaving and isinstance(key, int) and (
+            key in trained_all or self.objective.stops_early(self.runs[key]))]
         cohort.remove(finished)
         return [self.runs[key] for key in finished
                 if isinstance(key, int) and self._fold_done(self.runs[key])]
@@ -171,7 +181,8 @@ class _Search:
         return members
 
     def _cohort(self, runs: list[TrialRun], i: int) -> Cohort:
-        logger.info("cohort of %d trials at batch size %d: %s", len(runs), runs[0].hp.batch_size,
+        logger.info("cohort of %d trials at batch size %d, norm %s: %s", len(runs),
+                    runs[0].hp.batch_size, runs[0].hp.norm,
                     ", ".join(str(r.trial.number) for r in runs))
         return Cohort(self._members(runs, i), self.objective.data.fold(i),
                       max_epochs=self.objective.max_epochs, options=self.objective.options)
@@ -213,41 +224,42 @@ class _Search:
 
 
 class _Holdout(_Search):
-    """One fold: cohorts kept full, a new trial joining the cohort of its batch size at the
-    epoch boundary where a place frees up; the cohorts take turns, an epoch each."""
+    """One fold: cohorts kept full, a new trial joining the cohort of its shape (batch size,
+    norm) at the epoch boundary where a place frees up; the cohorts take turns, an epoch each."""
 
     def __init__(self, study: optuna.Study, objective: Objective, trial_done: TrialDone,
                  budget: _Budget) -> None:
         super().__init__(study, objective, trial_done, budget)
-        self.cohorts: dict[int, Cohort] = {}  # by batch size, each with members
+        self.cohorts: dict[Shape, Cohort] = {}  # by shape, each with members
 
     def run(self) -> None:
         with self._guarded():
             self._fill()
-            for cohort, results in interruptibly(self._epochs()):
+            for shape, results in interruptibly(self._epochs()):
+                cohort = self.cohorts[shape]
                 for run in self._epoch(cohort, results):
                     self._tell(run.trial.number, TrialState.COMPLETE, reason="")
                 if not cohort.members:
-                    del self.cohorts[cohort.batch_size]
+                    del self.cohorts[shape]
                 self._fill()
 
-    def _epochs(self) -> Iterator[tuple[Cohort, dict[object, EpochMetrics | NonFiniteLossError]]]:
+    def _epochs(self) -> Iterator[tuple[Shape, dict[object, EpochMetrics | NonFiniteLossError]]]:
         while self.cohorts:
-            for size in sorted(self.cohorts):
-                cohort = self.cohorts.get(size)
+            for shape in sorted(self.cohorts):
+                cohort = self.cohorts.get(shape)
                 if cohort is not None:
-                    yield cohort, dict(cohort.run_epoch())
+                    yield shape, dict(cohort.run_epoch())
 
     def _fill(self) -> None:
         running = sum(len(c.members) for c in self.cohorts.values())
         room = self.budget.room(running=running)
-        for size, runs in sorted(self._ask(room).items()):
-            if size in self.cohorts:
-                logger.info("trials %s join the cohort at batch size %d",
-                            ", ".join(str(r.trial.number) for r in runs), size)
-                self.cohorts[size].add(self._members(runs, 0))
+        for shape, runs in sorted(self._ask(room).items()):
+            if shape in self.cohorts:
+                logger.info("trials %s join the cohort at batch size %d, norm %s",
+                            ", ".join(str(r.trial.number) for r in runs), *shape)
+                self.cohorts[shape].add(self._members(runs, 0))
             else:
-                self.cohorts[size] = self._cohort(runs, 0)
+                self.cohorts[shape] = self._cohort(runs, 0)
 
 
 class _Round(_Search):
@@ -271,6 +283,10 @@ class _Round(_Search):
             active = trained
         for run in active:
             self._tell(run.trial.number, TrialState.COMPLETE, reason="")
+
+
+def _shape(run: TrialRun) -> Shape:
+    return run.hp.batch_size, run.hp.norm
 
 
 def _epochs(cohort: Cohort) -> Iterator[dict[object, EpochMetrics | NonFiniteLossError]]:

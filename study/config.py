@@ -65,6 +65,13 @@ class StudyConfig:
     seed: int = 0
     val_fraction: float = 0.1
     cv_folds: int | None = None  # K-fold cross-validation over train+val instead of holdout
+    # A trial (a fold, with cv_folds) stops after this many epochs without a validation loss
+    # better than its best by more than early_stopping_min_delta; 0: off (study/early_stopping)
+    early_stopping_patience: int = 0
+    early_stopping_min_delta: float = 0.0
+    # Also train the seed recipe on the study's split, shown beside the best trial
+    # (study/baseline.py): one more run of max_epochs, once per study.
+    baseline: bool = False
     # Aligned, intensity-normalised distance (data_pipeline.duplicates) at or under which two
     # images are near duplicates; 0: exact only.
     near_duplicate_threshold: float = 0.01
@@ -100,6 +107,12 @@ class StudyConfig:
             raise ConfigError(f"compile={self.compile!r} compiles the one-trial loop: it needs "
                               f"cohort_size = 1 (--cohort-size 1), but got "
                               f"cohort_size={self.cohort_size}")
+        if self.early_stopping_patience < 0:
+            raise ConfigError(f"early_stopping_patience must be >= 0 (0: off), but got "
+                              f"early_stopping_patience={self.early_stopping_patience}")
+        if not 0.0 <= self.early_stopping_min_delta < math.inf:
+            raise ConfigError(f"early_stopping_min_delta must be a finite number >= 0, but got "
+                              f"early_stopping_min_delta={self.early_stopping_min_delta}")
         if self.cv_folds is not None and self.cv_folds < 2:
             raise ConfigError(f"cv_folds must be >= 2, but got cv_folds={self.cv_folds}")
         if not 0.0 <= self.near_duplicate_threshold < 1.0:
@@ -124,9 +137,20 @@ class StudyConfig:
         return out
 
 
-def check_batch_sizes(space: SearchSpace, *, train_size: int) -> None:
-    """Refuse batch sizes over TRAIN_SIZE, known once the data is split: each would train on
-    one batch of the whole split, the same trial under several names."""
+def check_batch_sizes(space: SearchSpace, *, train_sizes: Collection[int]) -> None:
+    """Refuse batch sizes over the smallest of TRAIN_SIZES (each fold's), known once the data
+    is split: each would train on one batch of the whole split, the same trial under several
+    names. With BatchNorm, refuse a size that leaves a last batch of one image: BatchNorm
+    cannot normalise a single image (training would fail mid-study)."""
+    train_size = min(train_sizes)
+    if "batch" in space.norms:
+        lonely = sorted({size for size in space.batch_sizes for n in train_sizes
+                         if size > 1 and n % size == 1})
+        if lonely:
+            raise ConfigError(f"search_space batch_sizes {lonely} leave a last batch of one "
+                              f"image in a train split of {sorted(set(train_sizes))} images, "
+                              f"which BatchNorm (norms = [..., \"batch\"]) cannot normalise; "
+                              f"choose other batch_sizes or another val_fraction")
     too_big = sorted(size for size in space.batch_sizes if size > train_size)
     if too_big:
         raise ConfigError(f"search_space batch_sizes {too_big} are larger than the train split, "

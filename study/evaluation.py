@@ -60,11 +60,11 @@ def restore_best(study: optuna.Study, *, k: int, tracker: Tracker, model_name: s
                  model_kwargs: Mapping[str, Any], device: torch.device) -> Restored:
     """The best trial's K fold models, rebuilt and loaded from its checkpoint onto DEVICE."""
     best = best_trial(study)
-    dropout = hyperparams_from_params(best.params).dropout
+    architecture = hyperparams_from_params(best.params).model_kwargs()  # dropout, norm
     restored = []
     for state in split_fold_states(tracker.load_checkpoint(best.user_attrs["mlflow_run_id"]),
                                    k):
-        model = models.build(model_name, dropout=dropout, **model_kwargs)
+        model = models.build(model_name, **architecture, **model_kwargs)
         model.load_state_dict(state)
         restored.append(model.to(device).eval())
     return Restored(trial=best, models=tuple(restored))

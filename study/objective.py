@@ -30,6 +30,7 @@ import models
 from data_pipeline import SearchData
 from study.config import StudyConfig
 from study.diagnosis import diagnose, pruner_evidence
+from study.early_stopping import EarlyStopping
 from study.errors import StudyError
 from study.interrupts import interruptibly
 from study.liveness import WORKER_ATTR
@@ -91,6 +92,7 @@ class FoldResult:
     state: StateDict | None = None
     history: list[EpochMetrics] = field(default_factory=list)  # every epoch, for the diagnosis
     reported: bool = False  # Optuna has seen this fold's score (an epoch, or the whole fold)
+    stopped_epoch: int | None = None  # the epoch early stopping ended it at, if it did
 
     def update(self, metrics: EpochMetrics, state: Callable[[], StateDict]) -> None:
         """Record an epoch; STATE gives a CPU copy of its weights, asked only for a new best."""
@@ -131,11 +133,15 @@ class Objective:
     seed: int
     tracker: Tracker
     options: TrainOptions = field(default_factory=TrainOptions)  # how steps run (amp, compile)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)  # off by default
     # Each epoch's metrics as they come, with the trial's number: the console's status line.
     on_epoch: Callable[[int, EpochMetrics], None] = field(default=lambda number, metrics: None)
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
-        run = self.start(trial)
+        return self.train_folds(self.start(trial))
+
+    def train_folds(self, run: TrialRun) -> float:
+        """Train RUN's folds one after another, recording them; its value."""
         with ending_run(lambda state, **why: self.stop(run, state, **why)):
             for i in range(self.data.k):
                 model, generator = self.build(run, i)
@@ -144,12 +150,15 @@ class Objective:
                                                    max_epochs=self.max_epochs,
                                                    generator=generator, options=self.options)):
                     self.epoch_done(run, metrics, lambda: cpu_state(model))
+                    if self.stops_early(run):
+                        break
                 self.fold_done(run)
         return self.complete(run)
 
-    def start(self, trial: optuna.trial.BaseTrial) -> TrialRun:
-        """Suggest the trial's hyperparameters and open its MLflow run."""
-        hp = suggest(trial, self.space, max_epochs=self.max_epochs)
+    def start(self, trial: optuna.trial.BaseTrial, hp: Hyperparams | None = None) -> TrialRun:
+        """Suggest the trial's hyperparameters (unless HP gives them) and open its MLflow
+        run."""
+        hp = hp if hp is not None else suggest(trial, self.space, max_epochs=self.max_epochs)
         run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params(),
                                           tags=split_tags(self.data))
         trial.set_user_attr("mlflow_run_id", run_id)
@@ -165,7 +174,7 @@ class Objective:
         seed = trial_seed(self.seed, run.trial.number)
         torch.manual_seed(seed)  # init and dropout
         generator = torch.Generator().manual_seed(seed)
-        model = models.build(self.model_name, dropout=run.hp.dropout, **self.model_kwargs)
+        model = models.build(self.model_name, **run.hp.model_kwargs(), **self.model_kwargs)
         return model.to(self.data.fold(i).train.y.device), generator
 
     def epoch_done(self, run: TrialRun, metrics: EpochMetrics,
@@ -194,6 +203,16 @@ class Objective:
         """epoch_done's second half: raise TrialPruned if the pruner stops the trial here."""
         if self.data.k == 1 and run.trial.should_prune():
             raise pruned(run.trial, metrics.val_loss, step=metrics.epoch)
+
+    def stops_early(self, run: TrialRun) -> bool:
+        """Whether early stopping ends the current fold now (noted on it), before its last
+        epoch; asked after the pruner, for a trial the pruner kept."""
+        fold = run.folds[-1]
+        if len(fold.history) >= self.max_epochs or not self.early_stopping.stops(
+                [m.val_loss for m in fold.history]):
+            return False
+        fold.stopped_epoch = len(fold.history)
+        return True
 
     def fold_done(self, run: TrialRun) -> None:
         """The current fold trained all its epochs; with K folds, report (may prune)."""
@@ -233,6 +252,11 @@ class Objective:
                          best_val_acc=_mean(seen, "val_acc"))
         if self.data.k == 1 and seen and seen[0].metrics is not None:
             attrs["best_epoch"] = seen[0].metrics.epoch
+        if self.data.k == 1 and folds and folds[0].stopped_epoch is not None:
+            attrs["stopped_epoch"] = folds[0].stopped_epoch  # early stopping's
+        if self.data.k > 1 and any(f.stopped_epoch is not None for f in folds):
+            # per fold: the epoch early stopping ended it at, 0 for a fold that ran to the end
+            attrs["fold_stopped_epochs"] = [f.stopped_epoch or 0 for f in folds]
         if self.data.k > 1:
             attrs.update(folds_done=len(seen),
                          fold_val_losses=[f.metrics.val_loss for f in seen if f.metrics],
@@ -305,4 +329,6 @@ def make_objective(
     return Objective(data=data, space=config.search_space, model_name=config.model,
                      model_kwargs=model_kwargs(config), max_epochs=config.max_epochs,
                      seed=config.seed, tracker=tracker, on_epoch=on_epoch,
-                     options=TrainOptions(amp=config.amp, compile_mode=config.compile))
+                     options=TrainOptions(amp=config.amp, compile_mode=config.compile),
+                     early_stopping=EarlyStopping(config.early_stopping_patience,
+                                                  config.early_stopping_min_delta))

@@ -137,7 +137,7 @@ def log_best_model(
     example = data.fold(0).val.x[:INPUT_EXAMPLE_SIZE].cpu().numpy()  # [2, 1, 28, 28] float32
     # The arguments the restored network was built with: the loader rebuilds the same one.
     architecture = {"model": config.model, **model_kwargs(config),
-                    "dropout": hyperparams_from_params(restored.trial.params).dropout}
+                    **hyperparams_from_params(restored.trial.params).model_kwargs()}
     return tracker.log_study_model(
         model, registered_name=registered_model_name(config.study_name), input_example=example,
         params=hyperparams_from_params(study.best_params).as_params(),

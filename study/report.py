@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from study.redaction import redact
 
@@ -25,12 +26,20 @@ def format_summary(s: StudySummary) -> str:
         f"  best val accuracy  {s.best_val_acc:.2%}",
         f"  TEST accuracy      {s.test.test_acc:.2%}  (loss {s.test.test_loss:.4f}; {how})",
     ]
+    if s.baseline:
+        lines.append(f"  {baseline_line(s.baseline)}")
     if s.mlflow_parent_run_id:
         lines.append(f"MLflow parent run: {s.mlflow_parent_run_id}")
     if s.registered_model:
         lines.append(f"registered model: {s.registered_model}")
     lines += s.notes
     return "\n".join(lines)
+
+
+def baseline_line(baseline: Mapping[str, Any]) -> str:
+    """The seed recipe beside the best trial, in one line (console and the parent run)."""
+    return (f"seed recipe (baseline, SGD lr 0.05, StepLR 5/0.5, batch 64): val accuracy "
+            f"{baseline['val_acc']:.2%}, val loss {baseline['val_loss']:.4f}")
 
 
 def _fmt(value: object) -> str:

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
+from study.baseline import stored_baseline
 from study.evaluation import Evaluation
 from study.search_space import hyperparams_from_params
-from study.storage import stored_identity
+from study.storage import stored_identity, with_recorded_since
 
 if TYPE_CHECKING:
     from study.runner import StudySummary
@@ -20,7 +21,8 @@ if TYPE_CHECKING:
 RESULT_ATTR = "result"
 # What a rerun must share with the run that evaluated the study, short of reading the data
 # (the data and split fingerprints need the files, the test file among them).
-_SETTINGS = ("model", "hidden", "max_epochs", "seed", "val_fraction", "cv_folds", "search_space")
+_SETTINGS = ("model", "hidden", "max_epochs", "seed", "val_fraction", "cv_folds", "search_space",
+             "early_stopping")
 
 
 def store_result(study: optuna.Study, summary: StudySummary) -> None:
@@ -34,12 +36,13 @@ def store_result(study: optuna.Study, summary: StudySummary) -> None:
     })
 
 
-def evaluated_result(study: optuna.Study, *, n_trials: int,
-                     identity: dict[str, Any]) -> dict[str, Any] | None:
+def evaluated_result(study: optuna.Study, *, n_trials: int, identity: dict[str, Any],
+                     recorded_since: dict[str, Any]) -> dict[str, Any] | None:
     """The stored result, when STUDY is finished (N_TRIALS, nothing running or queued), was
-    evaluated with its present best trial, and was made with IDENTITY's settings."""
+    evaluated with its present best trial, and was made with IDENTITY's settings (those it
+    does not record had their RECORDED_SINCE values)."""
     result = study.user_attrs.get(RESULT_ATTR)
-    stored = stored_identity(study) or {}
+    stored = with_recorded_since(stored_identity(study) or {}, recorded_since)
     if result is None or any(stored.get(k) != identity.get(k) for k in _SETTINGS):
         return None
     states = Counter(t.state for t in study.get_trials(deepcopy=False))
@@ -65,6 +68,7 @@ def summary_from_result(study: optuna.Study, result: dict[str, Any], *, storage:
         test=Evaluation(**result["test"]), device=str(result["device"]), trials_run_now=0,
         seconds=seconds, mlflow_parent_run_id=str(result["mlflow_parent_run_id"]),
         cv_folds=cv_folds, registered_model=str(result["registered_model"]),
+        baseline=stored_baseline(study),
         notes=[f"the study was finished: nothing ran now and no test data was read; these are "
                f"the results its evaluation stored (MLflow parent run "
                f"{result['mlflow_parent_run_id']})"])

@@ -33,6 +33,7 @@ from data_pipeline import (
     locate_mnist,
     prepare_audited_data,
 )
+from study.baseline import stored_baseline, train_baseline
 from study.cohort.memory import evaluation_bytes, free_bytes, largest_cohort, member_bytes
 from study.cohort_search import DEFAULT_COHORT_SIZE, search_in_cohorts
 from study.config import StudyConfig, check_batch_sizes
@@ -53,6 +54,7 @@ from study.objective import make_objective, model_kwargs, report_steps
 from study.provenance import code_version, package_versions
 from study.publish import publish_study
 from study.redaction import redact, redact_text
+from study.report import baseline_line
 from study.result import evaluated_result, store_result, summary_from_result
 from study.search_space import hyperparams_from_params
 from study.storage import (
@@ -91,6 +93,7 @@ class StudySummary:
     mlflow_parent_run_id: str = ""
     cv_folds: int | None = None
     registered_model: str = ""  # models:/NAME/VERSION of the best trial's model, if logged
+    baseline: dict[str, Any] | None = None  # the seed recipe's scores (study/baseline.py)
     notes: list[str] = field(default_factory=list)
 
 
@@ -100,7 +103,13 @@ def settings_identity(config: StudyConfig) -> dict[str, Any]:
         "model": config.model, "hidden": config.hidden, "max_epochs": config.max_epochs,
         "seed": config.seed, "val_fraction": config.val_fraction, "cv_folds": config.cv_folds,
         "search_space": config.search_space.as_dict(),
+        "early_stopping": [config.early_stopping_patience, config.early_stopping_min_delta],
     }
+
+
+# What a setting of the identity was in a study made before it was recorded there.
+IDENTITY_BEFORE_RECORDED = {"early_stopping": [0, 0.0],
+                            "search_space": {"norms": ["none"], "augments": ["none"]}}
 
 
 def identity(config: StudyConfig, data: SearchData) -> dict[str, Any]:
@@ -133,6 +142,8 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
                 raise_pending_interrupt()  # held through the last trial: test set unseen
                 if tracker.outage:  # the search is saved; its logs wait in the spool
                     raise TrackingError(_outage_line(study, config, tracker))
+                if config.baseline:  # the seed recipe on the same split, validation only
+                    train_baseline(study, make_objective(config, data, tracker))
                 test, restored = evaluate_best(  # evaluate
                     study, files=files, data=data, tracker=tracker, model_name=config.model,
                     model_kwargs=model_kwargs(config), device=device)
@@ -161,7 +172,7 @@ def _open(config: StudyConfig, data: SearchData) -> optuna.Study:
         sampler=make_sampler(config.sampler, seed=config.seed, n_trials=config.n_trials),
         # With cross-validation a trial reports once per fold: the pruner's resource is a fold.
         pruner=make_pruner(config.pruner, max_epochs=report_steps(config.max_epochs, data.k)),
-        identity=identity(config, data),
+        identity=identity(config, data), recorded_since=IDENTITY_BEFORE_RECORDED,
     )
 
 
@@ -198,7 +209,8 @@ def _already_evaluated(config: StudyConfig, *, started: float) -> StudySummary |
     except KeyError:
         return None
     result = evaluated_result(study, n_trials=config.n_trials,
-                              identity=settings_identity(config))
+                              identity=settings_identity(config),
+                              recorded_since=IDENTITY_BEFORE_RECORDED)
     if result is None:
         return None
     check_tracking_store(study, config.tracking_uri)  # its runs are in the store it names
@@ -264,7 +276,7 @@ def _checked_inputs(config: StudyConfig, device: torch.device, *,
         files, val_fraction=config.val_fraction, seed=config.seed, cv_folds=config.cv_folds,
         near_threshold=config.near_duplicate_threshold, drop_duplicates=config.drop_duplicates,
         device=device)
-    check_batch_sizes(config.search_space, train_size=audited.data.smallest_train())
+    check_batch_sizes(config.search_space, train_sizes=audited.data.train_sizes())
     _check_cohort_fits(config, audited.data)
     return files, audited
 
@@ -284,7 +296,9 @@ def _check_cohort_fits(config: StudyConfig, data: SearchData) -> None:
     free = free_bytes(device)
     if size <= 1 or free is None:
         return
-    model = models.build(config.model, dropout=0.0, **model_kwargs(config))
+    # The largest member the space allows: with BatchNorm if it may have it.
+    norm = "batch" if "batch" in config.search_space.norms else "none"
+    model = models.build(config.model, dropout=0.0, norm=norm, **model_kwargs(config))
     batch = max(config.search_space.batch_sizes)
     example = data.fold(0).train.x[:1]
     per_member = member_bytes(model, example, batch_size=batch, vectorised=device.type != "cpu")
@@ -382,9 +396,12 @@ def _search(study: optuna.Study, config: StudyConfig, data: SearchData,
 def _publish(study: optuna.Study, config: StudyConfig, data: SearchData, summary: StudySummary,
              restored: Restored, tracker: Tracker) -> StudySummary:
     """The result on the MLflow parent run, then plots, config and (holdout) the model."""
+    baseline = summary.baseline or {}
     tracker.log_study_result(
         metrics={"test_accuracy": summary.test.test_acc, "test_loss": summary.test.test_loss,
-                 "best_val_loss": summary.best_val_loss, "best_val_acc": summary.best_val_acc},
+                 "best_val_loss": summary.best_val_loss, "best_val_acc": summary.best_val_acc,
+                 **{f"baseline_{k}": float(baseline[k]) for k in ("val_loss", "val_acc")
+                    if k in baseline}},
         params={f"best.{k}": v for k, v in summary.best_params.items()},
         tags={"best_trial_number": str(summary.test.trial_number),
               # MLflow shows a run's note as its description: read first.
@@ -407,6 +424,7 @@ def _summarise(study: optuna.Study, config: StudyConfig, test: Evaluation, *, de
         test=test, device=device, trials_run_now=trials_run_now, seconds=seconds,
         mlflow_parent_run_id=parent_run_id, cv_folds=config.cv_folds,
         notes=_budget_notes(counts, n_trials=config.n_trials),
+        baseline=stored_baseline(study),
     )
 
 
@@ -418,7 +436,8 @@ def _description(s: StudySummary) -> str:
     return (f"**Best trial #{s.best_trial}** of study `{s.study_name}`: validation loss "
             f"{s.best_val_loss:.4f}, validation accuracy {s.best_val_acc:.2%}.\n\n"
             f"**Test accuracy {s.test.test_acc:.2%}** (loss {s.test.test_loss:.4f}; {how}, "
-            f"test set read once).\n\nParameters: {params}.")
+            f"test set read once).\n\nParameters: {params}."
+            + (f"\n\n{baseline_line(s.baseline)}" if s.baseline else ""))
 
 
 def _budget_notes(counts: Counter[str], *, n_trials: int) -> list[str]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from models.registry import NORMS
 from study.errors import ConfigError
 
 if TYPE_CHECKING:  # only in hints: the CLI parses its flags without importing optuna
@@ -45,6 +47,27 @@ def _exponential_params(trial: optuna.trial.BaseTrial, max_epochs: int) -> dict[
     return {"exp_gamma": trial.suggest_float("exp_gamma", 0.7, 0.99)}
 
 
+def _no_augment(trial: optuna.trial.BaseTrial) -> dict[str, float]:
+    return {}
+
+
+def _rotate_params(trial: optuna.trial.BaseTrial) -> dict[str, float]:
+    # The seed documents rotated by up to 10 degrees; twice that still reads as the same digit.
+    return {"aug_degrees": trial.suggest_float("aug_degrees", 0.0, 20.0)}
+
+
+def _affine_params(trial: optuna.trial.BaseTrial) -> dict[str, float]:
+    return {**_rotate_params(trial),
+            "aug_translate": trial.suggest_float("aug_translate", 0.0, 0.15),  # of the side
+            "aug_scale": trial.suggest_float("aug_scale", 0.0, 0.15)}
+
+
+# Train-only augmentation (study/augment.py): name -> its strengths' suggestions.
+AUGMENTS: dict[str, Callable[[optuna.trial.BaseTrial], dict[str, float]]] = {
+    "none": _no_augment, "rotate": _rotate_params, "affine": _affine_params,
+}
+AUGMENT_PARAMS = ("aug_degrees", "aug_translate", "aug_scale")
+
 # name -> its parameters' suggestions; the order is the default search space's. cosine anneals
 # over max_epochs and onecycle peaks at lr: neither needs more than this.
 SCHEDULERS: dict[str, Callable[[optuna.trial.BaseTrial, int], dict[str, float]]] = {
@@ -66,6 +89,10 @@ class SearchSpace:
     batch_sizes: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
     optimizers: tuple[str, ...] = OPTIMIZERS
     schedulers: tuple[str, ...] = tuple(SCHEDULERS)
+    # "batch": BatchNorm after the hidden layers (models/). The seed network by default.
+    norms: tuple[str, ...] = ("none",)
+    # Train-only augmentation: "rotate", "affine" (study/augment.py). None by default.
+    augments: tuple[str, ...] = ("none",)
 
     def __post_init__(self) -> None:
         _check_range("lr", self.lr, log=True)
@@ -77,6 +104,8 @@ class SearchSpace:
             raise ConfigError(f"batch_sizes must be positive integers, but got {self.batch_sizes}")
         _check_choices("optimizers", self.optimizers, OPTIMIZERS)
         _check_choices("schedulers", self.schedulers, SCHEDULERS)
+        _check_choices("norms", self.norms, NORMS)
+        _check_choices("augments", self.augments, AUGMENTS)
 
     @classmethod
     def from_mapping(cls, table: Mapping[str, Any], *, source: str) -> SearchSpace:
@@ -143,6 +172,13 @@ class Hyperparams:
     scheduler: str
     momentum: float | None = None  # SGD only
     scheduler_params: Mapping[str, float] = field(default_factory=dict)
+    norm: str = "none"  # the network's normalisation layers (models.NORMS)
+    augment: str = "none"  # train-only augmentation (AUGMENTS), with its strengths:
+    augment_params: Mapping[str, float] = field(default_factory=dict)
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """What of these the network is built with (models.build), beside the study's own."""
+        return {"dropout": self.dropout, "norm": self.norm}
 
     def as_params(self) -> dict[str, float | int | str]:
         """Flat name -> value, the same names Optuna records (MLflow params, summaries)."""
@@ -153,10 +189,13 @@ class Hyperparams:
             "dropout": self.dropout,
             "weight_decay": self.weight_decay,
             "scheduler": self.scheduler,
+            "norm": self.norm,
+            "augment": self.augment,
         }
         if self.momentum is not None:
             params["sgd_momentum"] = self.momentum
         params.update(self.scheduler_params)
+        params.update(self.augment_params)
         return params
 
 
@@ -164,7 +203,7 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, *, max_epochs: in
     """Sample one point of SPACE; scheduler- and optimizer-specific parameters are conditional."""
     optimizer = trial.suggest_categorical("optimizer", list(space.optimizers))
     scheduler = trial.suggest_categorical("scheduler", list(space.schedulers))
-    return Hyperparams(
+    hp = Hyperparams(
         lr=_suggest_float(trial, "lr", space.lr, log=True),
         optimizer=optimizer,
         batch_size=int(str(trial.suggest_categorical("batch_size", _batch_choices(trial, space)))),
@@ -174,7 +213,24 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, *, max_epochs: in
         momentum=(trial.suggest_float("sgd_momentum", *space.momentum)
                   if optimizer == "sgd" else None),
         scheduler_params=SCHEDULERS[scheduler](trial, max_epochs),
+        norm=_choice(trial, "norm", space.norms),
     )
+    # Last, so that the parameters above draw what they drew before these choices existed.
+    augment = _choice(trial, "augment", space.augments)
+    return dataclasses.replace(hp, augment=augment, augment_params=AUGMENTS[augment](trial))
+
+
+def _choice(trial: optuna.trial.BaseTrial, name: str, choices: Sequence[str]) -> str:
+    """A categorical choice; parameters given by hand (a FixedTrial) may leave out one that
+    has a single choice, as they could before the parameter existed."""
+    from optuna.trial import FixedTrial
+
+    try:
+        return str(trial.suggest_categorical(name, list(choices)))
+    except ValueError:
+        if isinstance(trial, FixedTrial) and len(choices) == 1:
+            return choices[0]
+        raise
 
 
 def batch_size_label(size: int, sizes: Sequence[int]) -> str:
@@ -221,7 +277,7 @@ def _study_uses_plain_batch_sizes(study: optuna.Study) -> bool:
 def hyperparams_from_params(params: Mapping[str, Any]) -> Hyperparams:
     """Rebuild Hyperparams from a finished trial's params (FrozenTrial.params)."""
     core = {"lr", "optimizer", "batch_size", "dropout", "weight_decay", "scheduler",
-            "sgd_momentum"}
+            "sgd_momentum", "norm", "augment", *AUGMENT_PARAMS}
     return Hyperparams(
         lr=float(params["lr"]),
         optimizer=str(params["optimizer"]),
@@ -231,4 +287,7 @@ def hyperparams_from_params(params: Mapping[str, Any]) -> Hyperparams:
         scheduler=str(params["scheduler"]),
         momentum=float(params["sgd_momentum"]) if "sgd_momentum" in params else None,
         scheduler_params={k: v for k, v in params.items() if k not in core},
+        norm=str(params.get("norm", "none")),  # trials made before norm was searched: none
+        augment=str(params.get("augment", "none")),
+        augment_params={k: float(params[k]) for k in AUGMENT_PARAMS if k in params},
     )

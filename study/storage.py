@@ -121,9 +121,13 @@ def _rdb_storage(url: str, *, grace_seconds: float) -> RDBStorage:
 def open_study(
     *, name: str, storage: optuna.storages.BaseStorage, storage_url: str,
     sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
-    identity: Mapping[str, Any],
+    identity: Mapping[str, Any], recorded_since: Mapping[str, Any] | None = None,
 ) -> optuna.Study:
-    """Create the study, or load it when it exists and was made with the same IDENTITY."""
+    """Create the study, or load it when it exists and was made with the same IDENTITY.
+
+    RECORDED_SINCE: settings added to the identity later, with the value they had before (a
+    study that does not record one was made with that value).
+    """
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     if study.direction != StudyDirection.MINIMIZE:
@@ -139,6 +143,7 @@ def open_study(
             study.set_user_attr(key, value)
         study.set_metric_names([OBJECTIVE_NAME])
         return study
+    stored = with_recorded_since(stored, recorded_since or {})
     changed = [key for key in identity if stored.get(key) != identity[key]]
     if changed:
         diffs = ", ".join(f"{k}: stored {stored.get(k)!r}, now {identity[k]!r}" for k in changed)
@@ -187,6 +192,18 @@ def _identity_attrs(identity: Mapping[str, Any]) -> dict[str, Any]:
         else:
             attrs[f"{IDENTITY_PREFIX}{key}"] = value
     return attrs
+
+
+def with_recorded_since(stored: Mapping[str, Any], since: Mapping[str, Any]) -> dict[str, Any]:
+    """STORED, with what SINCE says a setting was before it was recorded, where STORED lacks
+    it (inside tables too: a search space made before it had `norms`)."""
+    merged = dict(stored)
+    for key, value in since.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, Mapping) and isinstance(merged[key], Mapping):
+            merged[key] = with_recorded_since(merged[key], value)
+    return merged
 
 
 def stored_identity(study: optuna.Study) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ from torch.optim import lr_scheduler
 
 # From the module itself, not the package: the engine needs torch alone (no scikit-learn).
 from data_pipeline.tensors import Fold, TensorSet, shuffled_batches
+from study.augment import Augmentation, transform
 from study.config import AMP_MODES, COMPILE_MODES
 from study.search_space import Hyperparams
 
@@ -194,11 +195,14 @@ def train(
     schedule = build_scheduler(optimizer, hp, max_epochs=max_epochs,
                                steps_per_epoch=steps_per_epoch)
     runner = compile_for_trials(model, options)
+    augmentation = Augmentation.from_params(hp.augment, hp.augment_params)
+    fill = background(data) if augmentation.active else 0.0
     for epoch in range(1, max_epochs + 1):
         started = time.perf_counter()
         train_loss, train_acc, lr = _train_epoch(runner, optimizer, schedule, data.train,
                                                  hp.batch_size, generator, device,
-                                                 amp=options.amp)
+                                                 amp=options.amp, augmentation=augmentation,
+                                                 background=fill)
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(epoch=epoch, which="train", value=train_loss)
         # Always fp32: the recorded val_loss must match a later re-scoring of the checkpoint.
@@ -216,8 +220,11 @@ def train(
 def _train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, schedule: _Schedule, data: TensorSet,
     batch_size: int, generator: torch.Generator, device: torch.device, *, amp: str = "none",
+    augmentation: Augmentation = Augmentation(), background: float = 0.0,
 ) -> tuple[float, float, float]:
-    """One pass over DATA; returns mean loss, accuracy and the last step's learning rate."""
+    """One pass over DATA; returns mean loss, accuracy and the last step's learning rate.
+    AUGMENTATION moves the batch's images (drawn from GENERATOR after the batch order) and
+    brings in BACKGROUND where they have no pixel."""
     model.train()
     lr = optimizer.param_groups[0]["lr"]
     # Accumulated on the device: no .item() (host sync) inside the step loop.
@@ -226,6 +233,8 @@ def _train_epoch(
     for idx in shuffled_batches(len(data), batch_size, generator, device):
         # index_select: half the cost of advanced indexing for a 1-D index on the CPU.
         x, y = data.x.index_select(0, idx), data.y.index_select(0, idx)
+        if augmentation.active:  # training batches only: evaluate() never comes here
+            x = transform(x, augmentation.draw(len(idx), generator), background)
         with autocast(device, amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y)  # autocast computes it in fp32
@@ -238,6 +247,11 @@ def _train_epoch(
         loss_sum.add_(loss.detach(), alpha=y.shape[0])  # one op, not a multiply and an add
         correct += (logits.detach().argmax(dim=1) == y).sum()
     return loss_sum.item() / len(data), correct.item() / len(data), lr
+
+
+def background(fold: Fold) -> float:
+    """A black pixel as FOLD's normalisation makes it: what augmentation moves in."""
+    return -fold.normalizer.mean / fold.normalizer.std
 
 
 def autocast(device: torch.device, amp: str, *,

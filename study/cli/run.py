@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from study.cli.flags import add_data_arguments, add_leakage_arguments, config_va
 from study.cli.logs import quiet_libraries
 from study.config import AMP_MODES, COMPILE_MODES, DEVICES, StudyConfig, resolve_config
 from study.report import format_summary
+from study.search_space import SearchSpace
 from study.strategy import PRUNERS, SAMPLERS
 
 NAME = "run"
@@ -21,7 +23,9 @@ _DEFAULTS = StudyConfig()
 def add_parser(sub: Any) -> None:
     p = sub.add_parser("run", help="launch or resume a study",
                        description="Launch a study, or resume it: the same command continues "
-                                   "where a killed run stopped.")
+                                   "where a killed run stopped.",
+                       epilog=_search_space_help(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     d = _DEFAULTS
     # The choices of --model, --sampler and --pruner are their registries' names (cheap to read).
     # Every default is None here so the config resolver can tell "given" from "not given".
@@ -56,6 +60,17 @@ def add_parser(sub: Any) -> None:
                    "those of one batch size as one stacked model; one trial in K draws the "
                    "batch size, the next K-1 take it; 1 = one at a time (default: per "
                    "device, see README's Performance)")
+    p.add_argument("--early-stopping-patience", type=int, metavar="N", help=f"stop a trial "
+                   f"(each fold, with --cv-folds) after N epochs without a better validation "
+                   f"loss; it is COMPLETE with its best epoch's weights; 0 = off "
+                   f"(default {d.early_stopping_patience})")
+    p.add_argument("--early-stopping-min-delta", type=float, metavar="D", help=f"what counts "
+                   f"as better for --early-stopping-patience: a validation loss below the best "
+                   f"by more than D (default {d.early_stopping_min_delta})")
+    p.add_argument("--baseline", action="store_const", const=True, help="also train the "
+                   "seed recipe (SGD lr 0.05 without momentum, StepLR 5/0.5, batch 64, no "
+                   "dropout or weight decay) on the same split, once per study, and show its "
+                   "validation scores beside the best trial's (default: off)")
     add_data_arguments(p, noncanonical_help="accept IDX files whose content is not the "
                        "canonical MNIST (a subset, Fashion-MNIST...); their fingerprint is still "
                        "logged")
@@ -77,6 +92,16 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--verbose", action="store_const", const=True,
                    help="also Optuna's own line per trial, with all its parameters")
     add_leakage_arguments(p)
+
+
+def _search_space_help() -> str:
+    """The [search_space] table of --config, with its defaults: what the study searches."""
+    lines = ["the search space: a [search_space] table in the --config file, defaults shown;",
+             "ranges are [low, high] (low == high pins one value), choices are lists:"]
+    for key, value in SearchSpace().as_dict().items():
+        lines.append(f"  {key} = {json.dumps(value)}")
+    lines.append('  (norms: add "batch" to search BatchNorm after the hidden layers)')
+    return "\n".join(lines)
 
 
 def execute(args: argparse.Namespace) -> int:

@@ -22,13 +22,21 @@ from torch import nn
 from torch.nn import functional as F
 
 from data_pipeline.tensors import Fold
+from study.augment import Augmentation, transform
 from study.cohort.fused import MemberOptimizers
 from study.cohort.graph import WARMUP_STEPS, CapturedStep, on_side_stream
 from study.cohort.optim import StackedOptimizer
 from study.cohort.schedule import MemberSchedules
 from study.cohort.stack import StackedModel, StateDict
 from study.search_space import Hyperparams
-from study.training import EVAL_BATCH_SIZE, EpochMetrics, NonFiniteLossError, TrainOptions, autocast
+from study.training import (
+    EVAL_BATCH_SIZE,
+    EpochMetrics,
+    NonFiniteLossError,
+    TrainOptions,
+    autocast,
+    background,
+)
 
 
 @dataclass(frozen=True)
@@ -178,7 +186,14 @@ class Cohort:
                              for m in self.members]).to(device)
         loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
         correct = torch.zeros(k, device=device, dtype=torch.int64)
-        graphed = self.options.cuda_graph and device.type == "cuda"
+        # Members that augment: their images move, each by draws from its own generator after
+        # its batch order, as in the solo loop (the captured step holds no augmentation).
+        augmentations = [Augmentation.from_params(m.hp.augment, m.hp.augment_params)
+                         for m in self.members]
+        moving = [i for i, a in enumerate(augmentations) if a.active]
+        rows = torch.tensor(moving, dtype=torch.long, device=device)
+        fill = background(self.fold) if moving else 0.0
+        graphed = self.options.cuda_graph and device.type == "cuda" and not moving
         if self._captured is not None:
             self._captured.new_epoch()
         lrs = self.schedules.lr()
@@ -188,7 +203,10 @@ class Cohort:
             if graphed and idx.shape[1] == b:  # the last, short batch runs eagerly
                 self._graphed_step(idx, lrs, momenta, loss_sum, correct)
             else:
-                self._step(idx, lrs, momenta, loss_sum, correct)
+                moves = None if not moving else (rows, torch.cat([
+                    augmentations[i].draw(idx.shape[1], self.members[i].generator)
+                    for i in moving]))
+                self._step(idx, lrs, momenta, loss_sum, correct, moves=moves, fill=fill)
             self.schedules.step_batch()
         if self._captured is not None:
             loss_sum += self._captured.loss_sum
@@ -197,12 +215,20 @@ class Cohort:
 
     def _step(self, idx: torch.Tensor, lr: torch.Tensor | Sequence[float],
               momentum: torch.Tensor | Sequence[float], loss_sum: torch.Tensor,
-              correct: torch.Tensor, *, captured: bool = False) -> None:
+              correct: torch.Tensor, *, captured: bool = False,
+              moves: tuple[torch.Tensor, torch.Tensor] | None = None,
+              fill: float = 0.0) -> None:
         """One step of every member on the images at IDX [K, b]; the batch's summed losses
         and correct counts are added to LOSS_SUM and CORRECT. Free of host syncs, so that a
-        CUDA graph can capture it (CAPTURED: autocast's cast cache off, as capture needs)."""
+        CUDA graph can capture it (CAPTURED: autocast's cast cache off, as capture needs).
+        MOVES: the augmenting members' rows and their images' affine matrices, in order; FILL:
+        the background they move in."""
         data, k = self.fold.train, idx.shape[0]
         x = data.x.index_select(0, idx.reshape(-1)).view(k, -1, *data.x.shape[1:])
+        if moves is not None:  # one grid_sample over every augmenting member's images
+            rows, theta = moves
+            moved = transform(x.index_select(0, rows).flatten(0, 1), theta, fill)
+            x = x.index_copy(0, rows, moved.view(len(rows), *x.shape[1:]))
         y = data.y.index_select(0, idx.reshape(-1)).view(k, -1)
         with autocast(data.y.device, self.options.amp, cache=not captured):
             logits = self.model(x)  # [K, b, 10]

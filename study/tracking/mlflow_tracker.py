@@ -20,10 +20,12 @@ from study.errors import TrackingError
 from study.redaction import redact, redact_text
 from study.spool import Spool, is_spooled, read_ops, study_spool_dir
 from study.tracking.layout import (
+    BASELINE_NUMBER,
     CHECKPOINT_PATH,
     EXPERIMENT_KIND,
     OBJECTIVE_METRICS,
     RUN_STATUS,
+    run_name,
     trial_run_name,
 )
 from study.tracking.ops import batch_op
@@ -138,10 +140,11 @@ class MlflowTracker:
         key = spool.new_key()
         run_id = self._outbox.send({
             "op": "create_run", "key": key, "experiment_id": self.experiment_id,
-            "run_name": f"trial-{number:04d}",
+            "run_name": run_name(number),
             "tags": {**(tags or {}), "mlflow.parentRunId": self.parent_run_id,
                      "optuna.trial_number": str(number), "optuna.state": "RUNNING",
-                     "mnist_study.role": "trial"}}) or key
+                     "mnist_study.role": "baseline" if number == BASELINE_NUMBER
+                     else "trial"}}) or key
         self._writer.submit(batch_op(run_id, params=params))
         return run_id
 
@@ -168,7 +171,8 @@ class MlflowTracker:
                           **{f"optuna.{k}": str(v) for k, v in attrs.items()}},
             metrics={k: float(attrs[k]) for k in OBJECTIVE_METRICS if k in attrs}))
         self._outbox.send({"op": "rename", "run": run_id,
-                           "name": trial_run_name(number, state, attrs.get("epochs_trained"))})
+                           "name": trial_run_name(number, state, attrs.get("epochs_trained"),
+                                                  attrs.get("stopped_epoch"))})
         self._outbox.send({"op": "terminate", "run": run_id,
                            "status": RUN_STATUS.get(state, "FAILED")})
 

@@ -54,6 +54,30 @@ def test_cnn_configurable() -> None:
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)  # still [B, 10]
 
 
+def test_batchnorm_follows_the_hidden_layers_and_replaces_their_bias() -> None:
+    mlp = [type(m) for m in _layers(build("mlp", norm="batch"))]
+    assert mlp == [nn.Flatten, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, nn.Linear]
+    hidden = [m for m in _layers(build("mlp", norm="batch")) if isinstance(m, nn.Linear)][0]
+    assert hidden.bias is None  # BatchNorm's shift is the bias
+    cnn = build("cnn", norm="batch", channels=8)
+    norms = [m.num_features for m in _layers(cnn) if isinstance(m, nn.BatchNorm2d)]
+    assert norms == [8, 16]  # after each convolution
+    assert all(c.bias is None for c in _layers(cnn) if isinstance(c, nn.Conv2d))
+
+
+def test_without_batchnorm_the_state_dict_keys_stay_as_they_were() -> None:
+    # Checkpoints and registered models of earlier studies load into today's classes.
+    assert list(build("mlp").state_dict()) == ["net.1.weight", "net.1.bias", "net.4.weight",
+                                                "net.4.bias"]
+    assert [k for k in build("cnn").state_dict() if k.startswith("features")] == [
+        "features.0.weight", "features.0.bias", "features.3.weight", "features.3.bias"]
+
+
+def test_an_unknown_norm_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown norm 'layer'; choose one of \['none', "):
+        build("mlp", norm="layer")
+
+
 def test_dropout_defaults_to_zero() -> None:
     dropouts = [m for m in _layers(build("mlp")) if isinstance(m, nn.Dropout)]
     assert [d.p for d in dropouts] == [0.0]  # no regularisation unless asked for

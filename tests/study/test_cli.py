@@ -18,7 +18,8 @@ from tests.synthetic import write_synthetic_mnist
 
 FLAGS = ["--study-name", "--storage", "--n-trials", "--timeout", "--max-epochs", "--model",
          "--sampler", "--pruner", "--device", "--data-dir", "--tracking-uri", "--seed",
-         "--val-fraction", "--no-progress", "--config"]
+         "--val-fraction", "--no-progress", "--config", "--early-stopping-patience",
+         "--early-stopping-min-delta", "--baseline"]
 
 
 def _finished(storage: str, name: str = "mnist") -> list[optuna.trial.FrozenTrial]:
@@ -31,6 +32,8 @@ def test_help_documents_every_flag_with_its_default() -> None:
     for flag in FLAGS:
         assert flag in out  # the contract other issues build on
     assert "default sqlite:///optuna.db" in out and "default median" in out
+    # The [search_space] table's keys too, with their defaults: what the study searches.
+    assert 'norms = ["none"]' in out and "lr = [0.0001, 0.03]" in out
 
 
 def test_smoke_run_with_defaults_then_resume(tmp_path: Path) -> None:
@@ -255,6 +258,16 @@ def test_resume_with_another_val_fraction_is_refused_and_names_the_split(
     assert "split_fingerprint: stored" in errors[0]  # and that the split itself differs
     assert "new --study-name" in errors[0]  # and what to do
     assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 1  # the study is intact
+
+
+def test_early_stopping_is_part_of_the_study_s_identity(tmp_path: Path) -> None:
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
+    base = small_run_args("--data-dir", str(data), "--n-trials", "1",
+                          "--early-stopping-patience", "1")
+    assert run_cli(tmp_path, *base).returncode == 0
+    refused = run_cli(tmp_path, *base, "--early-stopping-patience", "2", "--n-trials", "2")
+    assert refused.returncode == 2
+    assert "early_stopping: stored [1, 0.0], now [2, 0.0]" in refused.stderr
 
 
 @pytest.mark.parametrize(("sig", "code", "said"), [

@@ -3,6 +3,7 @@ pruning, divergence, interrupts, MLflow runs and checkpoints."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -13,6 +14,7 @@ from optuna.trial import TrialState
 
 from data_pipeline import MnistFiles, SearchData, prepare_search_data
 from study.cohort_search import search_in_cohorts
+from study.early_stopping import EarlyStopping
 from study.evaluation import evaluate_best
 from study.objective import Objective, TrialRun
 from study.search_space import SearchSpace
@@ -24,6 +26,7 @@ GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "003
         "dropout": 0.0, "weight_decay": 1e-6}
 GOOD_SGD = {**GOOD, "optimizer": "sgd", "lr": 0.05, "sgd_momentum": 0.9}
 HOPELESS = {**GOOD, "optimizer": "sgd", "lr": 1e-4, "sgd_momentum": 0.8, "batch_size": "1024"}
+HOPELESS_AT_32 = {**HOPELESS, "batch_size": GOOD["batch_size"]}  # in GOOD's cohort
 DIVERGING = {**GOOD, "optimizer": "sgd", "lr": 1e8, "sgd_momentum": 0.9}
 EPOCHS = 2
 CPU = torch.device("cpu")
@@ -105,7 +108,7 @@ def test_the_first_cohort_prunes_its_members_against_each_other(
     # No trial has finished when a cohort's first members reach the first decision epoch:
     # Optuna's median rule would let all six train to the end. Peers count (study.peer_pruner).
     good = [{**GOOD, "lr": lr} for lr in (1e-3, 2e-3, 3e-3, 5e-3)]
-    slow = {**HOPELESS, "batch_size": GOOD["batch_size"]}
+    slow = HOPELESS_AT_32
     # It reports first: judged only after all its peers have reported the epoch too.
     study = _study(slow, *good, GOOD_SGD, pruner=make_pruner("median", max_epochs=EPOCHS))
     search_in_cohorts(study, _objective(search_data, tracker), cohort_size=6, n_trials=6,
@@ -114,6 +117,28 @@ def test_the_first_cohort_prunes_its_members_against_each_other(
     assert hopeless.state == TrialState.PRUNED
     assert hopeless.user_attrs["epochs_trained"] == FIRST_DECISION
     assert any(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+@pytest.mark.parametrize("cv_folds", [None, 2], ids=["holdout", "2-fold"])
+def test_early_stopping_ends_a_member_as_it_ends_a_solo_trial(
+    synthetic_files: MnistFiles, tracker: MlflowTracker, cv_folds: int | None,
+) -> None:
+    data = prepare_search_data(synthetic_files, val_fraction=0.25, seed=0, cv_folds=cv_folds,
+                               device=CPU)
+    objective = dataclasses.replace(_objective(data, tracker), max_epochs=4,
+                                    early_stopping=EarlyStopping(patience=1, min_delta=0.02))
+    trials = (GOOD, GOOD_SGD, HOPELESS_AT_32)
+    cohort, solo = _study(*trials), _study(*trials)
+    search_in_cohorts(cohort, objective, cohort_size=3, n_trials=3, timeout=None)
+    solo.optimize(objective, n_trials=3)
+    attr = "stopped_epoch" if cv_folds is None else "fold_stopped_epochs"
+    stopped = [t.user_attrs.get(attr) for t in solo.trials]
+    assert any(stopped) and not all(stopped)  # the slow learner stopped, a good one did not
+    for together, alone in zip(cohort.trials, solo.trials, strict=True):
+        assert together.state == alone.state == TrialState.COMPLETE
+        assert together.user_attrs.get(attr) == alone.user_attrs.get(attr)
+        assert together.user_attrs["epochs_trained"] == alone.user_attrs["epochs_trained"]
+        assert together.value == pytest.approx(alone.value, rel=1e-5)
 
 
 def test_an_interrupt_fails_every_trial_of_the_round(search_data: SearchData,

@@ -234,11 +234,21 @@ def test_speed_settings_from_toml(tmp_path: Path) -> None:
 
 def test_batch_sizes_larger_than_the_train_split_are_refused_naming_its_size() -> None:
     space = SearchSpace(batch_sizes=(32, 512, 64, 1024))
-    check_batch_sizes(space, train_size=1024)  # a batch of the whole split is still one batch
+    check_batch_sizes(space, train_sizes=[1024])  # a batch of the whole split is still one batch
     # Too large: each would be the whole split in one step; the message names the split's size.
     with pytest.raises(ConfigError, match=r"batch_sizes \[512, 1024\] are larger than the train "
                                           r"split, which has 300 images.*sizes up to 300"):
-        check_batch_sizes(space, train_size=300)
+        check_batch_sizes(space, train_sizes=[300])
+
+
+def test_with_batchnorm_a_last_batch_of_one_image_is_refused() -> None:
+    # 97 images at batch 32 leave one: BatchNorm cannot normalise it, training would fail.
+    check_batch_sizes(SearchSpace(batch_sizes=(32,)), train_sizes=[97])  # no BatchNorm: fine
+    space = SearchSpace(batch_sizes=(32, 48), norms=("none", "batch"))
+    check_batch_sizes(space, train_sizes=[96, 98])
+    with pytest.raises(ConfigError, match=r"batch_sizes \[32, 48\] leave a last batch of one "
+                                          r"image in a train split of \[97\] images"):
+        check_batch_sizes(space, train_sizes=[97])
 
 
 # Names are checked against the registries that build things, never against a copied list.

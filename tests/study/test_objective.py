@@ -18,6 +18,7 @@ import torch
 from optuna.trial import TrialState
 
 from data_pipeline import MnistFiles, Normalizer, SearchData, prepare_search_data
+from study.early_stopping import EarlyStopping
 from study.errors import StudyError
 from study.evaluation import evaluate_best
 from study.objective import Objective, split_fold_states
@@ -85,6 +86,44 @@ def test_value_is_the_mean_of_the_folds_best_epochs(data: SearchData,
     assert seen[-1].value == value
     folds = sorted(client.get_metric_history(run_id, "fold_val_loss"), key=lambda m: m.step)
     assert [m.value for m in folds] == best
+
+
+def test_early_stopping_completes_the_trial_at_its_best_epoch(data: SearchData,
+                                                              tracker: MlflowTracker) -> None:
+    # min_delta 10: no epoch after the first counts as better, so each fold stops at epoch 2.
+    objective = dataclasses.replace(_objective(data, tracker), max_epochs=4,
+                                    early_stopping=EarlyStopping(patience=1, min_delta=10.0))
+    study = optuna.create_study()
+    study.enqueue_trial(GOOD)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE
+    assert trial.user_attrs["epochs_trained"] == 2 * data.k
+    run = tracker.client.get_run(trial.user_attrs["mlflow_run_id"])
+    if data.k == 1:
+        assert trial.user_attrs["stopped_epoch"] == 2
+        assert run.data.tags["optuna.stopped_epoch"] == "2"  # filterable in the MLflow UI
+        assert run.info.run_name.endswith("complete, stopped@2")
+        assert list(trial.intermediate_values) == [1, 2]
+    else:
+        assert trial.user_attrs["fold_stopped_epochs"] == [2] * data.k
+    # Its value and checkpoint are its best epoch's, as for a trial that ran to the end.
+    assert trial.value == trial.user_attrs["best_val_loss"]
+    restored = tracker.load_checkpoint(trial.user_attrs["mlflow_run_id"])
+    assert restored  # the best epoch's weights were saved
+
+
+def test_early_stopping_waits_for_a_trial_that_improves(data: SearchData,
+                                                        tracker: MlflowTracker) -> None:
+    objective = dataclasses.replace(_objective(data, tracker), max_epochs=3,
+                                    early_stopping=EarlyStopping(patience=2))
+    study = optuna.create_study()
+    study.enqueue_trial(GOOD)
+    study.optimize(objective, n_trials=1)
+    trial = study.trials[0]
+    assert trial.user_attrs["epochs_trained"] == 3 * data.k  # 2 stale epochs never happened
+    assert "stopped_epoch" not in trial.user_attrs and "fold_stopped_epochs" not in \
+        trial.user_attrs
 
 
 def test_the_pruner_watches_epochs_of_one_fold_or_folds_of_k(data: SearchData,

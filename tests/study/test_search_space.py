@@ -61,7 +61,9 @@ def test_suggest_asks_only_conditional_params(optimizer: str, scheduler: str) ->
     trial = optuna.trial.FixedTrial({k: v for k, v in params.items() if k in needed})
     # Only the needed parameters are asked for (FixedTrial raises on any other).
     hp = suggest(trial, SearchSpace(), max_epochs=MAX_EPOCHS)
-    assert set(hp.as_params()) == needed  # and exactly those are recorded
+    # and exactly those are recorded, with the network's and augmentation's choices (single
+    # ones by default, which parameters given by hand may leave out)
+    assert set(hp.as_params()) == needed | {"norm", "augment"}
 
 
 @pytest.mark.parametrize(
@@ -111,6 +113,8 @@ def test_round_trip_through_a_real_study() -> None:
         ({"batch_sizes": (0, 32)}, "but got (0, 32)"),
         ({"batch_sizes": (32.5,)}, "32.5"),
         ({"lr": ("a", "b")}, "two numbers"),
+        ({"norms": ("layer",)}, "norms must be a non-empty subset of ['none', 'batch']"),
+        ({"augments": ("flip",)}, "augments must be a non-empty subset of ['none', 'rotate', "),
         ({"lr": (0.0, 0.0)}, "0 < low <= high, but got lr=[0.0, 0.0]"),  # no "off" for lr
         ({"weight_decay": (0.0, 1e-3)}, "or [0, 0] for none, but got weight_decay=[0.0, 0.001]"),
     ],
@@ -185,6 +189,42 @@ def test_ranges_pinned_to_one_value_give_that_value() -> None:
         assert (hp.lr, hp.weight_decay, hp.dropout, hp.momentum) == (0.05, 0.0, 0.0, 0.0)
         assert (hp.optimizer, hp.batch_size, hp.scheduler) == ("sgd", 64, "step")
         study.tell(trial, 1.0)
+
+
+def test_norm_is_a_searched_choice_recorded_with_every_trial() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    both = SearchSpace(norms=("none", "batch"))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        hp = suggest(trial, both, max_epochs=MAX_EPOCHS)
+        assert trial.params["norm"] == hp.norm == hp.as_params()["norm"]
+        assert hp.model_kwargs() == {"dropout": hp.dropout, "norm": hp.norm}
+        seen.add(hp.norm)
+        study.tell(trial, 1.0)
+    assert seen == {"none", "batch"}
+    fresh = optuna.create_study()
+    assert suggest(fresh.ask(), SearchSpace(), max_epochs=MAX_EPOCHS).norm == "none"  # default
+    old = {k: v for k, v in study.trials[0].params.items() if k != "norm"}
+    assert hyperparams_from_params(old).norm == "none"  # trials made before norm existed
+
+
+def test_augment_is_a_searched_choice_with_conditional_strengths() -> None:
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    space = SearchSpace(augments=("none", "rotate", "affine"))
+    kinds = set()
+    for _ in range(20):
+        trial = study.ask()
+        hp = suggest(trial, space, max_epochs=MAX_EPOCHS)
+        kinds.add(hp.augment)
+        assert trial.params["augment"] == hp.augment
+        assert set(hp.augment_params) == {"none": set(), "rotate": {"aug_degrees"},
+                                          "affine": {"aug_degrees", "aug_translate",
+                                                     "aug_scale"}}[hp.augment]
+        assert 0.0 <= hp.augment_params.get("aug_degrees", 0.0) <= 20.0
+        study.tell(trial, 1.0)
+        assert hyperparams_from_params(trial.params) == hp  # no strength taken for a schedule
+    assert kinds == {"none", "rotate", "affine"}
 
 
 @pytest.mark.parametrize("max_epochs", [1, 2])

@@ -15,6 +15,7 @@ from study.storage import (
     open_storage,
     open_study,
     stored_identity,
+    with_recorded_since,
 )
 
 IDENTITY: dict[str, Any] = {"seed": 0, "val_fraction": 0.1, "search_space": {"lr": [1e-4, 1e-1]}}
@@ -61,6 +62,34 @@ def test_a_study_with_the_old_identity_blob_still_resumes(tmp_path: Path) -> Non
     assert count_finished(_open(url)) == 0  # same settings: resumed, not refused
     with pytest.raises(StorageError, match="seed: stored 0, now 1"):
         _open(url, {**IDENTITY, "seed": 1})
+
+
+def test_a_setting_recorded_since_counts_as_its_old_value_in_older_studies(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    _open(url)  # made before early_stopping was part of the identity
+    since = {"early_stopping": [0, 0.0]}
+
+    def reopen(value: list[float]) -> optuna.Study:
+        return open_study(name="s", storage=open_storage(url), storage_url=url,
+                          sampler=optuna.samplers.RandomSampler(seed=0),
+                          pruner=optuna.pruners.NopPruner(),
+                          identity={**IDENTITY, "early_stopping": value}, recorded_since=since)
+
+    assert count_finished(reopen([0, 0.0])) == 0  # what it was made with: resumed
+    with pytest.raises(StorageError, match=r"early_stopping: stored \[0, 0.0\], now \[3, 0.0\]"):
+        reopen([3, 0.0])
+
+
+def test_recorded_since_reaches_inside_the_search_space() -> None:
+    stored = {"seed": 0, "search_space": {"lr": [1e-4, 1e-1]}}
+    since = {"search_space": {"norms": ["none"]}, "early_stopping": [0, 0.0]}
+    assert with_recorded_since(stored, since) == {
+        "seed": 0, "search_space": {"lr": [1e-4, 1e-1], "norms": ["none"]},
+        "early_stopping": [0, 0.0]}
+    recorded = {"search_space": {"norms": ["batch"]}}
+    assert with_recorded_since(recorded, since)["search_space"] == {"norms": ["batch"]}
 
 
 def test_a_maximising_study_of_another_tool_is_refused(tmp_path: Path) -> None:

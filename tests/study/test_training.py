@@ -215,6 +215,27 @@ def test_evaluate_matches_direct_computation(
     assert evaluate(model, fold.val) == (loss, acc)  # and is repeatable
 
 
+@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+def test_a_batchnorm_model_s_validation_loss_does_not_depend_on_the_evaluation_batch(
+    fold: Fold, monkeypatch: pytest.MonkeyPatch, model_name: str,
+) -> None:
+    torch.manual_seed(0)
+    model = build(model_name, hidden=32, norm="batch")
+    hp = _hp(norm="batch")
+    next(iter(train(model, hp, fold, max_epochs=1, generator=torch.Generator().manual_seed(0))))
+    scores = []
+    for eval_batch in (training.EVAL_BATCH_SIZE, 50, 7):  # whole set, slices, uneven slices
+        monkeypatch.setattr(training, "EVAL_BATCH_SIZE", eval_batch)
+        scores.append(evaluate(model, fold.val))
+    # Evaluated in eval mode: the running statistics, never the batch's own, normalise.
+    assert [s[0] for s in scores] == pytest.approx([scores[0][0]] * 3, rel=1e-5)
+    assert [s[1] for s in scores] == [scores[0][1]] * 3
+    model.train()
+    with torch.no_grad():  # in train mode the batch's statistics would: the losses differ
+        assert F.cross_entropy(model(fold.val.x[:7]), fold.val.y[:7]).item() != \
+            pytest.approx(F.cross_entropy(model.eval()(fold.val.x[:7]), fold.val.y[:7]).item())
+
+
 def test_nan_input_raises_non_finite(fold: Fold) -> None:
     fold.train.x[0, 0, 0, 0] = float("nan")
     with pytest.raises(NonFiniteLossError, match="train loss became nan in epoch 1") as info:

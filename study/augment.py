@@ -1,0 +1,68 @@
+"""Train-only augmentation: random affine transforms of whole batches, on the device.
+
+One affine matrix per image, drawn on the CPU from the trial's own generator (so a trial's
+images move the same way on every device, and inside a cohort as alone), then one
+`affine_grid` + `grid_sample` over the batch wherever the batch lives: no PIL, no per-image
+loop. Only training batches pass through here; validation and test tensors never do.
+
+Kinds: "rotate" turns each image by up to ±degrees; "affine" also shifts it by up to ±translate
+of its side and scales it by 1 ± scale. Pixels moved in from outside the image are background
+(a black pixel, normalised as the fold normalises), not 0, which after normalisation is grey.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+
+# The draws per image, whatever the kind: a kind that uses fewer still consumes them, so that
+# a generator's later numbers do not depend on which kind drew before.
+_DRAWS = 4
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """One trial's augmentation: its KIND (search_space.AUGMENTS) and strengths."""
+
+    kind: str = "none"
+    degrees: float = 0.0  # rotation, each way
+    translate: float = 0.0  # shift, as a fraction of the image side, each way ("affine")
+    scale: float = 0.0  # scale drawn from [1 - scale, 1 + scale] ("affine")
+
+    @classmethod
+    def from_params(cls, kind: str, params: Mapping[str, float]) -> Augmentation:
+        """From a trial's parameters (search_space: aug_degrees, aug_translate, aug_scale)."""
+        return cls(kind=kind, degrees=float(params.get("aug_degrees", 0.0)),
+                   translate=float(params.get("aug_translate", 0.0)),
+                   scale=float(params.get("aug_scale", 0.0)))
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "none"
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """N affine matrices [N, 2, 3] (affine_grid's: output to input coordinates) on the
+        CPU, from GENERATOR."""
+        u = torch.rand(n, _DRAWS, generator=generator, dtype=torch.float64) * 2 - 1  # [-1, 1)
+        angle = u[:, 0] * math.radians(self.degrees)
+        affine = self.kind == "affine"
+        scale = 1 + u[:, 1] * (self.scale if affine else 0.0)
+        # affine_grid's coordinates run from -1 to 1: a shift of one side is 2.
+        shift = u[:, 2:] * (2 * self.translate if affine else 0.0)
+        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], dim=1),
+                             torch.stack([sin, cos, shift[:, 1]], dim=1)], dim=1)
+        return theta.to(torch.float32)
+
+
+def transform(x: torch.Tensor, theta: torch.Tensor, background: float) -> torch.Tensor:
+    """Images X [N, C, H, W] moved by THETA [N, 2, 3] (any device: it follows X), bilinear,
+    with BACKGROUND where an image has no pixel to bring in."""
+    grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
+    moved = F.grid_sample(x - background, grid, mode="bilinear", padding_mode="zeros",
+                          align_corners=False)
+    return moved + background

@@ -1,0 +1,61 @@
+"""The seed recipe, trained once per study on the study's own split: what the tuned result is
+measured against.
+
+The recipe is the seed documents' learning-rate experiment: plain SGD (no momentum) at lr
+0.05, StepLR halving the rate every 5 epochs, batch 64, no dropout, no weight decay, for the
+study's --max-epochs. It is trained as its own MLflow run under the parent ("baseline (seed
+recipe)", tag mnist_study.role=baseline), not as an enqueued Optuna trial: the recipe lies
+outside the default search space (lr above 0.03, weight decay 0 on a log scale, momentum 0),
+and a trial there would enter the sampler's model and the dashboard's parameter plots as if
+the space held it, count against --n-trials and compete for best trial. The test set stays
+the best trial's alone: the baseline is scored on validation only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import optuna
+
+from study.objective import Objective
+from study.search_space import Hyperparams
+from study.tracking.layout import BASELINE_NUMBER
+
+logger = logging.getLogger(__name__)
+
+SEED_RECIPE = Hyperparams(lr=0.05, optimizer="sgd", batch_size=64, dropout=0.0,
+                          weight_decay=0.0, scheduler="step", momentum=0.0,
+                          scheduler_params={"step_size": 5, "step_gamma": 0.5})
+BASELINE_ATTR = "baseline"  # the study user attr that keeps its result
+
+
+def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:
+    baseline = study.user_attrs.get(BASELINE_ATTR)
+    return dict(baseline) if isinstance(baseline, dict) else None
+
+
+def train_baseline(study: optuna.Study, objective: Objective) -> dict[str, Any]:
+    """The seed recipe's validation scores on STUDY's split: trained now, or as stored by an
+    earlier run of the study (the same split and epochs: its identity says so)."""
+    stored = stored_baseline(study)
+    if stored is not None:
+        return stored
+    logger.info("training the seed recipe as the baseline (%s)", _describe(SEED_RECIPE))
+    trial = optuna.trial.FixedTrial({}, number=BASELINE_NUMBER)
+    quiet = dataclasses.replace(objective, on_epoch=lambda number, metrics: None)
+    run = quiet.start(trial, hp=SEED_RECIPE)
+    value = quiet.train_folds(run)
+    attrs = trial.user_attrs
+    result = {"val_loss": value, "val_acc": attrs["best_val_acc"],
+              "epochs_trained": attrs["epochs_trained"], "mlflow_run_id": run.run_id,
+              "params": SEED_RECIPE.as_params()}
+    if "best_epoch" in attrs:
+        result["best_epoch"] = attrs["best_epoch"]
+    study.set_user_attr(BASELINE_ATTR, result)
+    return result
+
+
+def _describe(hp: Hyperparams) -> str:
+    return ", ".join(f"{k}={v}" for k, v in hp.as_params().items())

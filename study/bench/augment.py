@@ -1,0 +1,102 @@
+"""The cost of train-only augmentation: seconds per epoch of the seed MLP at batch 64, without
+augmentation and with each kind, side by side.
+
+    python -m study.bench.augment --data-dir ../shared/data --reps 5 [--out docs]
+
+An epoch is the training pass plus the validation pass, as a trial's. Repetitions are
+interleaved (none, rotate, affine, then again), so that load from other processes hits every
+variant alike; the table gives each variant's median and its ratio to no augmentation. Needs
+torch alone (no optuna or mlflow): it also runs on a bare GPU machine (--device cuda).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import models
+from data_pipeline.mnist import find_mnist
+from data_pipeline.prepare import prepare_search_data
+from study.search_space import Hyperparams
+from study.training import set_cpu_threads, train
+
+STRENGTHS = {"none": {}, "rotate": {"aug_degrees": 10.0},
+             "affine": {"aug_degrees": 10.0, "aug_translate": 0.1, "aug_scale": 0.1}}
+
+
+def hyperparams(augment: str, batch_size: int) -> Hyperparams:
+    """The seed recipe's SGD at BATCH_SIZE, with AUGMENT at moderate strengths."""
+    return Hyperparams(lr=0.05, optimizer="sgd", batch_size=batch_size, dropout=0.0,
+                       weight_decay=0.0, scheduler="none", momentum=0.0, augment=augment,
+                       augment_params=STRENGTHS[augment])
+
+
+def run(*, data_dir: Path, device: str, reps: int, batch_size: int,
+        allow_noncanonical_data: bool = False) -> dict[str, Any]:
+    files = find_mnist(data_dir, verify=not allow_noncanonical_data)
+    if files is None:
+        raise SystemExit(f"no MNIST IDX files in {data_dir}")
+    fold = prepare_search_data(files, val_fraction=0.1, seed=0,
+                               device=torch.device(device)).fold(0)
+    seconds: dict[str, list[float]] = {kind: [] for kind in STRENGTHS}
+    for rep in range(reps + 1):  # the first round warms up and is not counted
+        for kind in STRENGTHS:
+            torch.manual_seed(0)
+            model = models.build("mlp").to(device)
+            started = time.perf_counter()
+            for _ in train(model, hyperparams(kind, batch_size), fold, max_epochs=1,
+                           generator=torch.Generator().manual_seed(rep)):
+                pass
+            if device == "cuda":
+                torch.cuda.synchronize()
+            if rep:
+                seconds[kind].append(time.perf_counter() - started)
+    base = statistics.median(seconds["none"])
+    rows = [{"augment": kind, "median_s": statistics.median(times), "seconds": times,
+             "ratio": statistics.median(times) / base} for kind, times in seconds.items()]
+    return {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "batch_size": batch_size, "reps": reps, "train_images": len(fold.train),
+            "rows": rows}
+
+
+def table(result: dict[str, Any]) -> str:
+    lines = [f"MLP epoch (train + validation) at batch {result['batch_size']} on "
+             f"{result['device']}, {result['threads']} thread(s), torch {result['torch']}, "
+             f"median of {result['reps']} interleaved reps:", "",
+             "| augment | s / epoch | vs none |", "| --- | ---: | ---: |"]
+    lines += [f"| {row['augment']} | {row['median_s']:.2f} | {row['ratio']:.2f}x |"
+              for row in result["rows"]]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True)
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--cpu-threads", type=int, default=1)
+    parser.add_argument("--allow-noncanonical-data", action="store_true")
+    parser.add_argument("--out", type=Path, help="write augment_benchmarks.json here")
+    args = parser.parse_args(argv)
+    set_cpu_threads(args.cpu_threads)
+    result = run(data_dir=args.data_dir, device=args.device, reps=args.reps,
+                 batch_size=args.batch_size,
+                 allow_noncanonical_data=args.allow_noncanonical_data)
+    result["command"] = ("python -m study.bench.augment --data-dir DATA --device "
+                         f"{args.device} --reps {args.reps} --cpu-threads {args.cpu_threads}")
+    print(table(result))
+    if args.out is not None:
+        path = args.out / f"augment_benchmarks_{args.device}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
