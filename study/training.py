@@ -223,18 +223,23 @@ def _train_epoch(
     augmentation: Augmentation = Augmentation(), background: float = 0.0,
 ) -> tuple[float, float, float]:
     """One pass over DATA; returns mean loss, accuracy and the last step's learning rate.
-    AUGMENTATION moves the batch's images (drawn from GENERATOR after the batch order) and
-    brings in BACKGROUND where they have no pixel."""
+    AUGMENTATION moves the images (the epoch's moves drawn from GENERATOR after its batch
+    order, the k-th for the epoch's k-th image) and brings in BACKGROUND where they have no
+    pixel."""
     model.train()
     lr = optimizer.param_groups[0]["lr"]
     # Accumulated on the device: no .item() (host sync) inside the step loop.
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
+    theta, start = None, 0
     for idx in shuffled_batches(len(data), batch_size, generator, device):
         # index_select: half the cost of advanced indexing for a 1-D index on the CPU.
         x, y = data.x.index_select(0, idx), data.y.index_select(0, idx)
         if augmentation.active:  # training batches only: evaluate() never comes here
-            x = transform(x, augmentation.draw(len(idx), generator), background)
+            if theta is None:  # the epoch's moves, drawn once, after its batch order
+                theta = augmentation.draw(len(data), generator)
+            x = transform(x, theta[start:start + len(idx)], background)
+            start += len(idx)
         with autocast(device, amp):
             logits = model(x)
             loss = F.cross_entropy(logits, y)  # autocast computes it in fp32

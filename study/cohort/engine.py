@@ -186,11 +186,13 @@ class Cohort:
                              for m in self.members]).to(device)
         loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
         correct = torch.zeros(k, device=device, dtype=torch.int64)
-        # Members that augment: their images move, each by draws from its own generator after
-        # its batch order, as in the solo loop (the captured step holds no augmentation).
+        # Members that augment: their images move, the epoch's moves drawn from each one's
+        # generator after its batch order, as in the solo loop (the captured step holds no
+        # augmentation).
         augmentations = [Augmentation.from_params(m.hp.augment, m.hp.augment_params)
                          for m in self.members]
         moving = [i for i, a in enumerate(augmentations) if a.active]
+        thetas = {i: augmentations[i].draw(n, self.members[i].generator) for i in moving}
         rows = torch.tensor(moving, dtype=torch.long, device=device)
         fill = background(self.fold) if moving else 0.0
         graphed = self.options.cuda_graph and device.type == "cuda" and not moving
@@ -204,8 +206,7 @@ class Cohort:
                 self._graphed_step(idx, lrs, momenta, loss_sum, correct)
             else:
                 moves = None if not moving else (rows, torch.cat([
-                    augmentations[i].draw(idx.shape[1], self.members[i].generator)
-                    for i in moving]))
+                    thetas[i][start:start + b] for i in moving]))
                 self._step(idx, lrs, momenta, loss_sum, correct, moves=moves, fill=fill)
             self.schedules.step_batch()
         if self._captured is not None:
