@@ -11,8 +11,11 @@ Members must share a batch size and an architecture (norm: BatchNorm or not), an
 drawn independently would split 16 trials into groups of two or three, which gain little from
 stacking. So one trial in K draws its batch size and norm from the sampler as usual and the
 next K-1 take them (Optuna's PartialFixedSampler), every other parameter sampled freely; a
-trial whose values were given (enqueued) keeps them. The search sees a new batch size every K
-trials instead of every trial; the study-level benchmark (python -m study.bench.cohort_study)
+trial whose values were given (enqueued) keeps them. The sampler's random start-up trials are
+the exception: each draws its own, in small cohorts. Fixed from the first trial, the first
+cohort gave TPE one batch size to learn from, and it drew that size again for the rest of the
+study (the study-level benchmark, python -m study.bench.cohort_study, saw a whole study at
+batch 1024). The search sees a new batch size every K trials after the start-up; the benchmark
 measures what that costs in best validation loss.
 
 With a holdout split the places that leaving members free are filled at once with newly asked
@@ -58,12 +61,17 @@ DEFAULT_COHORT_SIZE = {"cpu": 1, "cuda": 1}
 
 
 def search_in_cohorts(study: optuna.Study, objective: Objective, *, cohort_size: int,
-                      n_trials: int, timeout: float | None,
+                      n_trials: int, timeout: float | None, free_draws: int = 0,
                       trial_done: TrialDone = lambda study, trial: None) -> None:
     """Ask, train and tell cohorts until the study has N_TRIALS (every worker's, finished or
-    running) or TIMEOUT seconds have passed, as study.optimize with MaxTrialsCallback would."""
+    running) or TIMEOUT seconds have passed, as study.optimize with MaxTrialsCallback would.
+
+    Trials numbered below FREE_DRAWS (the sampler's random start-up) each draw their own
+    batch size and norm; after them, one trial in K draws and the next K-1 take its values.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
-    budget = _Budget(study, cohort_size=cohort_size, n_trials=n_trials, deadline=deadline)
+    budget = _Budget(study, cohort_size=cohort_size, n_trials=n_trials, deadline=deadline,
+                     free_draws=free_draws)
     if objective.data.k == 1:
         _Holdout(study, objective, trial_done, budget).run()
         return
@@ -76,9 +84,9 @@ class _Budget:
     worker's trials, finished or running) and the time left."""
 
     def __init__(self, study: optuna.Study, *, cohort_size: int, n_trials: int,
-                 deadline: float | None) -> None:
+                 deadline: float | None, free_draws: int = 0) -> None:
         self.study, self.cohort_size, self.n_trials = study, cohort_size, n_trials
-        self.deadline = deadline
+        self.deadline, self.free_draws = deadline, free_draws
 
     def room(self, *, running: int) -> int:
         """Trials that may start beside RUNNING members of this process's cohorts."""
@@ -123,6 +131,10 @@ class _Search:
         for _ in range(count):
             trial = self.study.ask()
             self.open[trial.number] = trial
+            if trial.number < self.budget.free_draws:  # the sampler's random start-up
+                run = self._start(trial, fixed=None)
+                started.setdefault(_shape(run), []).append(run)
+                continue
             fixed = self.asked % self.budget.cohort_size != 0 and self.shared is not None
             self.asked += 1
             run = self._start(trial, fixed=self.shared if fixed else None)

@@ -67,7 +67,7 @@ from study.storage import (
     open_storage,
     open_study,
 )
-from study.strategy import make_pruner, make_sampler
+from study.strategy import make_pruner, make_sampler, startup_trials
 from study.tracking import MlflowTracker, Tracker, check_tracking_uri
 from study.training import NonFiniteLossError
 
@@ -381,6 +381,7 @@ def _search(study: optuna.Study, config: StudyConfig, data: SearchData,
             logger.info("training up to %d trials at once (--cohort-size)", cohort_size)
             search_in_cohorts(study, objective, cohort_size=cohort_size,
                               n_trials=config.n_trials, timeout=config.timeout,
+                              free_draws=startup_trials(config.n_trials),
                               trial_done=console.trial_done)
             return
         study.optimize(

@@ -30,9 +30,14 @@ def make_sampler(name: str, *, seed: int, n_trials: int) -> optuna.samplers.Base
         raise ConfigError(f"unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}")
     from study.seeded_sampler import PerTrialSeedSampler
 
-    # Few random start-up trials when the budget is small: 20 trials cannot spend 10 on noise.
-    n_startup = max(5, min(10, n_trials // 4))
+    n_startup = startup_trials(n_trials)
     return PerTrialSeedSampler(lambda trial_seed: build(trial_seed, n_startup), seed=seed)
+
+
+def startup_trials(n_trials: int) -> int:
+    """The samplers' random start-up trials for a budget of N_TRIALS."""
+    # Few when the budget is small: 20 trials cannot spend 10 on noise.
+    return max(5, min(10, n_trials // 4))
 
 
 def _tpe(seed: int, n_startup: int) -> optuna.samplers.BaseSampler:

@@ -6,8 +6,9 @@ For each seed, in interleaved order (one trial at a time, then cohorts, then the
 the same study (TPE, median pruner, N trials, E epochs, untracked) runs in a fresh process:
 search wall time, trial-epochs trained, and the best validation loss found. Asking K trials
 at once costs the sampler information (it proposes a round's trials before any of them has
-reported), and the median pruner has fewer finished trials to compare with early on; the best
-losses of the seeds show whether that costs the search anything. Prints a table; with --out,
+reported), and the median pruner has no finished trial to compare the first cohort with (it
+counts the running ones at the first decision epoch: study/peer_pruner.py); the best losses of
+the seeds show whether that costs the search anything. Prints a table; with --out,
 writes OUT/cohort_study_benchmarks.json and re-renders OUT/benchmarks.md with it.
 """
 

@@ -207,6 +207,20 @@ def test_one_trial_in_k_draws_the_batch_size_the_next_take(search_data: SearchDa
     assert study.sampler is sampler  # the study's own sampler is back
 
 
+def test_the_sampler_s_start_up_trials_draw_their_own_batch_sizes(
+    search_data: SearchData, tracker: MlflowTracker,
+) -> None:
+    # Fixed from trial 0, the first cohort would show the sampler one batch size only.
+    study = _study(pruner=optuna.pruners.NopPruner())
+    space = SearchSpace(lr=(1e-3, 1e-2), batch_sizes=(32, 64, 128, 256, 512, 1024))
+    objective = Objective(data=search_data, space=space, model_name="mlp",
+                          model_kwargs={"hidden": 16}, max_epochs=1, seed=0, tracker=tracker)
+    search_in_cohorts(study, objective, cohort_size=3, n_trials=9, timeout=None, free_draws=3)
+    sizes = [t.params["batch_size"] for t in study.trials]
+    assert len(set(sizes[0:3])) > 1  # start-up: each its own (three agree with chance 1/36)
+    assert sizes[3:6] == [sizes[3]] * 3 and sizes[6:9] == [sizes[6]] * 3  # then one in K
+
+
 def test_an_enqueued_batch_size_is_kept_in_a_round(search_data: SearchData,
                                                    tracker: MlflowTracker) -> None:
     study = _study(GOOD, HOPELESS)  # batch sizes 32 and 1024, given by hand

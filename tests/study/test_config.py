@@ -316,3 +316,10 @@ def test_cohort_size_is_validated_and_excludes_compile() -> None:
     with pytest.raises(ConfigError, match="needs cohort_size = 1"):
         StudyConfig(compile="default", cohort_size=4)
     assert StudyConfig(compile="default").cohort_size is None  # --compile alone: one at a time
+
+
+@pytest.mark.parametrize("example", sorted((Path(__file__).resolve().parents[2] / "study"
+                                            / "examples").glob("*.toml")), ids=lambda p: p.name)
+def test_every_example_config_resolves(example: Path) -> None:
+    config = resolve_config({}, config_path=example, env={})
+    assert config.study_name  # and no key or value the run would refuse
