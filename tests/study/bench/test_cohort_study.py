@@ -30,6 +30,6 @@ def test_the_study_benchmark_compares_each_seed_with_and_without_cohorts(
     for row in result["rows"]:
         assert row["trials"] == 3 and row["search_s"] > 0
         assert sum(row["epochs_by_batch_size"].values()) == row["trial_epochs"]
-    # three trials, cohort size 3: one batch size drawn, the others take it
-    assert len(result["rows"][1]["epochs_by_batch_size"]) == 1
+    # three trials, all the sampler's random start-up: each draws its own batch size
+    assert len(result["rows"][1]["epochs_by_batch_size"]) > 1
     assert "## Cohorts: the reference study" in (out / "benchmarks.md").read_text()
