@@ -7,8 +7,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import cast
 
 import torch
@@ -21,6 +21,7 @@ from data_pipeline.tensors import Fold, TensorSet, shuffled_batches
 from study.augment import Augmentation, transform
 from study.config import AMP_MODES, COMPILE_MODES
 from study.search_space import Hyperparams
+from study.signals import DEAD_SLICE, SignalProbe, dead_units
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,9 @@ class TrainOptions:
     # A cohort's step captured as a CUDA graph and replayed (study/cohort/graph.py); CUDA only,
     # ignored elsewhere. Off until a GPU measures that it pays (python -m study.bench.cohort).
     cuda_graph: bool = False
+    # Per-epoch gradient norms, update ratios and dead units (study/signals.py): what the
+    # detectors read. Off only to measure what they cost (python -m study.bench.signals).
+    signals: bool = True
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_MODES:
@@ -78,6 +82,15 @@ class EpochMetrics:
     val_acc: float
     lr: float  # the learning rate of the epoch's last optimizer step
     seconds: float
+    # grad_norm, update_ratio and dead_relu, overall and per layer (study/signals.py); empty
+    # where they were not measured (a cohort, or signals off).
+    signals: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def gap(self) -> float:
+        """Validation minus training loss. The training loss is the epoch's running mean with
+        dropout and augmentation on, so a small negative gap is normal early on."""
+        return self.val_loss - self.train_loss
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -88,6 +101,8 @@ class EpochMetrics:
             # Not "lr": that is the sampled rate, a param; this is the schedule's rate now.
             "lr_now": self.lr,
             "epoch_seconds": self.seconds,
+            "loss_gap": self.gap,
+            **self.signals,
         }
 
 
@@ -199,10 +214,11 @@ def train(
     fill = background(data) if augmentation.active else 0.0
     for epoch in range(1, max_epochs + 1):
         started = time.perf_counter()
-        train_loss, train_acc, lr = _train_epoch(runner, optimizer, schedule, data.train,
-                                                 hp.batch_size, generator, device,
-                                                 amp=options.amp, augmentation=augmentation,
-                                                 background=fill)
+        probe = SignalProbe(model) if options.signals else None
+        sums, lr = _train_epoch(runner, optimizer, schedule, data.train, hp.batch_size,
+                                generator, device, amp=options.amp, augmentation=augmentation,
+                                background=fill, probe=probe)
+        train_loss, train_acc, signals = _epoch_values(model, data, sums, probe)
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(epoch=epoch, which="train", value=train_loss)
         # Always fp32: the recorded val_loss must match a later re-scoring of the checkpoint.
@@ -212,20 +228,40 @@ def train(
         _step_epoch_scheduler(schedule, val_loss)
         yield EpochMetrics(
             epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
-            val_acc=val_acc, lr=lr,
-            seconds=time.perf_counter() - started,
+            val_acc=val_acc, lr=lr, seconds=time.perf_counter() - started, signals=signals,
         )
+
+
+def _epoch_values(model: nn.Module, data: Fold, sums: torch.Tensor,
+                  probe: SignalProbe | None) -> tuple[float, float, dict[str, float]]:
+    """Mean train loss and accuracy from SUMS, and the epoch's signals: one host sync."""
+    n = len(data.train)
+    if probe is None:
+        loss_sum, correct = sums.tolist()
+        return loss_sum / n, correct / n, {}
+    relus, dead = dead_units(model, data.val.x[:DEAD_SLICE])
+    grads = probe.tensors()  # [2, P + 1]
+    width = grads.shape[1]
+    values = torch.cat([sums.double(), grads.flatten().double(), dead.double()]).tolist()
+    loss_sum, correct = values[:2]
+    signals = probe.named([values[2:2 + width], values[2 + width:2 + 2 * width]])
+    dead_values = values[2 + 2 * width:]
+    signals["dead_relu"] = dead_values[-1]
+    signals.update({f"dead_relu/{name}": share for name, share in zip(relus, dead_values)})
+    return loss_sum / n, correct / n, signals
 
 
 def _train_epoch(
     model: nn.Module, optimizer: torch.optim.Optimizer, schedule: _Schedule, data: TensorSet,
     batch_size: int, generator: torch.Generator, device: torch.device, *, amp: str = "none",
     augmentation: Augmentation = Augmentation(), background: float = 0.0,
-) -> tuple[float, float, float]:
-    """One pass over DATA; returns mean loss, accuracy and the last step's learning rate.
-    AUGMENTATION moves the images (the epoch's moves drawn from GENERATOR after its batch
-    order, the k-th for the epoch's k-th image) and brings in BACKGROUND where they have no
-    pixel."""
+    probe: SignalProbe | None = None,
+) -> tuple[torch.Tensor, float]:
+    """One pass over DATA; returns the summed loss and correct count ([2], on the device: the
+    caller syncs once) and the last step's learning rate. AUGMENTATION moves the images (the
+    epoch's moves drawn from GENERATOR after its batch order, the k-th for the epoch's k-th
+    image) and brings in BACKGROUND where they have no pixel. PROBE, if any, measures the
+    sampled steps' gradients and updates."""
     model.train()
     lr = optimizer.param_groups[0]["lr"]
     # Accumulated on the device: no .item() (host sync) inside the step loop.
@@ -246,12 +282,16 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         lr = optimizer.param_groups[0]["lr"]  # a Python float: no device sync
+        if probe is not None:
+            probe.before_step()
         optimizer.step()
+        if probe is not None:
+            probe.after_step()
         if schedule.per_batch and schedule.scheduler is not None:
             schedule.scheduler.step()
         loss_sum.add_(loss.detach(), alpha=y.shape[0])  # one op, not a multiply and an add
         correct += (logits.detach().argmax(dim=1) == y).sum()
-    return loss_sum.item() / len(data), correct.item() / len(data), lr
+    return torch.stack([loss_sum, correct.double()]), lr
 
 
 def background(fold: Fold) -> float:

@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import models
-from data_pipeline.mnist import find_mnist
-from data_pipeline.prepare import prepare_search_data
+from data_pipeline.tensors import Fold
+from study.bench.side_by_side import load_fold, time_interleaved
 from study.search_space import Hyperparams
 from study.training import set_cpu_threads, train
 
@@ -39,30 +37,21 @@ def hyperparams(augment: str, batch_size: int) -> Hyperparams:
 
 def run(*, data_dir: Path, device: str, reps: int, batch_size: int,
         allow_noncanonical_data: bool = False) -> dict[str, Any]:
-    files = find_mnist(data_dir, verify=not allow_noncanonical_data)
-    if files is None:
-        raise SystemExit(f"no MNIST IDX files in {data_dir}")
-    fold = prepare_search_data(files, val_fraction=0.1, seed=0,
-                               device=torch.device(device)).fold(0)
-    seconds: dict[str, list[float]] = {kind: [] for kind in STRENGTHS}
-    for rep in range(reps + 1):  # the first round warms up and is not counted
-        for kind in STRENGTHS:
-            torch.manual_seed(0)
+    fold = load_fold(data_dir, device, allow_noncanonical_data=allow_noncanonical_data)
+
+    def variant(kind: str) -> Any:
+        def epoch(fold: Fold, generator: torch.Generator) -> None:
             model = models.build("mlp").to(device)
-            started = time.perf_counter()
             for _ in train(model, hyperparams(kind, batch_size), fold, max_epochs=1,
-                           generator=torch.Generator().manual_seed(rep)):
+                           generator=generator):
                 pass
-            if device == "cuda":
-                torch.cuda.synchronize()
-            if rep:
-                seconds[kind].append(time.perf_counter() - started)
-    base = statistics.median(seconds["none"])
-    rows = [{"augment": kind, "median_s": statistics.median(times), "seconds": times,
-             "ratio": statistics.median(times) / base} for kind, times in seconds.items()]
+        return epoch
+
+    rows = time_interleaved({kind: variant(kind) for kind in STRENGTHS}, fold, reps=reps,
+                            device=device)
     return {"device": device, "torch": torch.__version__, "threads": torch.get_num_threads(),
             "batch_size": batch_size, "reps": reps, "train_images": len(fold.train),
-            "rows": rows}
+            "rows": [{"augment": row.pop("variant"), **row} for row in rows]}
 
 
 def table(result: dict[str, Any]) -> str:

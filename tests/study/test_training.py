@@ -58,8 +58,14 @@ def test_train_yields_one_metric_per_epoch(fold: Fold, model_name: str) -> None:
         assert m.train_loss > 0 and m.val_loss > 0  # cross-entropy is positive
         assert m.seconds >= 0  # wall time recorded
         assert m.lr == 1e-2  # no scheduler: the lr stays put
-    assert set(metrics[0].as_dict()) == {"train_loss", "train_acc", "val_loss", "val_acc",
-                                         "lr_now", "epoch_seconds"}  # the names tracked per epoch
+    layers = {"mlp": ["net.1", "net.4"], "cnn": ["features.0", "features.3", "head.1",
+                                                 "head.4"]}[model_name]
+    relus = {"mlp": ["net.2"], "cnn": ["features.1", "features.4", "head.2"]}[model_name]
+    assert set(metrics[0].as_dict()) == {  # the names tracked per epoch
+        "train_loss", "train_acc", "val_loss", "val_acc", "lr_now", "epoch_seconds", "loss_gap",
+        "grad_norm", "update_ratio", "dead_relu",
+        *(f"{signal}/{layer}" for signal in ("grad_norm", "update_ratio") for layer in layers),
+        *(f"dead_relu/{relu}" for relu in relus)}
 
 
 def test_loss_goes_down(fold: Fold) -> None:
