@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from models import MODELS
+from study.detectors import Thresholds
 from study.errors import ConfigError
 from study.search_space import SearchSpace
 from study.strategy import PRUNERS, SAMPLERS
@@ -72,6 +73,9 @@ class StudyConfig:
     # Also train the seed recipe on the study's split, shown beside the best trial
     # (study/baseline.py): one more run of max_epochs, once per study.
     baseline: bool = False
+    # Prune a trial as soon as a detector finds it diverging or with dying ReLUs
+    # (study/detectors.py); off: those trials are left to the pruner, diagnosed at their end.
+    prune_diagnosed: bool = False
     # Aligned, intensity-normalised distance (data_pipeline.duplicates) at or under which two
     # images are near duplicates; 0: exact only.
     near_duplicate_threshold: float = 0.01
@@ -79,6 +83,7 @@ class StudyConfig:
     no_progress: bool = False
     verbose: bool = False  # Optuna's own per-trial log lines too
     search_space: SearchSpace = field(default_factory=SearchSpace)
+    diagnosis: Thresholds = field(default_factory=Thresholds)  # the detectors' thresholds
 
     def __post_init__(self) -> None:
         _check_positive("n_trials", self.n_trials)
@@ -134,6 +139,7 @@ class StudyConfig:
         out["data_dir"] = str(self.data_dir)
         out["mlflow_spool"] = str(self.mlflow_spool)
         out["search_space"] = self.search_space.as_dict()
+        out["diagnosis"] = self.diagnosis.as_dict()
         return out
 
 
@@ -178,7 +184,8 @@ def resolve_config(
 
 
 def load_toml(path: Path) -> dict[str, Any]:
-    """Read a config file whose keys are the flag names (with - or _), plus [search_space]."""
+    """Read a config file whose keys are the flag names (with - or _), plus the tables
+    [search_space] and [diagnosis]."""
     try:
         raw = tomllib.loads(path.read_text())
     except OSError as exc:
@@ -198,6 +205,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         if not isinstance(table, dict):
             raise ConfigError(f"{path}: search_space must be a table ([search_space])")
         values["search_space"] = SearchSpace.from_mapping(table, source=str(path))
+    if "diagnosis" in values:
+        table = values["diagnosis"]
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: diagnosis must be a table ([diagnosis])")
+        values["diagnosis"] = Thresholds.from_mapping(table, source=str(path))
     return values
 
 
@@ -205,7 +217,7 @@ def _build(values: dict[str, Any], *, source: str) -> StudyConfig:
     types = {f.name: f.type for f in dataclasses.fields(StudyConfig)}
     coerced: dict[str, Any] = {}
     for key, value in values.items():
-        if key == "search_space" or value is None:
+        if key in ("search_space", "diagnosis") or value is None:
             coerced[key] = value
             continue
         kind = types[key]

@@ -29,6 +29,7 @@ from optuna.trial import TrialState
 import models
 from data_pipeline import SearchData
 from study.config import StudyConfig
+from study.detectors import Context, Finding, Thresholds, detect, findings_attrs
 from study.diagnosis import diagnose, pruner_evidence
 from study.early_stopping import EarlyStopping
 from study.errors import StudyError
@@ -134,6 +135,8 @@ class Objective:
     tracker: Tracker
     options: TrainOptions = field(default_factory=TrainOptions)  # how steps run (amp, compile)
     early_stopping: EarlyStopping = field(default_factory=EarlyStopping)  # off by default
+    thresholds: Thresholds = field(default_factory=Thresholds)  # the detectors'
+    prune_diagnosed: bool = False  # prune on a divergence or dying-ReLU finding, at once
     # Each epoch's metrics as they come, with the trial's number: the console's status line.
     on_epoch: Callable[[int, EpochMetrics], None] = field(default=lambda number, metrics: None)
 
@@ -200,9 +203,22 @@ class Objective:
             run.trial.report(metrics.val_loss, metrics.epoch)
 
     def judge_epoch(self, run: TrialRun, metrics: EpochMetrics) -> None:
-        """epoch_done's second half: raise TrialPruned if the pruner stops the trial here."""
+        """epoch_done's second half: raise TrialPruned if the pruner stops the trial here, or
+        (--prune-diagnosed) a detector finds it diverging or dying."""
+        if self.prune_diagnosed:
+            fatal = [f for f in self.findings(run, len(run.folds) - 1)
+                     if f.kind in FATAL_FINDINGS]
+            if fatal:
+                raise optuna.TrialPruned(f"diagnosed at epoch {metrics.epoch}: "
+                                         f"{fatal[0].summary}")
         if self.data.k == 1 and run.trial.should_prune():
             raise pruned(run.trial, metrics.val_loss, step=metrics.epoch)
+
+    def findings(self, run: TrialRun, i: int, *, diverged: bool = False) -> list[Finding]:
+        """The detectors' findings on fold I's epochs so far."""
+        context = Context(val_size=len(self.data.partition.val[i]),
+                          batch_size=run.hp.batch_size, norm=run.hp.norm, diverged=diverged)
+        return detect(run.folds[i].history, context, self.thresholds)
 
     def stops_early(self, run: TrialRun) -> bool:
         """Whether early stopping ends the current fold now (noted on it), before its last
@@ -247,6 +263,11 @@ class Objective:
         seen = [f for f in folds if f.reported]
         attrs: dict[str, Any] = {"epochs_trained": sum(len(f.history) for f in folds),
                                  "diagnosis": _diagnosis(folds, state, reason, diverged)}
+        last = len(folds) - 1
+        attrs.update(findings_attrs(
+            [self.findings(run, i, diverged=diverged and i == last) for i in range(len(folds))],
+            [f.history for f in folds], val_sizes=[len(v) for v in self.data.partition.val],
+            thresholds=self.thresholds))
         if seen:
             attrs.update(best_val_loss=_mean(seen, "val_loss"),
                          best_val_acc=_mean(seen, "val_acc"))
@@ -266,6 +287,10 @@ class Objective:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self.tracker.end_trial(run.run_id, number=trial.number, state=state, attrs=attrs)
+
+
+# What --prune-diagnosed prunes on: no later epoch can bring such a trial back.
+FATAL_FINDINGS = ("divergence", "dying_relu")
 
 
 def _diagnosis(folds: list[FoldResult], state: TrialState, reason: str, diverged: bool) -> str:
@@ -331,4 +356,5 @@ def make_objective(
                      seed=config.seed, tracker=tracker, on_epoch=on_epoch,
                      options=TrainOptions(amp=config.amp, compile_mode=config.compile),
                      early_stopping=EarlyStopping(config.early_stopping_patience,
-                                                  config.early_stopping_min_delta))
+                                                  config.early_stopping_min_delta),
+                     thresholds=config.diagnosis, prune_diagnosed=config.prune_diagnosed)

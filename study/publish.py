@@ -98,6 +98,7 @@ def config_toml(config: StudyConfig) -> str:
     """CONFIG as a file `mnist-study run --config` accepts. Passwords in URLs are redacted."""
     values = config.to_dict()
     space = values.pop("search_space")
+    diagnosis = values.pop("diagnosis")
     values["storage"] = redact(values["storage"])
     values["tracking_uri"] = redact(values["tracking_uri"])
     lines = ["# Resolved by mnist-study: every setting of this run, defaults included."]
@@ -105,6 +106,8 @@ def config_toml(config: StudyConfig) -> str:
               if value is not None]  # TOML has no null: an unset timeout is left out
     lines += ["", "[search_space]"]
     lines += [f"{key} = {_toml_value(value)}" for key, value in space.items()]
+    lines += ["", "[diagnosis]"]
+    lines += [f"{key} = {_toml_value(value)}" for key, value in diagnosis.items()]
     return "\n".join(lines) + "\n"
 
 

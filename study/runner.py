@@ -104,11 +104,12 @@ def settings_identity(config: StudyConfig) -> dict[str, Any]:
         "seed": config.seed, "val_fraction": config.val_fraction, "cv_folds": config.cv_folds,
         "search_space": config.search_space.as_dict(),
         "early_stopping": [config.early_stopping_patience, config.early_stopping_min_delta],
+        "prune_diagnosed": config.prune_diagnosed,
     }
 
 
 # What a setting of the identity was in a study made before it was recorded there.
-IDENTITY_BEFORE_RECORDED = {"early_stopping": [0, 0.0],
+IDENTITY_BEFORE_RECORDED = {"early_stopping": [0, 0.0], "prune_diagnosed": False,
                             "search_space": {"norms": ["none"], "augments": ["none"]}}
 
 

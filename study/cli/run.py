@@ -12,6 +12,7 @@ from models import MODELS
 from study.cli.flags import add_data_arguments, add_leakage_arguments, config_values
 from study.cli.logs import quiet_libraries
 from study.config import AMP_MODES, COMPILE_MODES, DEVICES, StudyConfig, resolve_config
+from study.detectors import Thresholds
 from study.report import format_summary
 from study.search_space import SearchSpace
 from study.strategy import PRUNERS, SAMPLERS
@@ -71,6 +72,9 @@ def add_parser(sub: Any) -> None:
                    "seed recipe (SGD lr 0.05 without momentum, StepLR 5/0.5, batch 64, no "
                    "dropout or weight decay) on the same split, once per study, and show its "
                    "validation scores beside the best trial's (default: off)")
+    p.add_argument("--prune-diagnosed", action="store_const", const=True, help="prune a trial "
+                   "as soon as it is diagnosed as diverging or with dying ReLUs (thresholds: "
+                   "the [diagnosis] table; default: off, the pruner alone decides)")
     add_data_arguments(p, noncanonical_help="accept IDX files whose content is not the "
                        "canonical MNIST (a subset, Fashion-MNIST...); their fingerprint is still "
                        "logged")
@@ -101,6 +105,9 @@ def _search_space_help() -> str:
     for key, value in SearchSpace().as_dict().items():
         lines.append(f"  {key} = {json.dumps(value)}")
     lines.append('  (norms: add "batch" to search BatchNorm after the hidden layers)')
+    lines += ["", "the detectors' thresholds: a [diagnosis] table, defaults shown (README, "
+              "Diagnosis):"]
+    lines += [f"  {key} = {value!r}" for key, value in Thresholds().as_dict().items()]
     return "\n".join(lines)
 
 

@@ -13,6 +13,9 @@ RUN_STATUS = {
 CHECKPOINT_PATH = "checkpoint/model_state.pt"
 # A trial's objective as run metrics (step 0), so the runs table and charts sort by it.
 OBJECTIVE_METRICS = ("best_val_loss", "best_val_acc", "best_epoch")
+# User attrs kept out of a run's tags: the findings with all their evidence can outgrow a tag
+# (8,000 characters); each finding's line is a tag of its own (`optuna.finding.<kind>`).
+UNTAGGED_ATTRS = ("findings_detail",)
 # The seed recipe's run (study/baseline.py) is no Optuna trial: it takes this number.
 BASELINE_NUMBER = -1
 # Experiments open in MLflow's classic ML view (runs table, charts), not its GenAI overview.

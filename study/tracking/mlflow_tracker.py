@@ -25,6 +25,7 @@ from study.tracking.layout import (
     EXPERIMENT_KIND,
     OBJECTIVE_METRICS,
     RUN_STATUS,
+    UNTAGGED_ATTRS,
     run_name,
     trial_run_name,
 )
@@ -168,7 +169,8 @@ class MlflowTracker:
         self._writer.flush()  # the run's metrics are stored before its status says it ended
         self._outbox.send(batch_op(
             run_id, tags={"optuna.state": state.name,
-                          **{f"optuna.{k}": str(v) for k, v in attrs.items()}},
+                          **{f"optuna.{k}": str(v) for k, v in attrs.items()
+                             if k not in UNTAGGED_ATTRS}},
             metrics={k: float(attrs[k]) for k in OBJECTIVE_METRICS if k in attrs}))
         self._outbox.send({"op": "rename", "run": run_id,
                            "name": trial_run_name(number, state, attrs.get("epochs_trained"),

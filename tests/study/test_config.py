@@ -15,6 +15,7 @@ from study.config import (
     check_batch_sizes,
     resolve_config,
 )
+from study.detectors import Thresholds
 from study.errors import ConfigError
 from study.search_space import SCHEDULERS, SearchSpace
 from study.strategy import PRUNERS, SAMPLERS
@@ -323,3 +324,18 @@ def test_cohort_size_is_validated_and_excludes_compile() -> None:
 def test_every_example_config_resolves(example: Path) -> None:
     config = resolve_config({}, config_path=example, env={})
     assert config.study_name  # and no key or value the run would refuse
+
+
+def test_the_diagnosis_table_sets_the_detectors_thresholds(tmp_path: Path) -> None:
+    path = _toml(tmp_path, "prune_diagnosed = true\n\n[diagnosis]\nspike_mads = 3\n"
+                           "dying_relu = 0.9\n")
+    config = resolve_config({}, config_path=path, env={})
+    assert config.diagnosis == Thresholds(spike_mads=3, dying_relu=0.9)  # the rest default
+    assert config.prune_diagnosed
+    assert config.to_dict()["diagnosis"]["spike_mads"] == 3  # logged with the study
+    typo = _toml(tmp_path, "[diagnosis]\nspike_mad = 3\n")
+    with pytest.raises(ConfigError, match=rf"{typo}: unknown \[diagnosis\] keys \['spike_mad'\]"):
+        resolve_config({}, config_path=typo, env={})
+    scalar = _toml(tmp_path, 'diagnosis = "strict"\n')
+    with pytest.raises(ConfigError, match=r"diagnosis must be a table"):
+        resolve_config({}, config_path=scalar, env={})

@@ -1,0 +1,100 @@
+"""A trial's findings reach its user attrs and MLflow tags; --prune-diagnosed acts on them."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import optuna
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from data_pipeline import MnistFiles, SearchData, prepare_search_data
+from study.objective import Objective, TrialRun
+from study.search_space import SearchSpace
+from study.tracking import MlflowTracker
+from study.training import NonFiniteLossError
+
+GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",
+        "dropout": 0.0, "weight_decay": 1e-6}
+EPOCHS = 3
+
+
+@pytest.fixture
+def data(synthetic_files: MnistFiles) -> SearchData:
+    return prepare_search_data(synthetic_files, val_fraction=0.25, seed=0,
+                               device=torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def tracker(tmp_path_factory: pytest.TempPathFactory) -> MlflowTracker:
+    tracker = MlflowTracker(f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db")
+    tracker.start_study(study_name="findings", params={}, tags={})
+    return tracker
+
+
+@dataclasses.dataclass(kw_only=True)
+class DeadObjective(Objective):
+    """Builds networks whose hidden ReLUs can never fire: a planted dying-ReLU trial."""
+
+    def build(self, run: TrialRun, i: int) -> tuple[torch.nn.Module, torch.Generator]:
+        model, generator = super().build(run, i)
+        with torch.no_grad():
+            dict(model.named_parameters())["net.1.bias"].fill_(-1e3)
+        return model, generator
+
+
+def _objective(data: SearchData, tracker: MlflowTracker, *, prune_diagnosed: bool = False,
+               kind: type[Objective] = Objective) -> Objective:
+    return kind(data=data, space=SearchSpace(), model_name="mlp", model_kwargs={"hidden": 16},
+                max_epochs=EPOCHS, seed=0, tracker=tracker, prune_diagnosed=prune_diagnosed)
+
+
+def test_a_dead_network_is_diagnosed_in_both_uis(data: SearchData,
+                                                 tracker: MlflowTracker) -> None:
+    study = optuna.create_study()
+    study.enqueue_trial(GOOD)
+    study.optimize(_objective(data, tracker, kind=DeadObjective), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE  # off by default: diagnosed, not pruned
+    assert "dying_relu" in trial.user_attrs["findings"]
+    assert trial.user_attrs["finding.dying_relu"].startswith("dying ReLUs: 100% of units")
+    [detail] = [d for d in trial.user_attrs["findings_detail"] if d["kind"] == "dying_relu"]
+    assert detail["epoch"] == 1 and detail["evidence"]["dead_share"] == 1.0  # from epoch 1
+    tags = tracker.client.get_run(trial.user_attrs["mlflow_run_id"]).data.tags
+    assert "dying_relu" in tags["optuna.findings"]  # filterable in the MLflow UI
+    assert tags["optuna.finding.dying_relu"] == trial.user_attrs["finding.dying_relu"]
+    assert "optuna.findings_detail" not in tags  # too long for a tag: the attr keeps it
+
+
+def test_prune_diagnosed_stops_a_dead_trial_at_once(data: SearchData,
+                                                    tracker: MlflowTracker) -> None:
+    study = optuna.create_study()
+    study.enqueue_trial(GOOD)
+    study.optimize(_objective(data, tracker, prune_diagnosed=True, kind=DeadObjective),
+                   n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.PRUNED and trial.user_attrs["epochs_trained"] == 1
+    assert "diagnosed at epoch 1: dying ReLUs" in trial.user_attrs["diagnosis"]
+
+
+def test_prune_diagnosed_leaves_a_healthy_trial_alone(data: SearchData,
+                                                      tracker: MlflowTracker) -> None:
+    study = optuna.create_study()
+    study.enqueue_trial(GOOD)
+    study.optimize(_objective(data, tracker, prune_diagnosed=True), n_trials=1)
+    trial = study.trials[0]
+    assert trial.state == TrialState.COMPLETE and trial.user_attrs["epochs_trained"] == EPOCHS
+    assert trial.user_attrs["findings"] == "none"
+    assert isinstance(trial.user_attrs["final_gap"], float)  # recorded for the report
+
+
+def test_a_non_finite_loss_is_a_divergence_finding(data: SearchData,
+                                                   tracker: MlflowTracker) -> None:
+    study = optuna.create_study()
+    study.enqueue_trial({**GOOD, "optimizer": "sgd", "lr": 1e4, "sgd_momentum": 0.9})
+    study.optimize(_objective(data, tracker), n_trials=1, catch=(NonFiniteLossError,))
+    trial = study.trials[0]
+    assert trial.state == TrialState.FAIL
+    assert trial.user_attrs["findings"].startswith("divergence")
+    assert "non-finite loss in epoch" in trial.user_attrs["finding.divergence"]
