@@ -100,6 +100,7 @@ class Context:
     batch_size: int
     norm: str = "none"
     diverged: bool = False  # the trial failed on a non-finite loss in the epoch after the last
+    lr: float = math.nan  # the trial's learning rate: a divergence before any epoch names it
 
 
 @dataclass(frozen=True)
@@ -253,10 +254,11 @@ def divergence(history: Sequence[EpochMetrics], context: Context,
                t: Thresholds) -> list[Finding]:
     if context.diverged:
         epoch = len(history) + 1
-        lr = history[-1].lr if history else float("nan")
+        lr, which = ((history[-1].lr, "the last epoch's rate") if history
+                     else (context.lr, "the trial's rate"))
         return [Finding("divergence", epoch, (
-            f"diverged: non-finite loss in epoch {epoch}, at lr {lr:.3g} (the last rate "
-            f"recorded)"), {"epoch": epoch, "lr": lr, "non_finite": True})]
+            f"diverged: non-finite loss in epoch {epoch}, at lr {lr:.3g} ({which})"),
+            {"epoch": epoch, "lr": lr, "non_finite": True})]
     exploded = next((m for m in history if max(m.train_loss, m.val_loss) >= t.exploded_loss),
                     None)
     if exploded is not None:

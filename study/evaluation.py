@@ -37,6 +37,7 @@ class Evaluation:
     test_loss: float
     test_acc: float
     restored_val_loss: float  # the restored weights re-scored on val: proves the restore
+    test_size: int = 0  # images in the test set (its confidence interval); 0: not recorded
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def evaluate_best(study: optuna.Study, *, files: MnistFiles, data: SearchData,
     result = Evaluation(trial_number=best.number,
                         test_loss=statistics.fmean(loss for loss, _ in scores),
                         test_acc=statistics.fmean(acc for _, acc in scores),
-                        restored_val_loss=val)
+                        restored_val_loss=val, test_size=len(tests[0]))
     per_fold = "" if data.k == 1 else " (per fold: " + ", ".join(
         f"{acc:.4f}" for _, acc in scores) + ")"
     logger.info("trial %d on the test set: loss %.4f, accuracy %.4f%s", best.number,

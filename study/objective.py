@@ -217,7 +217,8 @@ class Objective:
     def findings(self, run: TrialRun, i: int, *, diverged: bool = False) -> list[Finding]:
         """The detectors' findings on fold I's epochs so far."""
         context = Context(val_size=len(self.data.partition.val[i]),
-                          batch_size=run.hp.batch_size, norm=run.hp.norm, diverged=diverged)
+                          batch_size=run.hp.batch_size, norm=run.hp.norm, diverged=diverged,
+                          lr=run.hp.lr)
         return detect(run.folds[i].history, context, self.thresholds)
 
     def stops_early(self, run: TrialRun) -> bool:

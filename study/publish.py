@@ -1,19 +1,21 @@
 """What a finished `run` leaves on its MLflow parent run for people to browse and reuse.
 
-Artifacts: the Optuna plots as self-contained HTML and the resolved config; and, for a
-holdout study, the best trial's restored model, logged as code plus weights (no pickle) and
-registered. A cross-validated trial has K fold models, not one: none is registered.
+Artifacts: the study report (one self-contained HTML file, study/report_html.py) and the
+resolved config; and, for a holdout study, the best trial's restored model, logged as code
+plus weights (no pickle) and registered. A cross-validated trial has K fold models, not one:
+none is registered.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import logging
 import math
 import re
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,23 +32,11 @@ from study.tracking import Tracker
 
 logger = logging.getLogger(__name__)
 
-PLOTS_DIR = "plots"
+REPORT_PATH = "report.html"
 CONFIG_PATH = "config/resolved_config.toml"
 INPUT_EXAMPLE_SIZE = 2  # images in the model's input example: enough to show the batch axis
 # The file MLflow runs to load the registered model (a path: importing it would register it).
 MODEL_CODE = Path(__file__).with_name("registered_model.py")
-
-
-def _plots() -> dict[str, Callable[[optuna.Study], Any]]:
-    # optuna.visualization imports plotly: only when a study is published.
-    from optuna import visualization as vis
-
-    return {
-        "optimization_history": vis.plot_optimization_history,
-        "param_importances": vis.plot_param_importances,
-        "parallel_coordinate": vis.plot_parallel_coordinate,
-        "intermediate_values": vis.plot_intermediate_values,
-    }
 
 
 def registered_model_name(study_name: str) -> str:
@@ -59,18 +49,19 @@ def publish_study(
     study: optuna.Study, *, config: StudyConfig, data: SearchData, test: Evaluation,
     restored: Restored, tracker: Tracker,
 ) -> str:
-    """Log the plots and the resolved config; register the best model of a holdout study.
+    """Log the report and the resolved config; register the best model of a holdout study.
 
     Returns the registered model's URI ("" when none is). The split/leakage summary is the
     audit's (audit/audit.json and audit.md), logged by the runner before the search.
     """
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        write_plots(study, root / PLOTS_DIR)
+        write_study_report(study, config=config, test=test, tracker=tracker,
+                           path=root / REPORT_PATH)
         _write(root / CONFIG_PATH, config_toml(config))
         tracker.log_study_artifacts(root)
     if data.k > 1:
-        logger.info("cross-validated study: plots and config logged; no model registered (a "
+        logger.info("cross-validated study: report and config logged; no model registered (a "
                     "trial has %d fold models)", data.k)
         return ""
     uri = log_best_model(study, config=config, data=data, test=test, restored=restored,
@@ -81,17 +72,17 @@ def publish_study(
     return uri
 
 
-def write_plots(study: optuna.Study, directory: Path) -> list[Path]:
-    """One self-contained HTML file per plot: plotly.js is embedded, so they open offline."""
-    directory.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, plot in _plots().items():
-        figure = plot(study)
-        figure.update_layout(title=f"{study.study_name}: {name.replace('_', ' ')}")
-        path = directory / f"{name}.html"
-        figure.write_html(path, include_plotlyjs=True, full_html=True)
-        written.append(path)
-    return written
+def write_study_report(study: optuna.Study, *, config: StudyConfig, test: Evaluation,
+                       tracker: Tracker, path: Path) -> None:
+    """The study report, with the evaluation just made (the study stores it only after)."""
+    from study.report_data import collect
+    from study.report_html import write_report
+
+    result = {"best_trial": test.trial_number, "test": dataclasses.asdict(test),
+              "mlflow_parent_run_id": tracker.parent_run_id}
+    data = collect(study, storage=config.storage, client=tracker.reader(), result=result)
+    size = write_report(data, path, thresholds=config.diagnosis)
+    logger.info("study report: %s in the parent run (%.1f MB)", REPORT_PATH, size / 1e6)
 
 
 def config_toml(config: StudyConfig) -> str:

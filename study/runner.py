@@ -33,6 +33,7 @@ from data_pipeline import (
     locate_mnist,
     prepare_audited_data,
 )
+from data_pipeline.pictures import PICTURE, write_closest_pairs
 from study.baseline import stored_baseline, train_baseline
 from study.cohort.memory import evaluation_bytes, free_bytes, largest_cohort, member_bytes
 from study.cohort_search import DEFAULT_COHORT_SIZE, search_in_cohorts
@@ -133,7 +134,7 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
         config.tracking_uri, spool_root=config.mlflow_spool,
         tracking_timeout=config.tracking_timeout)
     with deferred_interrupts():  # a signal stops an epoch, never a store call
-        _start(study, config, tracker, audited, device=device)
+        _start(study, config, tracker, audited, files=files, device=device)
         status = "FAILED"
         with registered_worker(study, tracker.parent_run_id):
             try:
@@ -178,7 +179,7 @@ def _open(config: StudyConfig, data: SearchData) -> optuna.Study:
 
 
 def _start(study: optuna.Study, config: StudyConfig, tracker: Tracker, audited: AuditedData,
-           *, device: torch.device) -> None:
+           *, files: MnistFiles, device: torch.device) -> None:
     """Provenance on the study and the parent run; spooled logs sent; RUNNING trials judged."""
     data = audited.data
     provenance = {"code_version": code_version(), "data_fingerprint": data.data_fingerprint,
@@ -194,7 +195,7 @@ def _start(study: optuna.Study, config: StudyConfig, tracker: Tracker, audited: 
                         tags={**provenance, **{f"version.{k}": v for k, v in
                                                package_versions().items()}})
     _backfill(study, tracker)
-    _log_audit(tracker, audited.report)
+    _log_audit(tracker, audited.report, files)
     _take_stock(study)
 
 
@@ -356,13 +357,16 @@ def _outage_line(study: optuna.Study, config: StudyConfig, tracker: Tracker) -> 
             f"the best trial on the test set")
 
 
-def _log_audit(tracker: Tracker, report: AuditReport) -> None:
-    """The leakage audit, as JSON and markdown, in the parent run's audit/ artifacts."""
+def _log_audit(tracker: Tracker, report: AuditReport, files: MnistFiles) -> None:
+    """The leakage audit in the parent run's audit/ artifacts: JSON, markdown and the picture
+    of its closest pairs (the study report shows it)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "audit"
         folder.mkdir()
         (folder / "audit.json").write_text(report.to_json())
         (folder / "audit.md").write_text(report.to_markdown())
+        if report.closest:
+            write_closest_pairs(report, files, folder / PICTURE)
         tracker.log_study_artifacts(Path(tmp))
 
 

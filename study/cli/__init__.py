@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from data_pipeline.errors import DataError  # not `data_pipeline`: that would load torch
-from study.cli import audit, dashboard, run, sync, ui
+from study.cli import audit, dashboard, report, run, sync, ui
 from study.cli.logs import InterruptedTrialFilter
 from study.console import Format, Handler, KnownWarnings
 from study.errors import StudyError
@@ -24,7 +24,7 @@ from study.redaction import RedactingFilter, redact_text
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
-COMMANDS: tuple[ModuleType, ...] = (run, audit, dashboard, ui, sync)
+COMMANDS: tuple[ModuleType, ...] = (run, report, audit, dashboard, ui, sync)
 
 
 def build_parser() -> argparse.ArgumentParser:

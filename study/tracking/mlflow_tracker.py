@@ -10,7 +10,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -41,6 +41,9 @@ from study.tracking.store import (
 )
 from study.tracking.writer import BackgroundWriter
 from study.training import EpochMetrics
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 
 class MlflowTracker:
@@ -104,6 +107,10 @@ class MlflowTracker:
     def remember_runs(self, runs: Mapping[str, str]) -> None:
         """Spool keys that a replay elsewhere turned into run ids (from the Optuna study)."""
         self._outbox.remember_runs(runs)
+
+    def reader(self) -> MlflowClient:
+        self._writer.flush()  # every epoch submitted so far is readable
+        return self.client
 
     def _experiment(self, name: str) -> str:
         from mlflow.exceptions import MlflowException

@@ -102,3 +102,8 @@ class Tracker(Protocol):
     def remember_runs(self, runs: Mapping[str, str]) -> None:
         """Spool keys that a replay elsewhere turned into run ids (kept in the Optuna study)."""
         ...
+
+    def reader(self) -> Any:
+        """An MlflowClient that reads back what was logged (the study report's curves and
+        audit), or None where nothing is logged."""
+        ...

@@ -217,7 +217,7 @@ def test_dashboard_api_matches_the_optuna_storage(made: MadeStudy, dashboard: st
 # --- MLflow UI --------------------------------------------------------------------------------
 
 @pytest.mark.browser
-def test_mlflow_ui_shows_nested_runs_a_metric_chart_and_the_plots(
+def test_mlflow_ui_shows_nested_runs_a_metric_chart_and_the_report(
     made: MadeStudy, mlflow_ui: MlflowUi, page: Page
 ) -> None:
     page.goto(mlflow_ui.runs_link)  # the link `mnist-study ui` printed
@@ -241,11 +241,12 @@ def test_mlflow_ui_shows_nested_runs_a_metric_chart_and_the_plots(
 
     parent = _parent_run(made)
     page.goto(f"{mlflow_ui.url}#/experiments/{parent.info.experiment_id}/runs/"
-              f"{parent.info.run_id}/artifacts/plots/intermediate_values.html")
+              f"{parent.info.run_id}/artifacts/report.html")
     # Rendered from the embedded plotly.js: this browser cannot fetch anything from outside.
-    expect(page.frame_locator("iframe").first.get_by_text("mnist: intermediate values")
-           ).to_be_visible()
-    _shot(page, "mlflow-ui-plot.png")
+    report = page.frame_locator("iframe").first
+    expect(report.get_by_text("mnist-study report: mnist")).to_be_visible()
+    expect(report.locator("#history .js-plotly-plot")).to_have_count(1)
+    _shot(page, "mlflow-ui-report.png")
 
 
 @pytest.mark.browser
@@ -364,3 +365,44 @@ def _listeners(port: int) -> set[str]:
             if state == "0A" and int(hex_port, 16) == port:
                 found.add(address)
     return found
+
+
+# --- the study report -------------------------------------------------------------------------
+
+@pytest.mark.browser
+def test_the_report_opens_offline_with_every_section_and_no_console_error(
+    made: MadeStudy, browser: Browser
+) -> None:
+    from study.report_html import SECTIONS
+
+    out = made.root / "report.html"
+    written = subprocess.run([sys.executable, "-m", "study", "report", "--output", str(out)],
+                             cwd=made.root, env=cli_env(), capture_output=True, text=True,
+                             timeout=120)  # the defaults: the stores `run` made here
+    assert written.returncode == 0, written.stderr
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    fetched: list[str] = []
+
+    def offline(route: Any) -> None:  # the network is cut: only the file itself loads
+        if route.request.url.startswith("file:"):
+            route.continue_()
+        else:
+            fetched.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", offline)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.goto(out.as_uri())
+    for section in SECTIONS:
+        expect(page.locator(f"section#{section} h2")).to_be_visible()
+    # Drawn by the embedded plotly.js: history, importances, scheduler, regularisation, curves.
+    expect(page.locator(".js-plotly-plot")).to_have_count(5)
+    findings = page.locator("section#findings tr", has=page.get_by_text("divergence"))
+    expect(findings.locator("td").nth(1)).to_have_text("1")  # the planted diverging trial
+    expect(page.locator("section#audit img")).to_be_visible()  # the closest pairs
+    assert problems == [] and fetched == []
+    _shot(page, "report.png")
+    context.close()

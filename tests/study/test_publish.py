@@ -30,11 +30,10 @@ from study.config import StudyConfig, resolve_config
 from study.evaluation import Evaluation, Restored, restore_best
 from study.publish import (
     CONFIG_PATH,
-    PLOTS_DIR,
+    REPORT_PATH,
     config_toml,
     publish_study,
     registered_model_name,
-    write_plots,
 )
 from study.runner import StudySummary, run_study
 from study.search_space import SearchSpace
@@ -42,9 +41,6 @@ from study.tracking import MlflowTracker, NullTracker
 from study.training import evaluate
 from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.synthetic import write_synthetic_mnist
-
-PLOT_NAMES = {"optimization_history", "param_importances", "parallel_coordinate",
-              "intermediate_values"}
 
 
 @pytest.mark.parametrize(("study_name", "expected"), [
@@ -85,16 +81,6 @@ def _tiny_study() -> optuna.Study:
     return study
 
 
-def test_plots_are_self_contained_html(tmp_path: Path) -> None:
-    paths = write_plots(_tiny_study(), tmp_path)
-    assert {p.stem for p in paths} == PLOT_NAMES  # the four plots the issue names
-    for path in paths:
-        html = path.read_text()
-        assert "plotly.js v" in html  # the library is embedded...
-        assert '<script src="http' not in html  # ...so nothing is fetched: opens offline
-        assert "tiny: " in html  # titled with the study
-
-
 def _study_with_one_complete_trial(run_id: str) -> optuna.Study:
     study = optuna.create_study()
     dist = optuna.distributions
@@ -126,7 +112,7 @@ def test_without_tracking_nothing_is_registered(search_data: SearchData) -> None
     assert uri == ""  # no registry without tracking, and no error either
 
 
-def test_a_cross_validated_study_publishes_plots_and_config_but_no_model(
+def test_a_cross_validated_study_publishes_its_report_and_config_but_no_model(
     synthetic_files: MnistFiles, tmp_path: Path,
 ) -> None:
     folds = prepare_search_data(synthetic_files, val_fraction=0.25, seed=0, cv_folds=3,
@@ -140,7 +126,7 @@ def test_a_cross_validated_study_publishes_plots_and_config_but_no_model(
     assert uri == ""  # K fold models are no one model to register
     client = tracker.client
     artifacts = _artifact_paths(client, tracker.parent_run_id)
-    assert {f"{PLOTS_DIR}/{name}.html" for name in PLOT_NAMES} | {CONFIG_PATH} <= artifacts
+    assert {REPORT_PATH, CONFIG_PATH} <= artifacts
     assert client.search_registered_models() == []
 
 
@@ -188,9 +174,11 @@ def test_run_publishes_artifacts_and_a_model_that_reproduces_test_accuracy(
     client = MlflowClient(uri)
     parent = client.get_run(summary.mlflow_parent_run_id)
     artifacts = _artifact_paths(client, parent.info.run_id)
-    assert {f"{PLOTS_DIR}/{name}.html" for name in PLOT_NAMES} <= artifacts  # all four plots
-    # The split/leakage summary (the audit) and the resolved config.
-    assert {"audit/audit.json", "audit/audit.md", CONFIG_PATH} <= artifacts
+    assert REPORT_PATH in artifacts  # the study report, in place of four 4.6 MB plot files
+    assert not any(path.startswith("plots/") for path in artifacts)
+    # The split/leakage summary (the audit, its closest pairs drawn) and the resolved config.
+    assert {"audit/audit.json", "audit/audit.md", "audit/closest_pairs.png",
+            CONFIG_PATH} <= artifacts
     assert parent.data.tags["registered_model"] == "models:/mnist-study-pub-test/1"
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # models:/ URIs resolve through it
@@ -243,3 +231,58 @@ def test_registered_model_loads_and_predicts_with_pickle_forbidden(
     with torch.inference_mode():
         expected = evaluated(images).numpy()
     assert np.array_equal(np.load(tmp_path / "logits.npy"), expected)  # bit-identical on CPU
+
+
+def test_run_logs_one_offline_report_with_every_section(published: Published,
+                                                        tmp_path: Path) -> None:
+    from study.report_html import SECTIONS
+
+    client = MlflowClient(published.config.tracking_uri)
+    path = Path(client.download_artifacts(published.summary.mlflow_parent_run_id, REPORT_PATH,
+                                          str(tmp_path)))
+    html = path.read_text()
+    assert path.stat().st_size < 6_000_000  # plotly.js once (4.8 MB), figures small
+    assert html.count("plotly.js v") == 1  # embedded once, not per figure
+    body = html.split("</head>", 1)[1]  # what the report adds to plotly.js
+    fetched = "src=\"http" in body or "<link" in body
+    assert not fetched  # nothing fetched: it opens offline (the browser test proves it)
+    missing = [s for s in SECTIONS if f'<section id="{s}">' not in body]
+    assert missing == []
+    test = published.summary.test
+    interval = f"{test.test_acc:.2%} (95% CI" in body
+    assert interval  # the evaluation just made, with its interval
+    assert "data:image/png;base64," in body  # the audit's closest pairs, inline
+
+
+def test_the_report_command_writes_the_same_report_from_the_stores(
+    published: Published, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    from study.cli import main
+
+    config = published.config
+    out = tmp_path / "report.html"
+    code = main(["report", "--study-name", config.study_name, "--storage", config.storage,
+                 "--tracking-uri", config.tracking_uri, "--output", str(out)])
+    assert code == 0 and f"wrote {out}" in capsys.readouterr().out
+    body = out.read_text().split("</head>", 1)[1]
+    stored = "(95% CI" in body
+    assert stored  # the stored result: the test set is not read again
+    curves = 'id="curves"' in body and '"train_loss"' in body
+    assert curves  # curves from the MLflow runs
+
+
+@pytest.mark.parametrize("case", ["no storage", "no study"])
+def test_the_report_command_names_what_is_missing(published: Published, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  case: str) -> None:
+    from study.cli import main
+
+    storage = (f"sqlite:///{tmp_path}/none.db" if case == "no storage"
+               else published.config.storage)
+    code = main(["report", "--study-name", "nope", "--storage", storage,
+                 "--output", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1  # one clear line
+    assert ("no study storage at" in err) if case == "no storage" else \
+        ("no study 'nope'" in err and "pub test" in err)  # lists the studies there
+    assert not (tmp_path / "none.db").exists() and not (tmp_path / "r.html").exists()

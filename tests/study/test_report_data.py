@@ -1,0 +1,39 @@
+"""The report's arithmetic and choices, on hand-made trials."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from study.report_data import DIAGNOSED_TRIALS, TOP_TRIALS, shown_trials, wilson_interval
+
+
+def test_the_wilson_interval_of_a_test_accuracy() -> None:
+    low, high = wilson_interval(0.98, 10_000)
+    assert (low, high) == pytest.approx((0.97707, 0.98257), abs=1e-5)  # by hand
+    low, high = wilson_interval(1.0, 100)
+    assert high == pytest.approx(1.0) and low == pytest.approx(0.96300, abs=1e-5)  # never > 1
+
+
+def _trial(number: int, value: float | None, kinds: list[str]) -> optuna.trial.FrozenTrial:
+    attrs: dict[str, Any] = {"findings": ", ".join(kinds) or "none",
+                             "findings_detail": [{"kind": k, "epoch": 1, "summary": k}
+                                                 for k in kinds]}
+    trial = optuna.trial.create_trial(
+        state=TrialState.COMPLETE if value is not None else TrialState.PRUNED,
+        value=value, user_attrs=attrs, intermediate_values={1: value or 1.0})
+    trial.number = number
+    return trial
+
+
+def test_the_curves_shown_are_the_top_trials_then_one_per_finding_kind_first() -> None:
+    trials = [_trial(0, 0.5, ["overfitting"]), _trial(1, 0.1, []), _trial(2, 0.2, []),
+              _trial(3, 0.3, []), _trial(4, None, ["overfitting"]), _trial(5, 0.9, ["spike"]),
+              *(_trial(n, 0.8, ["overfitting"]) for n in range(6, 12))]
+    shown = shown_trials(trials)
+    assert shown[:TOP_TRIALS] == [1, 2, 3]  # the best complete trials first
+    assert shown[TOP_TRIALS:TOP_TRIALS + 2] == [0, 5]  # then a first trial of each kind
+    assert len(shown) == TOP_TRIALS + DIAGNOSED_TRIALS  # then others, up to the cap
