@@ -11,8 +11,6 @@ torch alone (no optuna or mlflow): it also runs on a bare GPU machine (--device 
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import torch
 
 import models
 from data_pipeline.tensors import Fold
+from study.bench import side_by_side
 from study.bench.side_by_side import load_fold, time_interleaved
 from study.search_space import Hyperparams
 from study.training import set_cpu_threads, train
@@ -65,26 +64,13 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--cpu-threads", type=int, default=1)
-    parser.add_argument("--allow-noncanonical-data", action="store_true")
-    parser.add_argument("--out", type=Path, help="write augment_benchmarks.json here")
-    args = parser.parse_args(argv)
+    p = side_by_side.parser(__doc__.splitlines()[0])
+    args = p.parse_args(argv)
     set_cpu_threads(args.cpu_threads)
     result = run(data_dir=args.data_dir, device=args.device, reps=args.reps,
                  batch_size=args.batch_size,
                  allow_noncanonical_data=args.allow_noncanonical_data)
-    result["command"] = ("python -m study.bench.augment --data-dir DATA --device "
-                         f"{args.device} --reps {args.reps} --cpu-threads {args.cpu_threads}")
-    print(table(result))
-    if args.out is not None:
-        path = args.out / f"augment_benchmarks_{args.device}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {path}")
+    side_by_side.publish(result, table(result), name="augment", args=args)
 
 
 if __name__ == "__main__":

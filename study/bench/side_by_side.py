@@ -3,6 +3,8 @@ cost benchmarks (augmentation, signals). Torch alone, so it runs on a bare GPU m
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -45,3 +47,28 @@ def time_interleaved(variants: Mapping[str, Variant], fold: Fold, *, reps: int,
     base = statistics.median(next(iter(seconds.values())))
     return [{"variant": name, "median_s": statistics.median(times), "seconds": times,
              "ratio": statistics.median(times) / base} for name, times in seconds.items()]
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """The flags every side-by-side benchmark takes; a benchmark adds its own."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data-dir", type=Path, required=True)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cpu-threads", type=int, default=1)
+    p.add_argument("--allow-noncanonical-data", action="store_true")
+    p.add_argument("--out", type=Path, help="write NAME_benchmarks_DEVICE.json here")
+    return p
+
+
+def publish(result: dict[str, Any], table: str, *, name: str,
+            args: argparse.Namespace) -> None:
+    """Print TABLE; with --out, write RESULT (and the command that made it) as JSON."""
+    result["command"] = (f"python -m study.bench.{name} --data-dir DATA --device {args.device} "
+                         f"--reps {args.reps} --cpu-threads {args.cpu_threads}")
+    print(table)
+    if args.out is not None:
+        path = args.out / f"{name}_benchmarks_{args.device}.json"
+        path.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")

@@ -9,9 +9,7 @@ interleaved (off, on, then again). Torch alone: it also runs on a bare GPU machi
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import torch
 
 import models
 from data_pipeline.tensors import Fold, TensorSet
+from study.bench import side_by_side
 from study.bench.side_by_side import load_fold, time_interleaved
 from study.search_space import Hyperparams
 from study.training import TrainOptions, set_cpu_threads, train
@@ -65,27 +64,14 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--models", default="mlp,cnn", help="comma-separated (default mlp,cnn)")
-    parser.add_argument("--cpu-threads", type=int, default=1)
-    parser.add_argument("--allow-noncanonical-data", action="store_true")
-    parser.add_argument("--out", type=Path, help="write signals_benchmarks_DEVICE.json here")
-    args = parser.parse_args(argv)
+    p = side_by_side.parser(__doc__.splitlines()[0])
+    p.add_argument("--models", default="mlp,cnn", help="comma-separated (default mlp,cnn)")
+    args = p.parse_args(argv)
     set_cpu_threads(args.cpu_threads)
     result = run(data_dir=args.data_dir, device=args.device, reps=args.reps,
                  batch_size=args.batch_size, models_=args.models.split(","),
                  allow_noncanonical_data=args.allow_noncanonical_data)
-    result["command"] = ("python -m study.bench.signals --data-dir DATA --device "
-                         f"{args.device} --reps {args.reps} --cpu-threads {args.cpu_threads}")
-    print(table(result))
-    if args.out is not None:
-        path = args.out / f"signals_benchmarks_{args.device}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {path}")
+    side_by_side.publish(result, table(result), name="signals", args=args)
 
 
 if __name__ == "__main__":
