@@ -178,10 +178,19 @@ def _importances(study: optuna.Study, notes: list[str]) -> dict[str, float] | No
     if len(complete) < 2:
         notes.append("parameter importances need two complete trials at least")
         return None
+    # Pinned parameters (one value in every trial) explain nothing: left out, not shown as 0.
+    varied = sorted({name for t in complete for name in t.params
+                     if len({repr(u.params.get(name)) for u in complete}) > 1})
+    if not varied:
+        notes.append("parameter importances: no parameter varies between the complete trials")
+        return None
     try:
-        # fANOVA over the parameters every complete trial has; seeded: the same file twice.
+        # fANOVA over the varied parameters every complete trial has; seeded: the same file
+        # twice.
         evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
-        return dict(optuna.importance.get_param_importances(study, evaluator=evaluator))
+        return dict(optuna.importance.get_param_importances(
+            study, evaluator=evaluator,
+            params=[n for n in varied if all(n in t.params for t in complete)] or None))
     except (ValueError, RuntimeError) as exc:
         notes.append(f"parameter importances could not be computed: {exc}")
         return None

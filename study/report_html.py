@@ -142,6 +142,7 @@ def _scheduler(data: ReportData) -> str:
         return "<h3>Did the learning-rate strategy matter?</h3><p>No finished trial yet.</p>"
     figure = go.Figure()
     rows = []
+    bests, spreads = [], []
     for name, trials in sorted(by_scheduler.items()):
         complete = [tr for tr in trials if tr.values]
         best = min(complete, key=lambda tr: tr.values[0], default=None)
@@ -150,18 +151,29 @@ def _scheduler(data: ReportData) -> str:
             figure.add_trace(go.Scatter(x=[s for s, _ in steps], y=[v for _, v in steps],
                                         mode="lines+markers", name=f"{name} (#{best.number})"))
         values = [tr.values[0] for tr in complete]
+        if values:
+            bests.append(min(values))
+            spreads.append(max(values) - min(values))
         rows.append((name, len(trials), min(values) if values else "-",
-                     statistics.median(values) if values else "-"))
+                     statistics.median(values) if values else "-",
+                     max(values) - min(values) if len(values) > 1 else "-"))
     figure.update_layout(title="validation loss of the best trial per scheduler",
                          xaxis_title="epoch", yaxis_title="val loss", yaxis_type="log")
     importance = (data.importances or {}).get("scheduler")
-    answer = ("scheduler was not searched, or importances are unavailable" if importance is None
-              else f"the scheduler's importance is {importance:.2f} of the total "
-                   f"(rank {list(data.importances or {}).index('scheduler') + 1} of "
-                   f"{len(data.importances or {})})")
+    answer = ("the scheduler was not searched, or importances are unavailable"
+              if importance is None else
+              f"the scheduler's fANOVA importance is {importance:.2f} of the total (rank "
+              f"{list(data.importances or {}).index('scheduler') + 1} of "
+              f"{len(data.importances or {})} varied parameters)")
+    if len(bests) > 1 and any(spreads):
+        answer += (f". The schedulers' best trials lie {max(bests) - min(bests):.4f} apart; "
+                   f"trials of one scheduler spread up to {max(spreads):.4f} (its own "
+                   f"parameters and each trial's seed): a gap smaller than that spread is "
+                   f"not a difference this study can tell")
     return ("<h3>Did the learning-rate strategy matter?</h3>"
             f'<p class="answer">{html.escape(answer)}.</p>'
-            + _table(("scheduler", "trials", "best val loss", "median val loss"), rows)
+            + _table(("scheduler", "trials", "best val loss", "median val loss",
+                      "spread (max - min)"), rows)
             + _figure(figure))
 
 
