@@ -194,7 +194,10 @@ def overfitting(history: Sequence[EpochMetrics], context: Context,
 def spikes(history: Sequence[EpochMetrics], context: Context, t: Thresholds) -> list[Finding]:
     found = []
     losses = [m.val_loss for m in history]
+    after_spike = 0  # epochs up to here belong to the last spike found (one event, one finding)
     for i in range(2, len(history) - 1):  # two epochs before it at least, and one after
+        if i < after_spike:
+            continue
         before = losses[max(0, i - t.spike_window):i]
         median = statistics.median(before)
         spread = MAD_TO_SD * statistics.median(abs(v - median) for v in before)
@@ -205,6 +208,7 @@ def spikes(history: Sequence[EpochMetrics], context: Context, t: Thresholds) -> 
                      if losses[j] <= median * (1 + t.spike_min_rise)), None)
         if back is None:
             continue  # no recovery: not transient (overfitting or divergence say the rest)
+        after_spike = back
         m = history[i]
         causes = _spike_causes(history, i, context, t)
         found.append(Finding("spike", m.epoch, (

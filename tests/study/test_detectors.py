@@ -70,6 +70,13 @@ def test_a_recovered_spike_is_flagged_with_what_coincided() -> None:
     assert not finding.evidence["early"]
 
 
+def test_a_spike_over_two_epochs_is_one_finding() -> None:
+    loss = [0.30, 0.15, 0.10, 0.09, 0.30, 0.35, 0.085, 0.08]  # up at epochs 5 and 6, back at 7
+    [finding] = detect(curves(loss, [v * 0.9 for v in loss]), CONTEXT)
+    assert (finding.kind, finding.epoch) == ("spike", 5)
+    assert finding.evidence["recovered_epoch"] == 7
+
+
 def test_a_spike_that_never_recovers_is_not_transient() -> None:
     loss = [0.30, 0.15, 0.10, 0.09, 0.35, 0.36, 0.40]
     assert "spike" not in kinds(curves(loss))
