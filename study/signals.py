@@ -11,7 +11,7 @@ until the epoch's single host sync (python -m study.bench.signals measures the w
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -22,24 +22,36 @@ DEAD_SLICE = 1024  # validation images a dead ReLU unit must be silent on (the f
 
 
 class SignalProbe:
-    """Measures MODEL's gradients and updates at sampled steps of an epoch.
+    """Measures gradients and updates at sampled steps of an epoch.
 
-    Per layer means per weight tensor (biases and BatchNorm's scales are left out: their
-    norms say little about a layer's health). Call `before_step` after backward and
-    `after_step` after the optimizer step; `tensors` gives the epoch's sums (device tensors).
+    NAMED: the trainable parameters, (name, tensor). STACKED: they hold K members along a
+    leading axis (the cohort engine), and every number is per member. Per layer means per
+    weight tensor (biases and BatchNorm's scales are left out: their norms say little about a
+    layer's health). Call `before_step` after backward and `after_step` after the optimizer
+    step; `tensors` gives the epoch's means (device tensors).
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    def __init__(self, named: list[tuple[str, torch.Tensor]], *, stacked: bool = False) -> None:
         self.params = [p for _, p in named]
-        self.weights = [i for i, (n, p) in enumerate(named) if n.endswith("weight") and p.dim() > 1]
+        self.stacked = stacked
+        own_dims = 2 if stacked else 1  # a weight matrix or kernel, beyond the member axis
+        self.weights = [i for i, (n, p) in enumerate(named)
+                        if n.endswith("weight") and p.dim() > own_dims]
         self.layers = [named[i][0].removesuffix(".weight") for i in self.weights]
+        members = (self.params[0].shape[0],) if stacked else ()
         device = self.params[0].device
-        self.grad_sum = torch.zeros(len(self.params) + 1, device=device)  # per tensor, global
-        self.ratio_sum = torch.zeros(len(self.params) + 1, device=device)
+        self.grad_sum = torch.zeros(len(self.params) + 1, *members, device=device)  # [P+1(,K)]
+        self.ratio_sum = torch.zeros_like(self.grad_sum)
         self.samples = 0
         self._step = 0
         self._before: list[torch.Tensor] | None = None
+
+    def _norms(self, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+        """[P] norms (one fused kernel), or [P, K] per member."""
+        if not self.stacked:
+            return torch.stack(torch._foreach_norm(list(tensors)))
+        return torch.stack([torch.linalg.vector_norm(t, dim=tuple(range(1, t.dim())))
+                            for t in tensors])
 
     def before_step(self) -> None:
         """Gradient norms now (after backward), weights kept for the update: sampled steps."""
@@ -48,8 +60,8 @@ class SignalProbe:
         if not measured:
             return
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        norms = torch.stack(torch._foreach_norm(grads))  # [P]
-        self.grad_sum += torch.cat([norms, norms.square().sum().sqrt().unsqueeze(0)])
+        norms = self._norms(grads)
+        self.grad_sum += torch.cat([norms, norms.square().sum(0).sqrt().unsqueeze(0)])
         self._before = [p.detach().clone() for p in self.params]
         self.samples += 1
 
@@ -57,20 +69,21 @@ class SignalProbe:
         if self._before is None:
             return
         after = [p.detach() for p in self.params]
-        moved = torch.stack(torch._foreach_norm(torch._foreach_sub(after, self._before)))  # [P]
-        size = torch.stack(torch._foreach_norm(after))  # [P]
+        moved = self._norms(torch._foreach_sub(after, self._before))
+        size = self._norms(after)
         tiny = torch.finfo(size.dtype).tiny  # a zero weight (all-zero init) moved: ratio huge
         ratios = moved / size.clamp_min(tiny)
-        overall = moved.square().sum().sqrt() / size.square().sum().sqrt().clamp_min(tiny)
+        overall = moved.square().sum(0).sqrt() / size.square().sum(0).sqrt().clamp_min(tiny)
         self.ratio_sum += torch.cat([ratios, overall.unsqueeze(0)])
         self._before = None
 
     def tensors(self) -> torch.Tensor:
-        """[2, P + 1]: mean gradient norms and update ratios (per tensor, then global)."""
+        """[2, P + 1(, K)]: mean gradient norms and update ratios (per tensor, then global)."""
         return torch.stack([self.grad_sum, self.ratio_sum]) / max(self.samples, 1)
 
     def named(self, values: list[list[float]]) -> dict[str, float]:
-        """The host copy of `tensors()` as metric names: grad_norm, grad_norm/<layer>, ..."""
+        """One member's host copy of `tensors()` as metric names: grad_norm, grad_norm/<layer>,
+        update_ratio, update_ratio/<layer>."""
         out: dict[str, float] = {}
         for name, row in zip(("grad_norm", "update_ratio"), values, strict=True):
             out[name] = row[-1]
@@ -79,15 +92,29 @@ class SignalProbe:
         return out
 
 
+def signal_values(probe: SignalProbe, relus: list[str], values: list[float]) -> dict[str, float]:
+    """One member's signals from VALUES, the host copy of torch.cat([probe.tensors()
+    .flatten(), dead]) for that member."""
+    width = probe.grad_sum.shape[0]
+    signals = probe.named([values[:width], values[width:2 * width]])
+    dead_values = values[2 * width:]
+    signals["dead_relu"] = dead_values[-1]
+    signals.update({f"dead_relu/{name}": share for name, share in
+                    zip(relus, dead_values, strict=False)})
+    return signals
+
+
 @torch.inference_mode()
-def dead_units(model: nn.Module, x: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+def dead_units(model: nn.Module, x: torch.Tensor, *,
+               forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+               ) -> tuple[list[str], torch.Tensor]:
     """Per ReLU module of MODEL, the share of its units silent (0) on every image of X.
 
     A unit is a feature (MLP) or a channel (CNN: silent at every position). Returns the
     modules' names and a device tensor [R + 1]: each module's share, then the share over all
     units. Eval mode, as validation runs: dropout off, BatchNorm on running statistics.
+    FORWARD: how to run MODEL's modules (a member of a stacked cohort); default MODEL itself.
     """
-    names: list[str] = []
     silent: list[torch.Tensor] = []
     units: list[int] = []
 
@@ -99,7 +126,7 @@ def dead_units(model: nn.Module, x: torch.Tensor) -> tuple[list[str], torch.Tens
 
     relus = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
     with _hooks([m for _, m in relus], hook), _eval(model):
-        model(x)
+        (forward or model)(x)
     names = [n for n, _ in relus]
     if not silent:
         return names, torch.zeros(1, device=x.device)

@@ -21,7 +21,7 @@ from data_pipeline.tensors import Fold, TensorSet, shuffled_batches
 from study.augment import Augmentation, transform
 from study.config import AMP_MODES, COMPILE_MODES
 from study.search_space import Hyperparams
-from study.signals import DEAD_SLICE, SignalProbe, dead_units
+from study.signals import DEAD_SLICE, SignalProbe, dead_units, signal_values
 
 logger = logging.getLogger(__name__)
 
@@ -214,7 +214,8 @@ def train(
     fill = background(data) if augmentation.active else 0.0
     for epoch in range(1, max_epochs + 1):
         started = time.perf_counter()
-        probe = SignalProbe(model) if options.signals else None
+        probe = (SignalProbe([(n, p) for n, p in model.named_parameters() if p.requires_grad])
+                 if options.signals else None)
         sums, lr = _train_epoch(runner, optimizer, schedule, data.train, hp.batch_size,
                                 generator, device, amp=options.amp, augmentation=augmentation,
                                 background=fill, probe=probe)
@@ -240,14 +241,10 @@ def _epoch_values(model: nn.Module, data: Fold, sums: torch.Tensor,
         loss_sum, correct = sums.tolist()
         return loss_sum / n, correct / n, {}
     relus, dead = dead_units(model, data.val.x[:DEAD_SLICE])
-    grads = probe.tensors()  # [2, P + 1]
-    width = grads.shape[1]
-    values = torch.cat([sums.double(), grads.flatten().double(), dead.double()]).tolist()
+    values = torch.cat([sums.double(), probe.tensors().flatten().double(),
+                        dead.double()]).tolist()
     loss_sum, correct = values[:2]
-    signals = probe.named([values[2:2 + width], values[2 + width:2 + 2 * width]])
-    dead_values = values[2 + 2 * width:]
-    signals["dead_relu"] = dead_values[-1]
-    signals.update({f"dead_relu/{name}": share for name, share in zip(relus, dead_values)})
+    signals = signal_values(probe, relus, values[2:])
     return loss_sum / n, correct / n, signals
 
 

@@ -29,6 +29,7 @@ from study.cohort.optim import StackedOptimizer
 from study.cohort.schedule import MemberSchedules
 from study.cohort.stack import StackedModel, StateDict
 from study.search_space import Hyperparams
+from study.signals import DEAD_SLICE, SignalProbe, dead_units, signal_values
 from study.training import (
     EVAL_BATCH_SIZE,
     EpochMetrics,
@@ -137,7 +138,8 @@ class Cohort:
         for member in self.members:
             self._epochs[member.key] += 1
         started = time.perf_counter()
-        train_loss, train_acc, lrs = self._train_epoch()
+        train_loss, train_acc, lrs, probe = self._train_epoch()
+        signals = self._signals(probe)
         val_loss, val_acc = self._evaluate()
         self.schedules.step_epoch([float(v) if math.isfinite(v) else math.inf
                                    for v in val_loss])
@@ -154,7 +156,8 @@ class Cohort:
             else:
                 results[member.key] = EpochMetrics(
                     epoch=epoch, train_loss=train_loss[k], train_acc=train_acc[k],
-                    val_loss=val_loss[k], val_acc=val_acc[k], lr=lrs[k], seconds=seconds)
+                    val_loss=val_loss[k], val_acc=val_acc[k], lr=lrs[k], seconds=seconds,
+                    signals=signals[k])
         return results
 
     def remove(self, keys: Sequence[Hashable]) -> None:
@@ -177,7 +180,7 @@ class Cohort:
         """Member KEY's weights now, as a CPU state dict with the solo model's keys."""
         return self.model.member_state(self.keys.index(key))
 
-    def _train_epoch(self) -> tuple[list[float], list[float], list[float]]:
+    def _train_epoch(self) -> tuple[list[float], list[float], list[float], SignalProbe | None]:
         data, device, k = self.fold.train, self.fold.train.y.device, len(self.members)
         n, b = len(data), self.batch_size
         self.model.train()
@@ -196,6 +199,10 @@ class Cohort:
         rows = torch.tensor(moving, dtype=torch.long, device=device)
         fill = background(self.fold) if moving else 0.0
         graphed = self.options.cuda_graph and device.type == "cuda" and not moving
+        # Each member's gradients and updates, as the solo loop measures them (not inside a
+        # captured graph: its steps are replays).
+        probe = (SignalProbe([(n, p) for n, p in self.model.params.items() if p.requires_grad],
+                             stacked=True) if self.options.signals and not graphed else None)
         if self._captured is not None:
             self._captured.new_epoch()
         lrs = self.schedules.lr()
@@ -207,23 +214,39 @@ class Cohort:
             else:
                 moves = None if not moving else (rows, torch.cat([
                     thetas[i][start:start + b] for i in moving]))
-                self._step(idx, lrs, momenta, loss_sum, correct, moves=moves, fill=fill)
+                self._step(idx, lrs, momenta, loss_sum, correct, moves=moves, fill=fill,
+                           probe=probe)
             self.schedules.step_batch()
         if self._captured is not None:
             loss_sum += self._captured.loss_sum
             correct += self._captured.correct
-        return (loss_sum.div(n).tolist(), correct.double().div(n).tolist(), lrs)
+        return (loss_sum.div(n).tolist(), correct.double().div(n).tolist(), lrs, probe)
+
+    def _signals(self, probe: SignalProbe | None) -> list[dict[str, float]]:
+        """Each member's epoch signals (study/signals.py), in one host sync for the cohort."""
+        if probe is None:
+            return [{} for _ in self.members]
+        x = self.fold.val.x[:DEAD_SLICE]
+        relus: list[str] = []
+        dead = []
+        for k in range(len(self.members)):
+            relus, shares = dead_units(self.model.base, x,
+                                       forward=self.model.member_forward(k))
+            dead.append(shares)
+        grads = probe.tensors()  # [2, P + 1, K]
+        table = torch.cat([grads.permute(2, 0, 1).flatten(1), torch.stack(dead)], dim=1)
+        return [signal_values(probe, relus, row) for row in table.double().tolist()]
 
     def _step(self, idx: torch.Tensor, lr: torch.Tensor | Sequence[float],
               momentum: torch.Tensor | Sequence[float], loss_sum: torch.Tensor,
               correct: torch.Tensor, *, captured: bool = False,
               moves: tuple[torch.Tensor, torch.Tensor] | None = None,
-              fill: float = 0.0) -> None:
+              fill: float = 0.0, probe: SignalProbe | None = None) -> None:
         """One step of every member on the images at IDX [K, b]; the batch's summed losses
         and correct counts are added to LOSS_SUM and CORRECT. Free of host syncs, so that a
         CUDA graph can capture it (CAPTURED: autocast's cast cache off, as capture needs).
         MOVES: the augmenting members' rows and their images' affine matrices, in order; FILL:
-        the background they move in."""
+        the background they move in. PROBE: measures the step's gradients and update."""
         data, k = self.fold.train, idx.shape[0]
         x = data.x.index_select(0, idx.reshape(-1)).view(k, -1, *data.x.shape[1:])
         if moves is not None:  # one grid_sample over every augmenting member's images
@@ -238,7 +261,11 @@ class Cohort:
         self.optimizer.zero_grad()
         # Rows are independent: the sum's gradient in row k is member k's own loss's.
         losses.sum().backward()
+        if probe is not None:
+            probe.before_step()
         self.optimizer.step(lr, momentum)
+        if probe is not None:
+            probe.after_step()
         loss_sum.add_(losses.detach(), alpha=y.shape[1])
         correct += (logits.detach().argmax(dim=-1) == y).sum(dim=1)
 

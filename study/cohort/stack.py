@@ -16,7 +16,7 @@ gradient was a quarter of the forward-backward time (K=16 MLP, 1 CPU thread: 12.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -77,6 +77,18 @@ class StackedModel:
         # randomness="different": each member draws its own dropout masks.
         return vmap(one, in_dims=(0, 0, in_dim), randomness="different")(
             self.params, self.buffers, x)
+
+    @property
+    def base(self) -> nn.Module:
+        """The architecture (on the meta device): its modules are what a member runs."""
+        return self._base
+
+    def member_forward(self, row: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        """Member ROW alone, as its solo network: [B, ...] in, [B, 10] out, through `base`'s
+        modules (so hooks on them see this member's activations)."""
+        params = {name: p[row] for name, p in self.params.items()}
+        buffers = {name: b[row] for name, b in self.buffers.items()}
+        return lambda x: functional_call(self._base, (params, buffers), (x,))
 
     def keep(self, rows: torch.Tensor) -> None:
         """Only the members at ROWS (a long index, in order) stay; the others leave."""

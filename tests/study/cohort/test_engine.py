@@ -101,6 +101,20 @@ def test_a_member_of_eight_trains_as_it_would_alone(fold: Fold, scheduler: str) 
         assert accs == pytest.approx([m.val_acc for m in alone], abs=1 / len(fold.val))
 
 
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_a_member_s_signals_are_those_it_would_have_alone(fold: Fold, name: str) -> None:
+    # Gradient norms, update ratios and dead units per member: the same steps are measured.
+    # (No dropout: a member draws its own masks, not the solo loop's.)
+    hps = [_hp("sgd", 0.05, momentum=0.9), _hp("adam", 1e-3)]
+    together = _run(_cohort(fold, hps, name))
+    for seed, hp in enumerate(hps):
+        alone = _solo(fold, hp, seed, name)
+        for got, want in zip(together[seed], alone, strict=True):
+            assert isinstance(got, EpochMetrics)
+            assert set(got.signals) == set(want.signals)  # the same names, per layer
+            assert got.signals == pytest.approx(want.signals, rel=1e-3, abs=1e-6)
+
+
 def test_a_cohort_of_one_is_todays_loop(fold: Fold) -> None:
     hp = _hp("adam", 2e-3, scheduler="onecycle")
     got = _losses(_run(_cohort(fold, [hp]))[0])
