@@ -2,7 +2,7 @@
 
 Prepare: every check a run can fail, then the data, audited, on the device once. Search: the
 study created or resumed and optimised, every trial tracked. Evaluate: the best trial's
-model(s) restored and the test set read once. Publish: the result, plots, config and model
+model(s) restored and the test set read once. Publish: the result, the report, config and model
 on the MLflow parent run, and the result kept in the study for reruns.
 """
 
@@ -401,7 +401,7 @@ def _search(study: optuna.Study, config: StudyConfig, data: SearchData,
 
 def _publish(study: optuna.Study, config: StudyConfig, data: SearchData, summary: StudySummary,
              restored: Restored, tracker: Tracker) -> StudySummary:
-    """The result on the MLflow parent run, then plots, config and (holdout) the model."""
+    """The result on the MLflow parent run, then the report, config and (holdout) the model."""
     baseline = summary.baseline or {}
     tracker.log_study_result(
         metrics={"test_accuracy": summary.test.test_acc, "test_loss": summary.test.test_loss,

@@ -7,7 +7,7 @@ import dataclasses
 import optuna
 import pytest
 import torch
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from data_pipeline import MnistFiles, SearchData, prepare_search_data
 from study.objective import Objective, TrialRun
@@ -50,12 +50,16 @@ def _objective(data: SearchData, tracker: MlflowTracker, *, prune_diagnosed: boo
                 max_epochs=EPOCHS, seed=0, tracker=tracker, prune_diagnosed=prune_diagnosed)
 
 
+def _one_trial(objective: Objective, params: dict[str, object] = GOOD) -> FrozenTrial:
+    study = optuna.create_study()
+    study.enqueue_trial(params)
+    study.optimize(objective, n_trials=1, catch=(NonFiniteLossError,))
+    return study.trials[0]
+
+
 def test_a_dead_network_is_diagnosed_in_both_uis(data: SearchData,
                                                  tracker: MlflowTracker) -> None:
-    study = optuna.create_study()
-    study.enqueue_trial(GOOD)
-    study.optimize(_objective(data, tracker, kind=DeadObjective), n_trials=1)
-    trial = study.trials[0]
+    trial = _one_trial(_objective(data, tracker, kind=DeadObjective))
     assert trial.state == TrialState.COMPLETE  # off by default: diagnosed, not pruned
     assert "dying_relu" in trial.user_attrs["findings"]
     assert trial.user_attrs["finding.dying_relu"].startswith("dying ReLUs: 100% of units")
@@ -69,21 +73,14 @@ def test_a_dead_network_is_diagnosed_in_both_uis(data: SearchData,
 
 def test_prune_diagnosed_stops_a_dead_trial_at_once(data: SearchData,
                                                     tracker: MlflowTracker) -> None:
-    study = optuna.create_study()
-    study.enqueue_trial(GOOD)
-    study.optimize(_objective(data, tracker, prune_diagnosed=True, kind=DeadObjective),
-                   n_trials=1)
-    trial = study.trials[0]
+    trial = _one_trial(_objective(data, tracker, prune_diagnosed=True, kind=DeadObjective))
     assert trial.state == TrialState.PRUNED and trial.user_attrs["epochs_trained"] == 1
     assert "diagnosed at epoch 1: dying ReLUs" in trial.user_attrs["diagnosis"]
 
 
 def test_prune_diagnosed_leaves_a_healthy_trial_alone(data: SearchData,
                                                       tracker: MlflowTracker) -> None:
-    study = optuna.create_study()
-    study.enqueue_trial(GOOD)
-    study.optimize(_objective(data, tracker, prune_diagnosed=True), n_trials=1)
-    trial = study.trials[0]
+    trial = _one_trial(_objective(data, tracker, prune_diagnosed=True))
     assert trial.state == TrialState.COMPLETE and trial.user_attrs["epochs_trained"] == EPOCHS
     assert trial.user_attrs["findings"] == "none"
     assert isinstance(trial.user_attrs["final_gap"], float)  # recorded for the report
@@ -91,10 +88,8 @@ def test_prune_diagnosed_leaves_a_healthy_trial_alone(data: SearchData,
 
 def test_a_non_finite_loss_is_a_divergence_finding(data: SearchData,
                                                    tracker: MlflowTracker) -> None:
-    study = optuna.create_study()
-    study.enqueue_trial({**GOOD, "optimizer": "sgd", "lr": 1e4, "sgd_momentum": 0.9})
-    study.optimize(_objective(data, tracker), n_trials=1, catch=(NonFiniteLossError,))
-    trial = study.trials[0]
+    trial = _one_trial(_objective(data, tracker),
+                       {**GOOD, "optimizer": "sgd", "lr": 1e4, "sgd_momentum": 0.9})
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["findings"].startswith("divergence")
     assert "non-finite loss in epoch" in trial.user_attrs["finding.divergence"]
