@@ -37,3 +37,18 @@ def test_the_curves_shown_are_the_top_trials_then_one_per_finding_kind_first() -
     assert shown[:TOP_TRIALS] == [1, 2, 3]  # the best complete trials first
     assert shown[TOP_TRIALS:TOP_TRIALS + 2] == [0, 5]  # then a first trial of each kind
     assert len(shown) == TOP_TRIALS + DIAGNOSED_TRIALS  # then others, up to the cap
+
+
+def test_without_mlflow_the_report_says_so_and_draws_validation_curves() -> None:
+    from study.report_data import collect
+    from study.report_html import SECTIONS, render
+
+    study = optuna.create_study()
+    for trial in (_trial(0, 0.2, []), _trial(1, 0.1, ["overfitting"])):
+        study.add_trial(trial)
+    data = collect(study, storage="sqlite:///x.db", client=None)
+    assert data.curves[1] == {"val_loss": [(1, 0.1)]}  # Optuna's intermediate values
+    assert any("no MLflow store" in note for note in data.notes)  # said, not silent
+    page = render(data)
+    assert all(f'<section id="{s}">' in page for s in SECTIONS)
+    assert "No audit found" in page and "not evaluated yet" in page
