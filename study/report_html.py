@@ -64,10 +64,11 @@ def _figure(figure: Figure, *, height: int = 380) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = ("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"
+            if any(header) else "")
     body = "".join("<tr>" + "".join(f"<td>{_cell(v)}</td>" for v in row) + "</tr>"
                    for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+    return f"<table>{head}{body}</table>"
 
 
 def _cell(value: Any) -> str:
@@ -286,7 +287,7 @@ def _top_count(data: ReportData) -> int:
 def _curve_title(trial: FrozenTrial, top: bool) -> str:
     kinds = trial.user_attrs.get("findings", "none")
     value = f"{trial.values[0]:.4f}" if trial.values else trial.state.name.lower()
-    return f"#{trial.number} {'top' if top else ''} {value}" + (
+    return " ".join([f"#{trial.number}", *(["top"] if top else []), value]) + (
         f": {kinds}" if kinds != "none" else "")
 
 
