@@ -5,8 +5,9 @@ or a learning rate that moves the weights too far. Torch only, like the training
 
 Cost: the norms are taken on one optimizer step in SAMPLE_EVERY (and always the first), from
 per-tensor norms in a few fused `torch._foreach_*` kernels, and summed on the device; the
-dead-unit count is one forward pass over a fixed validation slice. Nothing leaves the device
-until the epoch's single host sync (python -m study.bench.signals measures the whole cost).
+dead units are read off validation's own forward pass (its first DEAD_SLICE images). Nothing
+leaves the device until the epoch's single host sync (python -m study.bench.signals measures
+the whole cost).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-SAMPLE_EVERY = 16  # optimizer steps between two measured ones
+SAMPLE_EVERY = 32  # optimizer steps between two measured ones
 DEAD_SLICE = 1024  # validation images a dead ReLU unit must be silent on (the first ones)
 
 
@@ -104,46 +105,60 @@ def signal_values(probe: SignalProbe, relus: list[str], values: list[float]) -> 
     return signals
 
 
+class DeadUnits:
+    """Records, per ReLU module of a model, which units fire on the first FIRST images of
+    the first forward pass while `recording`: validation's own pass, so the count costs no
+    forward of its own. A unit is a feature (MLP) or a channel (CNN: silent at every
+    position)."""
+
+    def __init__(self, model: nn.Module, *, first: int) -> None:
+        self.relus = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
+        self.names = [n for n, _ in self.relus]
+        self.first = first
+        self._silent: dict[str, torch.Tensor] = {}
+        self._units: dict[str, int] = {}
+
+    @contextmanager
+    def recording(self) -> Iterator[DeadUnits]:
+        hooks = [m.register_forward_hook(self._hook(n)) for n, m in self.relus]
+        try:
+            yield self
+        finally:
+            for hook in hooks:
+                hook.remove()
+
+    def _hook(self, name: str) -> Callable[[nn.Module, object, torch.Tensor], None]:
+        def record(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
+            if name in self._silent:  # a later slice of the same pass
+                return
+            seen = output[:self.first]
+            alive = seen.amax(dim=[0, *range(2, seen.dim())]) > 0  # [units]
+            self._silent[name] = (~alive).sum()
+            self._units[name] = alive.numel()
+        return record
+
+    def shares(self, device: torch.device) -> torch.Tensor:
+        """[R + 1] on DEVICE: each module's share of silent units, then the share over all."""
+        if not self._silent:
+            return torch.zeros(1, device=device)
+        counts = torch.stack([self._silent[n] for n in self.names]).float()  # [R]
+        units = torch.tensor([self._units[n] for n in self.names], device=device,
+                             dtype=torch.float32)
+        return torch.cat([counts / units, (counts.sum() / units.sum()).unsqueeze(0)])
+
+
 @torch.inference_mode()
 def dead_units(model: nn.Module, x: torch.Tensor, *,
                forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                ) -> tuple[list[str], torch.Tensor]:
-    """Per ReLU module of MODEL, the share of its units silent (0) on every image of X.
-
-    A unit is a feature (MLP) or a channel (CNN: silent at every position). Returns the
-    modules' names and a device tensor [R + 1]: each module's share, then the share over all
-    units. Eval mode, as validation runs: dropout off, BatchNorm on running statistics.
-    FORWARD: how to run MODEL's modules (a member of a stacked cohort); default MODEL itself.
-    """
-    silent: list[torch.Tensor] = []
-    units: list[int] = []
-
-    def hook(module: nn.Module, inputs: object, output: torch.Tensor) -> None:
-        reduce = [0, *range(2, output.dim())]  # all but the unit axis
-        alive = output.amax(dim=reduce) > 0  # [units]
-        silent.append((~alive).sum())
-        units.append(alive.numel())
-
-    relus = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ReLU)]
-    with _hooks([m for _, m in relus], hook), _eval(model):
+    """Per ReLU module of MODEL, the share of its units silent (0) on every image of X, by a
+    forward pass of its own: the names and `DeadUnits.shares`. Eval mode, as validation runs:
+    dropout off, BatchNorm on running statistics. FORWARD: how to run MODEL's modules (a
+    member of a stacked cohort); default MODEL itself."""
+    dead = DeadUnits(model, first=len(x))
+    with dead.recording(), _eval(model):
         (forward or model)(x)
-    names = [n for n, _ in relus]
-    if not silent:
-        return names, torch.zeros(1, device=x.device)
-    counts = torch.stack(silent).float()  # [R]
-    total = torch.tensor(float(sum(units)), device=x.device)
-    per_module = counts / torch.tensor(units, device=x.device, dtype=torch.float32)
-    return names, torch.cat([per_module, (counts.sum() / total).unsqueeze(0)])
-
-
-@contextmanager
-def _hooks(modules: list[nn.Module], hook: object) -> Iterator[None]:
-    handles = [m.register_forward_hook(hook) for m in modules]  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+    return dead.names, dead.shares(x.device)
 
 
 @contextmanager

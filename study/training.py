@@ -21,7 +21,7 @@ from data_pipeline.tensors import Fold, TensorSet, shuffled_batches
 from study.augment import Augmentation, transform
 from study.config import AMP_MODES, COMPILE_MODES
 from study.search_space import Hyperparams
-from study.signals import DEAD_SLICE, SignalProbe, dead_units, signal_values
+from study.signals import DEAD_SLICE, DeadUnits, SignalProbe, dead_units, signal_values
 
 logger = logging.getLogger(__name__)
 
@@ -178,9 +178,16 @@ SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, Hyperparams, int, int], _
 }
 
 
-@torch.inference_mode()
 def evaluate(model: nn.Module, data: TensorSet) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of MODEL on DATA, in large batches."""
+    loss_sum, correct = evaluation_sums(model, data).tolist()  # one host sync
+    return loss_sum / len(data), correct / len(data)
+
+
+@torch.inference_mode()
+def evaluation_sums(model: nn.Module, data: TensorSet) -> torch.Tensor:
+    """Summed cross-entropy and correct count of MODEL on DATA ([2] float64, on the device:
+    no host sync)."""
     model.eval()
     loss_sum = torch.zeros((), device=data.y.device, dtype=torch.float64)
     correct = torch.zeros((), device=data.y.device, dtype=torch.int64)
@@ -190,8 +197,7 @@ def evaluate(model: nn.Module, data: TensorSet) -> tuple[float, float]:
         logits = model(x)
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
-    # One host sync per evaluation, not one per batch.
-    return loss_sum.item() / len(data), correct.item() / len(data)
+    return torch.stack([loss_sum, correct.double()])
 
 
 def train(
@@ -219,13 +225,18 @@ def train(
         sums, lr = _train_epoch(runner, optimizer, schedule, data.train, hp.batch_size,
                                 generator, device, amp=options.amp, augmentation=augmentation,
                                 background=fill, probe=probe)
-        train_loss, train_acc, signals = _epoch_values(model, data, sums, probe)
+        # Always fp32: the recorded val_loss must match a later re-scoring of the checkpoint.
+        val_sums, relus, dead = _validation(runner, model, data, probe)
+        values = torch.cat([sums, val_sums, *(
+            [] if probe is None else [probe.tensors().flatten().double(), dead.double()])])
+        host = values.tolist()  # the epoch's one host sync
+        train_loss, train_acc = host[0] / len(data.train), host[1] / len(data.train)
+        val_loss, val_acc = host[2] / len(data.val), host[3] / len(data.val)
         if not math.isfinite(train_loss):
             raise NonFiniteLossError(epoch=epoch, which="train", value=train_loss)
-        # Always fp32: the recorded val_loss must match a later re-scoring of the checkpoint.
-        val_loss, val_acc = evaluate(runner, data.val)
         if not math.isfinite(val_loss):
             raise NonFiniteLossError(epoch=epoch, which="validation", value=val_loss)
+        signals = {} if probe is None else signal_values(probe, relus, host[4:])
         _step_epoch_scheduler(schedule, val_loss)
         yield EpochMetrics(
             epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
@@ -233,19 +244,21 @@ def train(
         )
 
 
-def _epoch_values(model: nn.Module, data: Fold, sums: torch.Tensor,
-                  probe: SignalProbe | None) -> tuple[float, float, dict[str, float]]:
-    """Mean train loss and accuracy from SUMS, and the epoch's signals: one host sync."""
-    n = len(data.train)
+def _validation(runner: nn.Module, model: nn.Module, data: Fold, probe: SignalProbe | None,
+                ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+    """Validation's sums and, when signals are on, the dead units of its first DEAD_SLICE
+    images: read off the same pass when it runs eagerly, by a pass of their own through the
+    eager MODEL when RUNNER is compiled (its graphs would not call the hooks)."""
+    device = data.val.y.device
     if probe is None:
-        loss_sum, correct = sums.tolist()
-        return loss_sum / n, correct / n, {}
-    relus, dead = dead_units(model, data.val.x[:DEAD_SLICE])
-    values = torch.cat([sums.double(), probe.tensors().flatten().double(),
-                        dead.double()]).tolist()
-    loss_sum, correct = values[:2]
-    signals = signal_values(probe, relus, values[2:])
-    return loss_sum / n, correct / n, signals
+        return evaluation_sums(runner, data.val), [], torch.zeros(0, device=device)
+    if runner is not model:
+        relus, dead = dead_units(model, data.val.x[:DEAD_SLICE])
+        return evaluation_sums(runner, data.val), relus, dead
+    recorder = DeadUnits(model, first=DEAD_SLICE)
+    with recorder.recording():
+        sums = evaluation_sums(runner, data.val)
+    return sums, recorder.names, recorder.shares(device)
 
 
 def _train_epoch(

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 from data_pipeline import Fold, SearchData
 from models import build
 from study.search_space import Hyperparams
-from study.signals import dead_units
+from study.signals import DEAD_SLICE, dead_units
 from study.training import TrainOptions, train
 
 
@@ -101,3 +101,16 @@ def test_signals_do_not_change_what_is_learned(fold: Fold) -> None:
             options=TrainOptions(signals=signals))]
 
     assert losses(True) == losses(False)
+
+
+def test_dead_units_read_off_validation_match_a_pass_of_their_own(fold: Fold) -> None:
+    # The epoch's count comes from validation's own forward pass (its first DEAD_SLICE
+    # images): the same as a separate pass over those images with the trained weights.
+    model = build("mlp", hidden=16)
+    with torch.no_grad():
+        _param(model, "net.1.bias")[:4] = -1e3  # 4 of 16 units planted dead: no gradient
+    [epoch] = train(model, _hp(batch_size=64), fold, max_epochs=1,
+                    generator=torch.Generator().manual_seed(0))
+    names, shares = dead_units(model, fold.val.x[:DEAD_SLICE])
+    assert epoch.signals["dead_relu"] == pytest.approx(shares.tolist()[-1])
+    assert epoch.signals["dead_relu"] >= 0.25  # the planted ones at least: the test can fail
