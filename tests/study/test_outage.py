@@ -41,8 +41,11 @@ def _complete(storage: str) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
 
-def test_a_tracking_server_lost_mid_study_is_spooled_and_back_filled(tmp_path: Path) -> None:
+def test_a_tracking_server_lost_mid_study_is_spooled_and_back_filled(
+    tmp_path: Path, request: pytest.FixtureRequest,
+) -> None:
     server = MlflowServer(tmp_path, free_port())
+    request.addfinalizer(server.kill)  # the restarted server too: no server outlives the test
     server.start()
     data = write_synthetic_mnist(tmp_path / "data", n_train=2000)
     storage = f"sqlite:///{tmp_path}/optuna.db"
