@@ -207,8 +207,10 @@ def test_dashboard_api_matches_the_optuna_storage(made: MadeStudy, dashboard: st
             trial.intermediate_values
         assert {p["name"]: p["param_external_value"] for p in row["params"]} == \
             {k: str(v) for k, v in trial.params.items()}
+        # Run id, best epoch, diagnosis, findings; the dashboard shows a list as JSON.
         assert {a["key"]: a["value"] for a in row["user_attrs"]} == \
-            {k: str(v) for k, v in trial.user_attrs.items()}  # run id, best epoch, diagnosis
+            {k: json.dumps(v) if isinstance(v, list) else str(v)
+             for k, v in trial.user_attrs.items()}
     study_attrs = {a["key"] for a in detail["user_attrs"]}
     assert {"data_fingerprint", "split_seed", "val_fraction", "code_version",
             "device"} <= study_attrs
