@@ -79,16 +79,17 @@ def collect(study: optuna.Study, *, storage: str, client: MlflowClient | None,
     if client is None:
         data.notes.append("no MLflow store given: curves show validation loss only, and the "
                           "leakage audit is not shown")
-        data.curves = {n: {"val_loss": _intermediate(trials, n)} for n in data.shown}
+        data.curves = _validation_curves(trials, data.shown)
         return data
     try:
-        data.curves = {n: _history(client, trials[_index(trials, n)]) for n in data.shown}
+        data.curves = {n: _history(client, trials[_index(trials, n)], data.notes)
+                       for n in data.shown}
         data.audit, data.audit_picture = _audit(client, study, data.result)
     except Exception as exc:  # noqa: BLE001 - the report still renders from the study alone
         reason = redact_text(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
         data.notes.append(f"MLflow could not be read ({reason}): curves show validation loss "
                           f"only")
-        data.curves = {n: {"val_loss": _intermediate(trials, n)} for n in data.shown}
+        data.curves = _validation_curves(trials, data.shown)
     return data
 
 
@@ -127,21 +128,28 @@ def _index(trials: list[FrozenTrial], number: int) -> int:
     return next(i for i, t in enumerate(trials) if t.number == number)
 
 
-def _intermediate(trials: list[FrozenTrial], number: int) -> list[tuple[int, float]]:
-    return sorted(trials[_index(trials, number)].intermediate_values.items())
+def _validation_curves(trials: list[FrozenTrial],
+                       shown: list[int]) -> dict[int, dict[str, list[tuple[int, float]]]]:
+    """The SHOWN trials' validation losses as Optuna has them: the curves without MLflow."""
+    return {n: {"val_loss": sorted(trials[_index(trials, n)].intermediate_values.items())}
+            for n in shown}
 
 
-def _history(client: MlflowClient, trial: FrozenTrial) -> dict[str, list[tuple[int, float]]]:
+def _history(client: MlflowClient, trial: FrozenTrial,
+             notes: list[str]) -> dict[str, list[tuple[int, float]]]:
+    """TRIAL's curves from its MLflow run; where the store has none for it (no run, or a
+    store other than the study's), its validation losses from Optuna, and a note says so."""
     run_id = trial.user_attrs.get("mlflow_run_id")
-    if not run_id:
-        return {"val_loss": sorted(trial.intermediate_values.items())}
     # A cross-validated trial's curves are per fold: the first fold's are shown.
     prefix = "fold1/" if "folds_done" in trial.user_attrs else ""
-    curves = {}
-    for metric in CURVES:
-        history = client.get_metric_history(run_id, prefix + metric)
-        curves[metric] = sorted((m.step, m.value) for m in history)
-    return curves
+    curves = {metric: sorted((m.step, m.value) for m in
+                             client.get_metric_history(run_id, prefix + metric))
+              for metric in CURVES} if run_id else {}
+    if curves.get("val_loss") or not trial.intermediate_values:
+        return curves
+    notes.append(f"trial {trial.number}: no curves in the MLflow store; its validation loss "
+                 f"is drawn from the Optuna storage")
+    return {"val_loss": sorted(trial.intermediate_values.items())}
 
 
 def _audit(client: MlflowClient, study: optuna.Study,

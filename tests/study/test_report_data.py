@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -52,3 +53,20 @@ def test_without_mlflow_the_report_says_so_and_draws_validation_curves() -> None
     page = render(data)
     assert all(f'<section id="{s}">' in page for s in SECTIONS)
     assert "No audit found" in page and "not evaluated yet" in page
+
+
+def test_a_trial_the_mlflow_store_has_no_curves_of_is_said_and_drawn_from_optuna(
+    tmp_path: Path,
+) -> None:
+    from mlflow import MlflowClient
+
+    from study.report_data import collect
+
+    study = optuna.create_study()
+    trial = _trial(0, 0.1, [])
+    trial.user_attrs["mlflow_run_id"] = "0" * 32  # a run this store never had
+    study.add_trial(trial)
+    data = collect(study, storage="sqlite:///x.db",
+                   client=MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"))
+    assert any(note.startswith("trial 0: no curves in the MLflow store") for note in data.notes)
+    assert data.curves == {0: {"val_loss": [(1, 0.1)]}}  # from the Optuna storage
