@@ -210,7 +210,9 @@ def spikes(history: Sequence[EpochMetrics], context: Context, t: Thresholds) -> 
             continue  # no recovery: not transient (overfitting or divergence say the rest)
         after_spike = back
         m = history[i]
-        causes = _spike_causes(history, i, context, t)
+        coincided = _spike_coincidences(history, i, context, t)  # phrase -> did it
+        causes = [phrase for phrase, happened in coincided.items() if happened]
+        lr_change, early, small_batch_norm = coincided.values()
         found.append(Finding("spike", m.epoch, (
             f"val loss spike at epoch {m.epoch}: {m.val_loss:.4g} against a median of "
             f"{median:.4g} over the {len(before)} epochs before (threshold {threshold:.4g}), "
@@ -218,23 +220,22 @@ def spikes(history: Sequence[EpochMetrics], context: Context, t: Thresholds) -> 
             f"{', '.join(causes) if causes else 'no lr change, not early, no BatchNorm'}"),
             {"spike_epoch": m.epoch, "val_loss": m.val_loss, "median_before": median,
              "threshold": threshold, "recovered_epoch": history[back].epoch,
-             "lr_change": "lr change" in ", ".join(causes), "early": m.epoch <= t.early_epochs,
-             "batchnorm_small_batch": context.norm == "batch"
-             and context.batch_size <= t.small_batch}))
+             "lr_change": lr_change, "early": early, "batchnorm_small_batch": small_batch_norm}))
     return found
 
 
-def _spike_causes(history: Sequence[EpochMetrics], i: int, context: Context,
-                  t: Thresholds) -> list[str]:
-    causes = []
+def _spike_coincidences(history: Sequence[EpochMetrics], i: int, context: Context,
+                        t: Thresholds) -> dict[str, bool]:
+    """What the spike at epoch index I coincided with: an lr change, the first epochs,
+    BatchNorm at a small batch (in that order), each as the phrase that says it."""
     lr, previous = history[i].lr, history[i - 1].lr
-    if previous > 0 and abs(lr - previous) / previous > t.lr_change:
-        causes.append(f"with an lr change {previous:.3g} -> {lr:.3g}")
-    if history[i].epoch <= t.early_epochs:
-        causes.append(f"in the first {t.early_epochs} epochs")
-    if context.norm == "batch" and context.batch_size <= t.small_batch:
-        causes.append(f"BatchNorm with batch {context.batch_size}")
-    return causes
+    return {
+        f"with an lr change {previous:.3g} -> {lr:.3g}":
+            previous > 0 and abs(lr - previous) / previous > t.lr_change,
+        f"in the first {t.early_epochs} epochs": history[i].epoch <= t.early_epochs,
+        f"BatchNorm with batch {context.batch_size}":
+            context.norm == "batch" and context.batch_size <= t.small_batch,
+    }
 
 
 def fluctuation(history: Sequence[EpochMetrics], context: Context,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial
 
 from study.detectors import KINDS, Thresholds
-from study.report_data import ReportData, findings_of, wilson_interval
+from study.report_data import TOP_TRIALS, ReportData, findings_of, wilson_interval
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -281,7 +281,7 @@ def _curves(data: ReportData, t: Thresholds) -> str:
 
 def _top_count(data: ReportData) -> int:
     complete = {tr.number for tr in data.complete}
-    return sum(1 for n in data.shown[:3] if n in complete)
+    return sum(1 for n in data.shown[:TOP_TRIALS] if n in complete)
 
 
 def _curve_title(trial: FrozenTrial, top: bool) -> str:

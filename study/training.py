@@ -83,7 +83,7 @@ class EpochMetrics:
     lr: float  # the learning rate of the epoch's last optimizer step
     seconds: float
     # grad_norm, update_ratio and dead_relu, overall and per layer (study/signals.py); empty
-    # where they were not measured (a cohort, or signals off).
+    # where they were not measured (signals off, or a step replayed from a CUDA graph).
     signals: Mapping[str, float] = field(default_factory=dict)
 
     @property
