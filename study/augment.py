@@ -72,14 +72,20 @@ def transform(x: torch.Tensor, theta: torch.Tensor, background: float) -> torch.
     """Images X [N, C, H, W] moved by THETA [N, 2, 3] (affine_grid's convention; any device:
     it follows X), nearest-neighbour, with BACKGROUND where an image has no pixel to bring in."""
     _, _, height, width = x.shape
-    theta = theta.to(x.device, x.dtype)
-    xs, ys = _centres(width, x.device, x.dtype), _centres(height, x.device, x.dtype)
-    cols = theta[:, :, 0:1] * xs  # [N, 2, W]: each output coordinate's share from x
-    rows = torch.addcmul(theta[:, :, 2:3], theta[:, :, 1:2], ys)  # [N, 2, H]: from y, + shift
-    grid = (cols.unsqueeze(2) + rows.unsqueeze(3)).permute(0, 2, 3, 1)  # [N, H, W, 2]
+    grid = sampling_grid(theta.to(x.device, x.dtype), height, width)
     moved = F.grid_sample(x - background, grid, mode="nearest", padding_mode="zeros",
                           align_corners=False)
     return moved.add_(background)
+
+
+def sampling_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """affine_grid(THETA, [N, C, HEIGHT, WIDTH], align_corners=False), built separably: [N, H,
+    W, 2] on THETA's device and dtype."""
+    xs, ys = _centres(width, theta.device, theta.dtype), _centres(height, theta.device,
+                                                                   theta.dtype)
+    cols = theta[:, :, 0:1] * xs  # [N, 2, W]: each output coordinate's share from x
+    rows = torch.addcmul(theta[:, :, 2:3], theta[:, :, 1:2], ys)  # [N, 2, H]: from y, + shift
+    return (cols.unsqueeze(2) + rows.unsqueeze(3)).permute(0, 2, 3, 1)  # [N, H, W, 2]
 
 
 @functools.cache

@@ -62,14 +62,14 @@ from study.storage import (
     FINISHED,
     GRACE_SECONDS,
     RETRIES,
-    check_storage_url,
     check_tracking_store,
     count_finished,
     open_storage,
     open_study,
 )
+from study.store_checks import check_storage_url, check_tracking_uri
 from study.strategy import make_pruner, make_sampler, startup_trials
-from study.tracking import MlflowTracker, Tracker, check_tracking_uri
+from study.tracking import MlflowTracker, Tracker
 from study.training import NonFiniteLossError
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import random
 import time
@@ -17,14 +16,9 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from study.errors import ConfigError, StorageError
-from study.redaction import ambiguous_password, redact, redact_text
-from study.store_checks import (
-    INSTALL_POSTGRES,
-    POSTGRES_DRIVERS,
-    check_store_path,
-    missing_postgres_driver,
-)
+from study.errors import StorageError
+from study.redaction import redact
+from study.store_checks import cannot_open, check_storage_url, with_driver
 
 logger = logging.getLogger(__name__)
 
@@ -48,55 +42,9 @@ def open_storage(url: str, *,
     try:
         if url.startswith("journal:"):
             return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-        return _rdb_storage(_with_driver(url), grace_seconds=grace_seconds)
+        return _rdb_storage(with_driver(url), grace_seconds=grace_seconds)
     except Exception as exc:  # sqlalchemy's errors, a missing driver (ImportError), bad URL...
-        raise _cannot_open(url, exc) from exc
-
-
-def check_storage_url(url: str) -> None:
-    """Refuse a storage URL that cannot be opened, creating nothing (no file, no folder)."""
-    if url.startswith("journal:"):
-        check_store_path(Path(url.removeprefix("journal:")), flag="--storage",
-                         scheme="journal:", example="optuna.log")
-        return
-    if "://" not in url:
-        raise ConfigError(f"storage {redact(url)!r} is not a URL; use sqlite:///optuna.db, "
-                          f"postgresql://user:pass@host/db or journal:path/to/optuna.log")
-    if ambiguous_password(url):
-        raise ConfigError(f"the password in --storage {redact(url)} holds an unencoded '@' or "
-                          f"'/': percent-encode it (%40, %2F), or leave it out of the URL and "
-                          f"set PGPASSWORD or ~/.pgpass")
-    if url.startswith("sqlite:///"):
-        check_store_path(Path(url.removeprefix("sqlite:///")), flag="--storage",
-                         scheme="sqlite:///", example="optuna.db")
-    if missing_postgres_driver(url):
-        raise StorageError(f"--storage {redact(url)} needs a PostgreSQL driver (psycopg2 or "
-                           f"psycopg), and none is installed: {INSTALL_POSTGRES}")
-    if not url.startswith("sqlite:"):  # a database server: it answers and lets us in
-        try:
-            engine = sqlalchemy.create_engine(_with_driver(url))
-            try:
-                engine.connect().close()
-            finally:
-                engine.dispose()
-        except Exception as exc:  # sqlalchemy's errors, a missing driver, a bad URL...
-            raise _cannot_open(url, exc) from exc
-
-
-def _cannot_open(url: str, exc: Exception) -> StorageError:
-    reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if isinstance(exc, ImportError) and url.startswith("postgresql"):  # no psycopg2
-        reason += f"; {INSTALL_POSTGRES}"
-    return StorageError(f"cannot open Optuna storage {redact(url)}: {redact_text(reason)}")
-
-
-def _with_driver(url: str) -> str:
-    """postgresql:// names no driver, and SQLAlchemy 2.0 and 2.1 default to different ones
-    (psycopg2, psycopg 3): use whichever is installed."""
-    if not url.startswith("postgresql://"):
-        return url
-    driver = next((d for d in POSTGRES_DRIVERS if importlib.util.find_spec(d)), None)
-    return url if driver is None else f"postgresql+{driver}://" + url.removeprefix("postgresql://")
+        raise cannot_open(url, exc) from exc
 
 
 def _rdb_storage(url: str, *, grace_seconds: float) -> RDBStorage:

@@ -15,6 +15,7 @@ from study.config import AMP_MODES, COMPILE_MODES, DEVICES, StudyConfig, resolve
 from study.detectors import Thresholds
 from study.report import format_summary
 from study.search_space import SearchSpace
+from study.store_checks import check_storage_url, check_tracking_uri
 from study.strategy import PRUNERS, SAMPLERS
 
 NAME = "run"
@@ -115,6 +116,9 @@ def execute(args: argparse.Namespace) -> int:
     cli = config_values(args)
     # Resolved before the heavy imports: a bad value is answered at once, not after seconds.
     config = resolve_config(cli, config_path=args.config, env=os.environ)
+    # So are the stores' URLs and paths (the runner checks them again, for its other callers).
+    check_storage_url(config.storage)
+    check_tracking_uri(config.tracking_uri)
     from study.runner import run_study  # torch, optuna and mlflow load only when needed
     from study.training import set_cpu_threads
 

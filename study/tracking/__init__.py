@@ -27,7 +27,6 @@ from study.tracking.protocol import StateDict, Tracker
 from study.tracking.store import (
     artifact_root_for,
     bound_http_waits,
-    check_tracking_uri,
     experiment_artifact_location,
 )
 
@@ -43,7 +42,6 @@ __all__ = [
     "apply_op",
     "artifact_root_for",
     "bound_http_waits",
-    "check_tracking_uri",
     "experiment_artifact_location",
     "trial_run_name",
 ]

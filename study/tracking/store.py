@@ -5,17 +5,12 @@ from __future__ import annotations
 import fcntl
 import os
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from study.errors import TrackingError
-from study.redaction import ambiguous_password, redact, redact_text
-
-# Seconds a tracking server has to answer its /health check before the run is refused.
-HEALTH_TIMEOUT = 10
+from study.store_checks import check_tracking_uri
 
 
 def artifact_root_for(tracking_uri: str) -> Path | None:
@@ -71,41 +66,3 @@ def prepare_store(tracking_uri: str) -> None:
         Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
-def check_tracking_uri(tracking_uri: str) -> None:
-    """Refuse a URI MLflow cannot use, creating nothing; a tracking server must answer, quickly."""
-    from study.store_checks import INSTALL_POSTGRES, check_store_path, missing_postgres_driver
-
-    if tracking_uri.startswith("sqlite:///"):
-        check_store_path(Path(tracking_uri.removeprefix("sqlite:///")), flag="--tracking-uri",
-                         scheme="sqlite:///", example="mlflow.db")
-        return
-    if ambiguous_password(tracking_uri):
-        raise TrackingError(f"the password in --tracking-uri {redact(tracking_uri)} holds an "
-                            f"unencoded '@' or '/': percent-encode it (%40, %2F)")
-    if tracking_uri.startswith(("http://", "https://")):
-        # One request with a timeout, before MLflow's client (and its minutes of retries).
-        try:
-            with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health",
-                                        timeout=HEALTH_TIMEOUT):
-                return
-        except (urllib.error.URLError, OSError) as exc:
-            raise TrackingError(f"MLflow tracking server {redact(tracking_uri)} does not answer "
-                                f"({redact_text(str(exc))}); start it or pass another "
-                                f"--tracking-uri") from exc
-    if tracking_uri.startswith("file:") or "://" not in tracking_uri:
-        raise TrackingError(
-            f"tracking URI {redact(tracking_uri)!r} is a file store, which MLflow 3 no longer "
-            f"accepts; use sqlite:///path/mlflow.db or an http:// tracking server"
-        )
-    if missing_postgres_driver(tracking_uri):
-        raise TrackingError(f"--tracking-uri {redact(tracking_uri)} needs a PostgreSQL driver, "
-                            f"and none is installed: {INSTALL_POSTGRES}")
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
-
-    try:  # looks the scheme up; builds no store
-        _tracking_store_registry.get_store_builder(tracking_uri)
-    except MlflowException as exc:
-        raise TrackingError(f"tracking URI {redact(tracking_uri)!r} has a scheme MLflow has no "
-                            f"store for; use sqlite:///path/mlflow.db or an http:// tracking "
-                            f"server") from exc

@@ -12,8 +12,8 @@ from optuna.trial import TrialState
 
 from study.errors import TrackingError
 from study.spool import Op
+from study.store_checks import HEALTH_TIMEOUT
 from study.tracking import MlflowTracker, NullTracker
-from study.tracking.store import HEALTH_TIMEOUT
 from study.tracking.writer import BackgroundWriter
 from study.training import EpochMetrics
 
