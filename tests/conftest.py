@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from data_pipeline import MnistFiles, SearchData, find_mnist, prepare_search_data
-from tests.helpers import unavailable
+from tests.helpers import FinishedStudy, make_finished_study, unavailable
 from tests.pg import postgres_server, postgres_url
 from tests.synthetic import write_synthetic_mnist
 
@@ -42,3 +42,10 @@ def real_mnist_dir() -> Path:
     if find_mnist(directory) is None:
         unavailable(f"real MNIST not found in {directory} (set MNIST_STUDY_TEST_DATA_DIR)")
     return directory
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory: pytest.TempPathFactory) -> FinishedStudy:
+    """One tiny study finished by the CLI, made once per session (per xdist worker) for every
+    test that starts from a finished study: copy it (FinishedStudy.copy), never change it."""
+    return make_finished_study(tmp_path_factory.mktemp("finished-study"))

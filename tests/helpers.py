@@ -8,14 +8,20 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import NoReturn
 
+import optuna
 import pytest
+
+from study.storage import TRACKING_URI_ATTR
+from tests.synthetic import write_synthetic_mnist
 
 # Synthetic training images for a study on the default search space: `run` refuses batch sizes
 # larger than the train split, and the largest default one (1024) must fit a 3:1 holdout split
@@ -43,6 +49,47 @@ def small_run_args(*extra: str) -> list[str]:
     """`run` on synthetic data, small enough for seconds: two epochs of a 16-unit MLP."""
     return ["run", "--max-epochs", "2", "--allow-noncanonical-data", "--no-progress",
             "--val-fraction", "0.25", "--hidden", "16", *extra]
+
+
+@dataclass(frozen=True)
+class FinishedStudy:
+    """A tiny study that `mnist-study run` finished in ROOT, as a user runs it: the default
+    stores in ROOT (optuna.db, mlflow/), the data in ROOT/data, named by MNIST_STUDY_DATA_DIR.
+
+    Made once per test session (the `finished_study` fixture): a test that needs a finished
+    study copies ROOT and works on its copy, never on ROOT. Both stores record places by
+    absolute path: the copy's study is pointed at the copy's MLflow store (as a user who moved
+    the folder would have to), while its MLflow experiment keeps its artifacts under ROOT, so a
+    resumed copy adds files there, each under a new run id of its own; ROOT's stores never
+    change.
+    """
+
+    root: Path
+    result: subprocess.CompletedProcess[str]
+
+    N_TRIALS = 3
+
+    @staticmethod
+    def args(*extra: str) -> list[str]:
+        """The `run` that made it (data from the environment), then EXTRA (later flags win)."""
+        return small_run_args("--n-trials", str(FinishedStudy.N_TRIALS), *extra)
+
+    @staticmethod
+    def env(root: Path) -> dict[str, str]:
+        return cli_env(MNIST_STUDY_DATA_DIR=str(root / "data"))
+
+    def copy(self, dest: Path) -> Path:
+        shutil.copytree(self.root, dest)
+        study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{dest}/optuna.db")
+        study.set_user_attr(TRACKING_URI_ATTR, f"sqlite:///{dest.resolve()}/mlflow/mlflow.db")
+        return dest
+
+
+def make_finished_study(root: Path) -> FinishedStudy:
+    write_synthetic_mnist(root / "data", n_train=STUDY_TRAIN_IMAGES)
+    result = run_cli(root, *FinishedStudy.args(), env=FinishedStudy.env(root))
+    assert result.returncode == 0, result.stderr
+    return FinishedStudy(root=root, result=result)
 
 
 def free_port() -> int:

@@ -13,7 +13,13 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, run_cli, small_run_args
+from tests.helpers import (
+    STUDY_TRAIN_IMAGES,
+    FinishedStudy,
+    cli_env,
+    run_cli,
+    small_run_args,
+)
 from tests.synthetic import write_synthetic_mnist
 
 FLAGS = ["--study-name", "--storage", "--n-trials", "--timeout", "--max-epochs", "--model",
@@ -36,18 +42,18 @@ def test_help_documents_every_flag_with_its_default() -> None:
     assert 'norms = ["none"]' in out and "lr = [0.0001, 0.03]" in out
 
 
-def test_smoke_run_with_defaults_then_resume(tmp_path: Path) -> None:
-    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
-    env = cli_env(MNIST_STUDY_DATA_DIR=str(data))  # the data dir comes from the environment
-    first = run_cli(tmp_path, *small_run_args("--n-trials", "3"), env=env)
-    assert first.returncode == 0, first.stderr
+def test_smoke_run_with_defaults_then_resume(finished_study: FinishedStudy,
+                                             tmp_path: Path) -> None:
+    first = finished_study.result  # `run` with the default stores, data dir from the env
     assert "TEST accuracy" in first.stdout and "best trial #" in first.stdout
+    root = finished_study.copy(tmp_path / "study")
+    env = FinishedStudy.env(root)
     storage = "sqlite:///optuna.db"  # default storage in the working directory
-    assert (tmp_path / "optuna.db").exists() and (tmp_path / "mlflow" / "mlflow.db").exists()
-    trials = _finished(f"sqlite:///{tmp_path}/optuna.db")
-    assert len(trials) == 3  # exactly the requested trials
+    assert (root / "optuna.db").exists() and (root / "mlflow" / "mlflow.db").exists()
+    trials = _finished(f"sqlite:///{root}/optuna.db")
+    assert len(trials) == FinishedStudy.N_TRIALS  # exactly the requested trials
 
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
+    client = MlflowClient(f"sqlite:///{root}/mlflow/mlflow.db")
     experiment = client.get_experiment_by_name("mnist")
     assert experiment is not None  # the study's experiment exists, named after the study
     runs = client.search_runs([experiment.experiment_id])
@@ -61,12 +67,12 @@ def test_smoke_run_with_defaults_then_resume(tmp_path: Path) -> None:
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert len(history) == trial.user_attrs["epochs_trained"]  # one point per epoch run
 
-    again = run_cli(tmp_path, *small_run_args("--n-trials", "3"), env=env)
+    again = run_cli(root, *FinishedStudy.args(), env=env)
     assert again.returncode == 0, again.stderr
-    assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 3  # resumed, nothing re-run
-    more = run_cli(tmp_path, *small_run_args("--n-trials", "5", "--storage", storage), env=env)
+    assert len(_finished(f"sqlite:///{root}/optuna.db")) == 3  # resumed, nothing re-run
+    more = run_cli(root, *FinishedStudy.args("--n-trials", "5", "--storage", storage), env=env)
     assert more.returncode == 0, more.stderr
-    assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 5  # budget is the study total
+    assert len(_finished(f"sqlite:///{root}/optuna.db")) == 5  # budget is the study total
 
 
 def test_toml_config_is_used_and_flags_override_it(tmp_path: Path) -> None:
@@ -149,22 +155,24 @@ def test_batch_sizes_larger_than_the_train_split_are_refused(tmp_path: Path) -> 
     assert not (tmp_path / "optuna.db").exists()  # refused before a store was made
 
 
-def test_resuming_with_another_tracking_store_names_the_study_s_own(tmp_path: Path) -> None:
-    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
-    base = [*small_run_args("--data-dir", str(data), "--n-trials", "1"), "--max-epochs", "1"]
-    assert run_cli(tmp_path, *base).returncode == 0  # the default store, mlflow/mlflow.db
-    other = f"sqlite:///{tmp_path}/elsewhere/mlflow.db"
-    refused = run_cli(tmp_path, *base, "--tracking-uri", other)
+def test_resuming_with_another_tracking_store_names_the_study_s_own(
+    finished_study: FinishedStudy, tmp_path: Path,
+) -> None:
+    root = finished_study.copy(tmp_path / "study")  # made with the default mlflow/mlflow.db
+    env = FinishedStudy.env(root)
+    other = f"sqlite:///{root}/elsewhere/mlflow.db"
+    refused = run_cli(root, *FinishedStudy.args("--tracking-uri", other), env=env)
     assert refused.returncode == 2, refused.stderr
-    own = f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    own = f"sqlite:///{root}/mlflow/mlflow.db"
     line = refused.stderr.splitlines()[-1]
     assert f"keeps its MLflow runs and checkpoints in {own}" in line  # where they are
     assert f"pass --tracking-uri {own}" in line  # and how to point at them
-    assert not (tmp_path / "elsewhere").exists()  # no empty store made on the way
+    assert not (root / "elsewhere").exists()  # no empty store made on the way
     # The same store named by a relative path is the same store: the resume runs.
-    resumed = run_cli(tmp_path, *base, "--tracking-uri", "sqlite:///mlflow/mlflow.db",
-                      "--n-trials", "2")
+    resumed = run_cli(root, *FinishedStudy.args("--tracking-uri", "sqlite:///mlflow/mlflow.db",
+                                                "--n-trials", "4"), env=env)
     assert resumed.returncode == 0, resumed.stderr
+    assert len(_finished(f"sqlite:///{root}/optuna.db")) == 4
 
 
 # Parsing the command line: every --help, every kind of argparse error, and a valid line of each
@@ -234,40 +242,40 @@ def test_missing_data_says_how_to_point_at_local_files(tmp_path: Path) -> None:
     assert "--data-dir DIR or set MNIST_STUDY_DATA_DIR" in result.stderr
 
 
-def test_resume_with_another_seed_is_refused_and_loses_nothing(tmp_path: Path) -> None:
-    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
-    base = small_run_args("--data-dir", str(data), "--n-trials", "2")
-    assert run_cli(tmp_path, *base).returncode == 0
-    refused = run_cli(tmp_path, *base, "--seed", "7", "--n-trials", "4")
+def test_resume_with_another_seed_is_refused_and_loses_nothing(
+    finished_study: FinishedStudy, tmp_path: Path,
+) -> None:
+    root = finished_study.copy(tmp_path / "study")  # made with seed 0
+    refused = run_cli(root, *FinishedStudy.args("--seed", "7", "--n-trials", "4"),
+                      env=FinishedStudy.env(root))
     assert refused.returncode == 2
     assert "seed: stored 0, now 7" in refused.stderr
-    assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 2  # the study is intact
+    assert len(_finished(f"sqlite:///{root}/optuna.db")) == 3  # the study is intact
 
 
 def test_resume_with_another_val_fraction_is_refused_and_names_the_split(
-    tmp_path: Path
+    finished_study: FinishedStudy, tmp_path: Path,
 ) -> None:
-    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
-    base = [*small_run_args("--data-dir", str(data), "--n-trials", "1"), "--max-epochs", "1"]
-    assert run_cli(tmp_path, *base).returncode == 0
-    refused = run_cli(tmp_path, *base, "--val-fraction", "0.2", "--n-trials", "2")
+    root = finished_study.copy(tmp_path / "study")  # made with --val-fraction 0.25
+    refused = run_cli(root, *FinishedStudy.args("--val-fraction", "0.2", "--n-trials", "4"),
+                      env=FinishedStudy.env(root))
     assert refused.returncode == 2
     errors = [line for line in refused.stderr.splitlines() if "error" in line]
     assert len(errors) == 1  # one clear line...
     assert "val_fraction: stored 0.25, now 0.2" in errors[0]  # ...naming the setting
     assert "split_fingerprint: stored" in errors[0]  # and that the split itself differs
     assert "new --study-name" in errors[0]  # and what to do
-    assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 1  # the study is intact
+    assert len(_finished(f"sqlite:///{root}/optuna.db")) == 3  # the study is intact
 
 
-def test_early_stopping_is_part_of_the_study_s_identity(tmp_path: Path) -> None:
-    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
-    base = small_run_args("--data-dir", str(data), "--n-trials", "1",
-                          "--early-stopping-patience", "1")
-    assert run_cli(tmp_path, *base).returncode == 0
-    refused = run_cli(tmp_path, *base, "--early-stopping-patience", "2", "--n-trials", "2")
+def test_early_stopping_is_part_of_the_study_s_identity(finished_study: FinishedStudy,
+                                                        tmp_path: Path) -> None:
+    root = finished_study.copy(tmp_path / "study")  # made without early stopping
+    refused = run_cli(root, *FinishedStudy.args("--early-stopping-patience", "2",
+                                                "--n-trials", "4"),
+                      env=FinishedStudy.env(root))
     assert refused.returncode == 2
-    assert "early_stopping: stored [1, 0.0], now [2, 0.0]" in refused.stderr
+    assert "early_stopping: stored [0, 0.0], now [2, 0.0]" in refused.stderr
 
 
 @pytest.mark.parametrize(("sig", "code", "said"), [

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from study.console import Format, KnownWarnings
-from tests.helpers import STUDY_TRAIN_IMAGES
+from tests.helpers import STUDY_TRAIN_IMAGES, FinishedStudy
 from tests.synthetic import write_synthetic_mnist
 
 TIME = re.compile(r"^\d\d:\d\d:\d\d ")
@@ -29,14 +29,15 @@ def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         text=True, timeout=300)
 
 
-def test_a_quiet_console_one_format_and_one_line_per_trial(tmp_path: Path) -> None:
-    done = _run(tmp_path, "--no-progress")
-    assert done.returncode == 0, done.stderr
+def test_a_quiet_console_one_format_and_one_line_per_trial(
+    finished_study: FinishedStudy,
+) -> None:
+    done = finished_study.result  # a `run --no-progress` of 3 trials
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert all(TIME.match(line) for line in lines), lines  # one format, every line
     assert not any("Trial 0 finished with value" in line for line in lines)  # Optuna's: off
     per_trial = [line for line in lines if re.search(r" trial \d+ (complete|pruned|fail)", line)]
-    assert len(per_trial) == 3  # one short line per finished trial
+    assert len(per_trial) == FinishedStudy.N_TRIALS  # one short line per finished trial
     assert all(len(line) < 200 for line in per_trial)  # not every parameter of the trial
     assert not any("Successfully registered model" in line for line in lines)
     assert "TEST accuracy" in done.stdout
