@@ -16,6 +16,26 @@ __all__ = ["postgres_server", "postgres_url"]
 
 REPO = Path(__file__).resolve().parent.parent
 
+# pytest-xdist (`-n auto` in pyproject) spreads tests over one worker per core. Tests that share
+# something costly that lives longer than one test (a module's study and servers, the
+# PostgreSQL server, the bench's quick run) stay on one worker, so it is built once.
+_SHARED_BY_MODULE = ("tests/study/test_browser.py", "tests/study/test_publish.py",
+                     "tests/study/bench/")
+_SHARED_FIXTURES = {"postgres_server": "postgres", "postgres_url": "postgres"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        group = next((prefix for prefix in _SHARED_BY_MODULE if path.startswith(prefix)), None)
+        group = next((_SHARED_FIXTURES[f] for f in item.fixturenames if f in _SHARED_FIXTURES),
+                     group)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    # The long tests first (a stable sort keeps each one's order): the workers then finish
+    # together on short ones instead of one waiting out a long test started last.
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
 
 @pytest.fixture
 def synthetic_dir(tmp_path: Path) -> Path:

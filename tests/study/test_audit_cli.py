@@ -89,6 +89,7 @@ def test_run_refuses_a_split_with_duplicates_across_it(planted: Planted,
     assert storage.get_all_studies() == []  # refused before a study or trial existed
 
 
+@pytest.mark.slow
 def test_run_with_drop_duplicates_logs_the_audit_and_tags_every_trial(tmp_path: Path) -> None:
     planted = write_planted_mnist(tmp_path / "planted", n_train=STUDY_TRAIN_IMAGES)
     result = run_cli(tmp_path, "run", "--data-dir", str(planted.directory), *SPLIT,

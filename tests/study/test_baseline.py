@@ -6,11 +6,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import optuna
+import pytest
 from mlflow import MlflowClient
 
 from study.baseline import SEED_RECIPE
 from tests.helpers import STUDY_TRAIN_IMAGES, run_cli, small_run_args
 from tests.synthetic import write_synthetic_mnist
+
+# Each test here runs a study in a process, a server or a benchmark: seconds to minutes.
+pytestmark = pytest.mark.slow
 
 
 def test_the_seed_recipe_runs_once_beside_the_study(tmp_path: Path) -> None:

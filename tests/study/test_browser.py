@@ -32,6 +32,9 @@ from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, free_port, import_or_skip
 from tests.servers import CliServer, start_cli_server
 from tests.synthetic import write_synthetic_mnist
 
+# Each test here runs a study in a process, a server or a benchmark: seconds to minutes.
+pytestmark = pytest.mark.slow
+
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page
 

@@ -42,6 +42,7 @@ def test_help_documents_every_flag_with_its_default() -> None:
     assert 'norms = ["none"]' in out and "lr = [0.0001, 0.03]" in out
 
 
+@pytest.mark.slow
 def test_smoke_run_with_defaults_then_resume(finished_study: FinishedStudy,
                                              tmp_path: Path) -> None:
     first = finished_study.result  # `run` with the default stores, data dir from the env
@@ -75,6 +76,7 @@ def test_smoke_run_with_defaults_then_resume(finished_study: FinishedStudy,
     assert len(_finished(f"sqlite:///{root}/optuna.db")) == 5  # budget is the study total
 
 
+@pytest.mark.slow
 def test_toml_config_is_used_and_flags_override_it(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     config = tmp_path / "study.toml"
@@ -155,6 +157,7 @@ def test_batch_sizes_larger_than_the_train_split_are_refused(tmp_path: Path) -> 
     assert not (tmp_path / "optuna.db").exists()  # refused before a store was made
 
 
+@pytest.mark.slow
 def test_resuming_with_another_tracking_store_names_the_study_s_own(
     finished_study: FinishedStudy, tmp_path: Path,
 ) -> None:
@@ -242,6 +245,7 @@ def test_missing_data_says_how_to_point_at_local_files(tmp_path: Path) -> None:
     assert "--data-dir DIR or set MNIST_STUDY_DATA_DIR" in result.stderr
 
 
+@pytest.mark.slow
 def test_resume_with_another_seed_is_refused_and_loses_nothing(
     finished_study: FinishedStudy, tmp_path: Path,
 ) -> None:
@@ -253,6 +257,7 @@ def test_resume_with_another_seed_is_refused_and_loses_nothing(
     assert len(_finished(f"sqlite:///{root}/optuna.db")) == 3  # the study is intact
 
 
+@pytest.mark.slow
 def test_resume_with_another_val_fraction_is_refused_and_names_the_split(
     finished_study: FinishedStudy, tmp_path: Path,
 ) -> None:
@@ -268,6 +273,7 @@ def test_resume_with_another_val_fraction_is_refused_and_names_the_split(
     assert len(_finished(f"sqlite:///{root}/optuna.db")) == 3  # the study is intact
 
 
+@pytest.mark.slow
 def test_early_stopping_is_part_of_the_study_s_identity(finished_study: FinishedStudy,
                                                         tmp_path: Path) -> None:
     root = finished_study.copy(tmp_path / "study")  # made without early stopping
@@ -282,6 +288,7 @@ def test_early_stopping_is_part_of_the_study_s_identity(finished_study: Finished
     (signal.SIGINT, 130, "interrupted"),  # Ctrl-C
     (signal.SIGTERM, 143, "stopped by SIGTERM"),  # kill, a batch scheduler, docker stop
 ])
+@pytest.mark.slow
 def test_a_stop_signal_records_what_finished_and_the_same_command_resumes(
     tmp_path: Path, sig: signal.Signals, code: int, said: str,
 ) -> None:

@@ -29,6 +29,7 @@ def _run(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
         text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_quiet_console_one_format_and_one_line_per_trial(
     finished_study: FinishedStudy,
 ) -> None:
@@ -43,6 +44,7 @@ def test_a_quiet_console_one_format_and_one_line_per_trial(
     assert "TEST accuracy" in done.stdout
 
 
+@pytest.mark.slow
 def test_verbose_brings_optunas_lines_back_and_the_bar_shows_epochs(tmp_path: Path) -> None:
     done = _run(tmp_path, "--verbose")
     assert done.returncode == 0, done.stderr

@@ -52,6 +52,7 @@ def _mid_trial(storage: str) -> bool:
         t.state == TrialState.RUNNING and t.intermediate_values for t in trials)
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_failed_retried_and_closed_by_the_next_run(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=2000)
     storage = f"sqlite:///{tmp_path}/optuna.db"

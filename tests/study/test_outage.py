@@ -28,6 +28,9 @@ from tests.helpers import cli_env, free_port, run_cli
 from tests.mlflow_server import MlflowServer
 from tests.synthetic import write_synthetic_mnist
 
+# Each test here runs a study in a process, a server or a benchmark: seconds to minutes.
+pytestmark = pytest.mark.slow
+
 
 def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return run_cli(cwd, *args, timeout=300)  # a study against a stopped server takes a while

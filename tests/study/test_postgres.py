@@ -25,11 +25,15 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from study.storage import open_storage
+from study.strategy import repeated_parameter_sets
 from study.tracking import MlflowTracker
 from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, free_port
 from tests.mlflow_server import MlflowServer
 from tests.pg import create_database, drop_database, sqlalchemy_scheme
 from tests.synthetic import write_synthetic_mnist
+
+# Each test here runs a study in a process, a server or a benchmark: seconds to minutes.
+pytestmark = pytest.mark.slow
 
 SMALL_STUDY = ["--allow-noncanonical-data", "--no-progress", "--max-epochs", "2", "--hidden",
                "16", "--val-fraction", "0.25"]
@@ -88,6 +92,7 @@ def _assert_one_study_shared(study: optuna.Study, *, n_trials: int,
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == list(range(len(trials)))  # unique, no gaps
     assert {t.state for t in trials} <= set(FINISHED)  # nothing left RUNNING or WAITING
+    assert repeated_parameter_sets(trials) == []  # nobody replayed the other's suggestion
     parents: dict[str, int] = {}
     for trial in trials:
         run_id = trial.user_attrs["mlflow_run_id"]
@@ -140,6 +145,7 @@ def test_two_workers_on_a_journal_file_share_one_study(tmp_path: Path) -> None:
 # runs ACTION(target) at once with the others. A race is timing: several rounds catch it.
 _AT_ONCE = """
 import json, pathlib, sys, time, traceback
+
 {imports}
 ready_root, me, n = pathlib.Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 failed = False

@@ -26,6 +26,7 @@ def _trials(directory: Path) -> tuple[optuna.Study, list[optuna.trial.FrozenTria
 
 
 @pytest.mark.parametrize("cohort_size", ["1", "3"], ids=["one-at-a-time", "cohorts-of-3"])
+@pytest.mark.slow
 def test_same_seed_in_fresh_storages_gives_the_same_study_to_the_last_bit(
     tmp_path: Path, cohort_size: str,
 ) -> None:

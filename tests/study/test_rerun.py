@@ -5,9 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 from tests.helpers import FinishedStudy, run_cli
+
+# Each test here runs a study in a process, a server or a benchmark: seconds to minutes.
+pytestmark = pytest.mark.slow
 
 
 def test_rerunning_a_finished_study_shows_its_result_and_touches_nothing(

@@ -179,6 +179,7 @@ def test_dashboard_serves_a_journal_storage(tmp_path: Path, servers: list[CliSer
     assert [s["study_name"] for s in studies] == ["journal-study"]  # read through the journal
 
 
+@pytest.mark.slow
 def test_ui_stops_its_mlflow_server_when_terminated(tmp_path: Path,
                                                      servers: list[CliServer]) -> None:
     (tmp_path / "mlflow").mkdir()

@@ -61,9 +61,12 @@ def _load(url: str, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage)
 
 
-@pytest.mark.parametrize("n_workers", [2, 4])
+# Four workers, whose races hold every race of two: two workers on a journal file and on
+# PostgreSQL are also test_postgres.py's shared-study tests, which check the same.
+@pytest.mark.parametrize("n_workers", [4])
 @pytest.mark.parametrize("kind", [
     "journal", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.slow
 def test_workers_started_together_never_repeat_parameters(
     request: pytest.FixtureRequest, tmp_path: Path, kind: str, n_workers: int,
 ) -> None:
@@ -80,6 +83,7 @@ def test_workers_started_together_never_repeat_parameters(
     assert repeated_parameter_sets(trials) == []  # nobody replayed another's suggestion
 
 
+@pytest.mark.slow
 def test_workers_training_cohorts_keep_the_budget_and_never_repeat(tmp_path: Path) -> None:
     url = f"journal:{tmp_path}/optuna.log"
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES, n_test=50)

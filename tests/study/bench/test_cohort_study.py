@@ -7,9 +7,14 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from study.bench import cohort_study
 from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.synthetic import write_synthetic_mnist
+
+# Each test here runs a study in a process, a server or a benchmark: seconds to minutes.
+pytestmark = pytest.mark.slow
 
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 

@@ -9,7 +9,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
+
 from study.bench import SECTIONS
+
+# Each test here runs a study in a process, a server or a benchmark: seconds to minutes.
+pytestmark = pytest.mark.slow
 
 
 def _finite_positive(value: float) -> bool:

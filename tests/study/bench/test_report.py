@@ -6,8 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from study.bench import SECTIONS
 from study.bench.report import merge, render
+
+# Each test here runs a study in a process, a server or a benchmark: seconds to minutes.
+pytestmark = pytest.mark.slow
 
 
 def test_a_partial_run_keeps_the_other_sections(

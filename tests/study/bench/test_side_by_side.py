@@ -13,6 +13,9 @@ from study.bench import augment, signals
 from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.synthetic import write_synthetic_mnist
 
+# Each test here runs a study in a process, a server or a benchmark: seconds to minutes.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize(("bench", "rows"), [
     (augment, [("augment", "none"), ("augment", "rotate"), ("augment", "affine")]),
