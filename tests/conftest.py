@@ -16,6 +16,11 @@ __all__ = ["postgres_server", "postgres_url"]
 
 REPO = Path(__file__).resolve().parent.parent
 
+# One intra-op thread in the test processes, as `run` has by default (--cpu-threads 1): with a
+# pytest-xdist worker per core and the CLI processes the tests start beside them, threads per
+# process beyond one only wait on each other.
+torch.set_num_threads(1)
+
 # pytest-xdist (`-n auto` in pyproject) spreads tests over one worker per core. Tests that share
 # something costly that lives longer than one test (a module's study and servers, the
 # PostgreSQL server, the bench's quick run) stay on one worker, so it is built once.

@@ -386,9 +386,11 @@ def test_train_options_are_validated(kwargs: dict[str, str], message: str) -> No
 def test_set_cpu_threads() -> None:
     before = torch.get_num_threads()
     try:
-        set_cpu_threads(1)
-        assert torch.get_num_threads() == 1
+        set_cpu_threads(2)
+        assert torch.get_num_threads() == 2
         set_cpu_threads(0)  # 0 keeps whatever is set
+        assert torch.get_num_threads() == 2
+        set_cpu_threads(1)
         assert torch.get_num_threads() == 1
         with pytest.raises(ValueError, match="threads must be >= 0"):
             set_cpu_threads(-1)
