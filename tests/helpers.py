@@ -6,7 +6,10 @@ PostgreSQL in tests/pg.py, synthetic IDX data in tests/synthetic.py.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
+import logging
 import os
 import shutil
 import socket
@@ -20,6 +23,7 @@ from typing import NoReturn
 import optuna
 import pytest
 
+from study.cli import main
 from study.storage import TRACKING_URI_ATTR
 from tests.synthetic import write_synthetic_mnist
 
@@ -43,6 +47,32 @@ def run_cli(cwd: Path, *args: str, env: dict[str, str] | None = None,
     """`python -m study ARGS` in CWD, as a user runs it: a real process, its output captured."""
     return subprocess.run([sys.executable, "-m", "study", *args], cwd=cwd, env=env or cli_env(),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def run_main(cwd: Path, *args: str, env: dict[str, str] | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+    """`mnist-study ARGS` through main() in this process, in CWD with ENV (default: cli_env()),
+    its output captured: what run_cli does, without a new interpreter's seconds of imports. For
+    runs refused before any store is used, which need no process boundary: MLflow caches a
+    store per URI, so a relative default URI would reach an earlier test's store from here."""
+    saved_env, saved_cwd = dict(os.environ), Path.cwd()
+    root = logging.getLogger()
+    saved_logging = (root.handlers[:], root.level)
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(env or cli_env())
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        root.handlers[:], root.level = saved_logging  # main() set up its own console
+        logging.captureWarnings(False)
+    return subprocess.CompletedProcess(["mnist-study", *args], code, out.getvalue(),
+                                       err.getvalue())
 
 
 def small_run_args(*extra: str) -> list[str]:

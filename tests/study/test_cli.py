@@ -1,4 +1,6 @@
-"""The CLI as a user runs it: a real subprocess, real SQLite stores, synthetic IDX data."""
+"""The CLI as a user runs it: real SQLite stores, synthetic IDX data, a real subprocess where
+the process matters (exit codes, signals, what an interpreter imports) and main() in this
+process elsewhere."""
 
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from tests.helpers import (
     FinishedStudy,
     cli_env,
     run_cli,
+    run_main,
     small_run_args,
 )
 from tests.synthetic import write_synthetic_mnist
@@ -139,7 +142,7 @@ def test_a_refused_run_leaves_nothing_behind(tmp_path: Path, args: list[str]) ->
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = run_cli(workdir, *small_run_args("--data-dir", str(data), *args))
+    result = run_main(workdir, *small_run_args("--data-dir", str(data), *args))
     assert result.returncode == 2, result.stderr
     # Everything was checked before a store was made: no empty optuna.db, mlflow/mlflow.db,
     # lock file, or folder named after a typo.
@@ -148,7 +151,7 @@ def test_a_refused_run_leaves_nothing_behind(tmp_path: Path, args: list[str]) ->
 
 def test_batch_sizes_larger_than_the_train_split_are_refused(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data")  # 400 images: 300 train at 3:1
-    result = run_cli(tmp_path, *small_run_args("--data-dir", str(data), "--n-trials", "1"))
+    result = run_main(tmp_path, *small_run_args("--data-dir", str(data), "--n-trials", "1"))
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines()[-1] == (  # the split's size, the culprits and the fix
         "mnist-study: error: search_space batch_sizes [512, 1024] are larger than the train "
@@ -164,7 +167,7 @@ def test_resuming_with_another_tracking_store_names_the_study_s_own(
     root = finished_study.copy(tmp_path / "study")  # made with the default mlflow/mlflow.db
     env = FinishedStudy.env(root)
     other = f"sqlite:///{root}/elsewhere/mlflow.db"
-    refused = run_cli(root, *FinishedStudy.args("--tracking-uri", other), env=env)
+    refused = run_main(root, *FinishedStudy.args("--tracking-uri", other), env=env)
     assert refused.returncode == 2, refused.stderr
     own = f"sqlite:///{root}/mlflow/mlflow.db"
     line = refused.stderr.splitlines()[-1]
@@ -239,7 +242,7 @@ print(json.dumps({{"codes": codes, "parsed": parsed, "heavy": [m for m in {_HEAV
 
 
 def test_missing_data_says_how_to_point_at_local_files(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, *small_run_args("--data-dir", str(tmp_path / "empty"),
+    result = run_main(tmp_path, *small_run_args("--data-dir", str(tmp_path / "empty"),
                                                "--no-download"))
     assert result.returncode == 2
     assert "--data-dir DIR or set MNIST_STUDY_DATA_DIR" in result.stderr
@@ -250,7 +253,7 @@ def test_resume_with_another_seed_is_refused_and_loses_nothing(
     finished_study: FinishedStudy, tmp_path: Path,
 ) -> None:
     root = finished_study.copy(tmp_path / "study")  # made with seed 0
-    refused = run_cli(root, *FinishedStudy.args("--seed", "7", "--n-trials", "4"),
+    refused = run_main(root, *FinishedStudy.args("--seed", "7", "--n-trials", "4"),
                       env=FinishedStudy.env(root))
     assert refused.returncode == 2
     assert "seed: stored 0, now 7" in refused.stderr
@@ -262,7 +265,7 @@ def test_resume_with_another_val_fraction_is_refused_and_names_the_split(
     finished_study: FinishedStudy, tmp_path: Path,
 ) -> None:
     root = finished_study.copy(tmp_path / "study")  # made with --val-fraction 0.25
-    refused = run_cli(root, *FinishedStudy.args("--val-fraction", "0.2", "--n-trials", "4"),
+    refused = run_main(root, *FinishedStudy.args("--val-fraction", "0.2", "--n-trials", "4"),
                       env=FinishedStudy.env(root))
     assert refused.returncode == 2
     errors = [line for line in refused.stderr.splitlines() if "error" in line]
@@ -277,7 +280,7 @@ def test_resume_with_another_val_fraction_is_refused_and_names_the_split(
 def test_early_stopping_is_part_of_the_study_s_identity(finished_study: FinishedStudy,
                                                         tmp_path: Path) -> None:
     root = finished_study.copy(tmp_path / "study")  # made without early stopping
-    refused = run_cli(root, *FinishedStudy.args("--early-stopping-patience", "2",
+    refused = run_main(root, *FinishedStudy.args("--early-stopping-patience", "2",
                                                 "--n-trials", "4"),
                       env=FinishedStudy.env(root))
     assert refused.returncode == 2
@@ -336,7 +339,7 @@ def test_a_cohort_too_big_for_memory_is_refused_in_one_line(tmp_path: Path) -> N
     workdir = tmp_path / "work"
     workdir.mkdir()
     # A billion members cannot fit in any machine's memory, whatever this one has free.
-    result = run_cli(workdir, *small_run_args("--data-dir", str(data), "--n-trials", "2",
+    result = run_main(workdir, *small_run_args("--data-dir", str(data), "--n-trials", "2",
                                               "--cohort-size", "1000000000"))
     assert result.returncode == 2, result.stderr
     line = result.stderr.splitlines()[-1]
