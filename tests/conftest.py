@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from data_pipeline import MnistFiles, SearchData, find_mnist, prepare_search_data
-from tests.helpers import FinishedStudy, make_finished_study, unavailable
+from tests.helpers import FinishedStudy, finished_study_in, unavailable
 from tests.pg import postgres_server, postgres_url
 from tests.synthetic import write_synthetic_mnist
 
@@ -33,8 +33,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         path = item.nodeid.split("::")[0]
         group = next((prefix for prefix in _SHARED_BY_MODULE if path.startswith(prefix)), None)
-        group = next((_SHARED_FIXTURES[f] for f in item.fixturenames if f in _SHARED_FIXTURES),
-                     group)
+        fixtures = item.fixturenames if isinstance(item, pytest.Function) else []
+        group = next((_SHARED_FIXTURES[f] for f in fixtures if f in _SHARED_FIXTURES), group)
         if group is not None:
             item.add_marker(pytest.mark.xdist_group(group))
     # The long tests first (a stable sort keeps each one's order): the workers then finish
@@ -70,7 +70,11 @@ def real_mnist_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def finished_study(tmp_path_factory: pytest.TempPathFactory) -> FinishedStudy:
-    """One tiny study finished by the CLI, made once per session (per xdist worker) for every
-    test that starts from a finished study: copy it (FinishedStudy.copy), never change it."""
-    return make_finished_study(tmp_path_factory.mktemp("finished-study"))
+def finished_study(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> FinishedStudy:
+    """One tiny study finished by the CLI, made once per test run for every test that starts
+    from a finished study: copy it (FinishedStudy.copy), never change it. Each pytest-xdist
+    worker has a session of its own; they share the run's temporary folder, where the first
+    one makes the study and the others wait for it."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # the run's, above the workers'
+    return finished_study_in(shared / "finished-study")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import io
+import json
 import logging
 import os
 import shutil
@@ -22,6 +23,7 @@ from typing import NoReturn
 
 import optuna
 import pytest
+from filelock import FileLock
 
 from study.cli import main
 from study.storage import TRACKING_URI_ATTR
@@ -115,10 +117,20 @@ class FinishedStudy:
         return dest
 
 
-def make_finished_study(root: Path) -> FinishedStudy:
-    write_synthetic_mnist(root / "data", n_train=STUDY_TRAIN_IMAGES)
-    result = run_cli(root, *FinishedStudy.args(), env=FinishedStudy.env(root))
-    assert result.returncode == 0, result.stderr
+def finished_study_in(root: Path) -> FinishedStudy:
+    """The finished study in ROOT, made there by the first caller of any process (a lock
+    keeps the others waiting until it is done), read back by every later one."""
+    output = root / "output.json"
+    with FileLock(f"{root}.lock"):
+        if not output.exists():
+            root.mkdir(parents=True, exist_ok=True)
+            write_synthetic_mnist(root / "data", n_train=STUDY_TRAIN_IMAGES)
+            made = run_cli(root, *FinishedStudy.args(), env=FinishedStudy.env(root))
+            assert made.returncode == 0, made.stderr
+            output.write_text(json.dumps({"stdout": made.stdout, "stderr": made.stderr}))
+    printed = json.loads(output.read_text())
+    result = subprocess.CompletedProcess(["mnist-study", *FinishedStudy.args()], 0,
+                                         printed["stdout"], printed["stderr"])
     return FinishedStudy(root=root, result=result)
 
 
