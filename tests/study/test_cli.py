@@ -241,6 +241,24 @@ print(json.dumps({{"codes": codes, "parsed": parsed, "heavy": [m for m in {_HEAV
     assert result["third_party"] == []  # nor any other: parsing needs only the standard library
 
 
+@pytest.mark.parametrize("args", [
+    ["--storage", "optuna.db"], ["--storage", "journal:/tmp"],
+    ["--tracking-uri", "file:///tmp/x"], ["--tracking-uri", "sqlite:////proc/x/mlflow.db"],
+], ids=["storage-not-a-url", "journal-dir", "file-store", "tracking-unwritable"])
+def test_a_bad_store_url_is_refused_before_torch_optuna_or_mlflow_load(args: list[str]) -> None:
+    # The runner's imports take seconds: these errors used to wait for them (about 6 s).
+    code = f"""
+import sys
+from study.cli import main
+code = main(["run", *{args!r}])
+print(code, [m for m in ("torch", "optuna", "mlflow", "sklearn") if m in sys.modules])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, env=cli_env())
+    assert done.stdout.split("\n")[0] == "2 []", done.stderr  # refused, nothing heavy loaded
+    assert "mnist-study: error:" in done.stderr
+
+
 def test_missing_data_says_how_to_point_at_local_files(tmp_path: Path) -> None:
     result = run_main(tmp_path, *small_run_args("--data-dir", str(tmp_path / "empty"),
                                                "--no-download"))
