@@ -87,9 +87,6 @@ def check_storage_url(url: str) -> None:
             raise cannot_open(url, exc) from exc
 
 
-
-
-
 def cannot_open(url: str, exc: Exception) -> StorageError:
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, ImportError) and url.startswith("postgresql"):  # no psycopg2
