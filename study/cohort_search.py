@@ -61,10 +61,11 @@ DEFAULT_COHORT_SIZE = {"cpu": 1, "cuda": 1}
 
 
 def search_in_cohorts(study: optuna.Study, objective: Objective, *, cohort_size: int,
-                      n_trials: int, timeout: float | None, free_draws: int = 0,
+                      n_trials: int | None, timeout: float | None, free_draws: int = 0,
                       trial_done: TrialDone = lambda study, trial: None) -> None:
     """Ask, train and tell cohorts until the study has N_TRIALS (every worker's, finished or
-    running) or TIMEOUT seconds have passed, as study.optimize with MaxTrialsCallback would.
+    running; None: no limit) or TIMEOUT seconds have passed, as study.optimize with
+    MaxTrialsCallback would.
 
     Trials numbered below FREE_DRAWS (the sampler's random start-up) each draw their own
     batch size and norm; after them, one trial in K draws and the next K-1 take its values.
@@ -83,7 +84,7 @@ class _Budget:
     """How many more trials may start now: the free places among K, the study's budget (every
     worker's trials, finished or running) and the time left."""
 
-    def __init__(self, study: optuna.Study, *, cohort_size: int, n_trials: int,
+    def __init__(self, study: optuna.Study, *, cohort_size: int, n_trials: int | None,
                  deadline: float | None, free_draws: int = 0) -> None:
         self.study, self.cohort_size, self.n_trials = study, cohort_size, n_trials
         self.deadline, self.free_draws = deadline, free_draws
@@ -94,9 +95,12 @@ class _Budget:
                 self.deadline is not None and time.monotonic() >= self.deadline):
             return 0  # no place free: no need to ask the storage (each epoch, per cohort)
         fail_stale_trials(self.study)  # as study.optimize does before each trial
+        free = self.cohort_size - running
+        if self.n_trials is None:
+            return free
         taken = len(self.study.get_trials(deepcopy=False,
                                           states=(*FINISHED, TrialState.RUNNING)))
-        return max(min(self.cohort_size - running, self.n_trials - taken), 0)
+        return max(min(free, self.n_trials - taken), 0)
 
 
 class _Search:

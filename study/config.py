@@ -14,6 +14,7 @@ from typing import Any
 from models import MODELS
 from study.detectors import Thresholds
 from study.errors import ConfigError
+from study.plan import parse_duration
 from study.search_space import SearchSpace
 from study.strategy import PRUNERS, SAMPLERS
 
@@ -23,6 +24,7 @@ DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16")
 COMPILE_MODES = ("none", "default", "reduce-overhead")  # torch.compile modes; none = eager
 
+DEFAULT_N_TRIALS = 30  # the trial budget when neither --n-trials nor --timeout is given
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "mnist-study"
@@ -36,13 +38,23 @@ class StudyConfig:
 
     study_name: str = "mnist"
     storage: str = DEFAULT_STORAGE
-    n_trials: int = 30  # the study's total across restarts, not per invocation
-    timeout: float | None = None  # seconds for this invocation
-    max_epochs: int = 10
+    # The study's total across restarts, not per invocation; None: DEFAULT_N_TRIALS, unless a
+    # timeout is given, when time alone is the budget (trial_limit).
+    n_trials: int | None = None
+    # This invocation's wall-time budget in seconds, from its start; the CLI and TOML also take
+    # "10m", "1h" (study.plan.parse_duration). At the deadline running trials end with their
+    # best epoch so far, and the best trial is evaluated.
+    timeout: float | None = None
+    # Long enough for the MLP to reach its ceiling; successive halving (pruner "sha", rungs
+    # at 2, 6, 18 epochs) keeps most trials short, early stopping ends the stale ones.
+    max_epochs: int = 40
     model: str = "mlp"
     hidden: int = 128  # width of the MLP's hidden layer / the CNN's head
     sampler: str = "tpe"
-    pruner: str = "median"
+    pruner: str = "sha"
+    # The first trials are known-good recipes (study/warm_start.py), where the space holds
+    # their choices; part of the study's identity.
+    warm_start: bool = True
     device: str = "auto"
     # Intra-op CPU threads per process (0: torch's default, one per core). One is about as fast
     # for MNIST-sized ops and does not collapse when the cores are shared (docs/benchmarks.md).
@@ -68,7 +80,7 @@ class StudyConfig:
     cv_folds: int | None = None  # K-fold cross-validation over train+val instead of holdout
     # A trial (a fold, with cv_folds) stops after this many epochs without a validation loss
     # better than its best by more than early_stopping_min_delta; 0: off (study/early_stopping)
-    early_stopping_patience: int = 0
+    early_stopping_patience: int = 8
     early_stopping_min_delta: float = 0.0
     # Also train the seed recipe on the study's split, shown beside the best trial
     # (study/baseline.py): one more run of max_epochs, once per study.
@@ -86,7 +98,8 @@ class StudyConfig:
     diagnosis: Thresholds = field(default_factory=Thresholds)  # the detectors' thresholds
 
     def __post_init__(self) -> None:
-        _check_positive("n_trials", self.n_trials)
+        if self.n_trials is not None:
+            _check_positive("n_trials", self.n_trials)
         _check_positive("max_epochs", self.max_epochs)
         _check_positive("hidden", self.hidden)
         if self.timeout is not None and not 0 < self.timeout < math.inf:
@@ -132,6 +145,13 @@ class StudyConfig:
             if getattr(self, name) not in names:
                 raise ConfigError(f"{name} must be one of {list(names)}, but got "
                                   f"{name}={getattr(self, name)!r}")
+
+    def trial_limit(self) -> int | None:
+        """The study's trial budget: --n-trials; with --timeout alone, none (time is the
+        budget); with neither, DEFAULT_N_TRIALS."""
+        if self.n_trials is not None:
+            return self.n_trials
+        return None if self.timeout is not None else DEFAULT_N_TRIALS
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view, as logged with every study."""
@@ -219,6 +239,12 @@ def _build(values: dict[str, Any], *, source: str) -> StudyConfig:
     for key, value in values.items():
         if key in ("search_space", "diagnosis") or value is None:
             coerced[key] = value
+            continue
+        if key == "timeout":  # seconds, or a duration such as "10m"
+            try:
+                coerced[key] = parse_duration(value)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {exc}") from exc
             continue
         kind = types[key]
         try:

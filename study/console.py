@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -22,28 +23,55 @@ logger = logging.getLogger("study")
 
 
 class Console:
-    """Progress of one `run`: a bar over its trials (none with --no-progress) and a line each."""
+    """Progress of one `run`: a bar (none with --no-progress) and a line per finished trial.
 
-    def __init__(self, *, total: int, max_epochs: int, bar: bool) -> None:
+    With a time budget the bar is the budget: time used and left, and the trials done in it;
+    with a trial count alone, the trials done and left.
+    """
+
+    def __init__(self, *, total: int | None, max_epochs: int, bar: bool,
+                 budget_seconds: float | None = None) -> None:
         from tqdm import tqdm
 
         self._max_epochs = max_epochs
         self._best: float | None = None  # the study's best value when the last trial ended
-        self._bar = tqdm(total=total, unit="trial", dynamic_ncols=True, disable=not bar,
-                         bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials "
-                                    "[{elapsed}<{remaining}] {postfix}")
+        self._budget = budget_seconds
+        self._started = time.perf_counter()
+        self._trials = 0
+        if budget_seconds is not None:
+            self._bar = tqdm(total=round(budget_seconds), unit="s", dynamic_ncols=True,
+                             disable=not bar, bar_format="{l_bar}{bar}| {postfix}")
+        else:
+            self._bar = tqdm(total=total, unit="trial", dynamic_ncols=True, disable=not bar,
+                             bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} trials "
+                                        "[{elapsed}<{remaining}] {postfix}")
 
     def epoch(self, number: int, metrics: EpochMetrics) -> None:
         """The running trial's status: a frozen bar during a minute-long trial tells nothing."""
         so_far = "" if self._best is None else f", best so far {self._best:.4f}"
-        self._bar.set_postfix_str(f"trial {number} epoch {metrics.epoch}/{self._max_epochs}: "
-                                  f"val loss {metrics.val_loss:.4f}{so_far}")
+        self._status(f"trial {number} epoch {metrics.epoch}/{self._max_epochs}: "
+                     f"val loss {metrics.val_loss:.4f}{so_far}")
+
+    def _status(self, text: str) -> None:
+        if self._budget is None:
+            self._bar.set_postfix_str(text)
+            return
+        used = time.perf_counter() - self._started
+        self._bar.n = min(round(used), self._bar.total)
+        left = max(self._budget - used, 0.0)
+        clock = (f"{_clock(used)} used, {_clock(left)} left, {self._trials} trials"
+                 + (f" | {text}" if text else ""))
+        self._bar.set_postfix_str(clock)  # refreshes the bar
 
     def trial_done(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         """An Optuna callback: one short line per finished trial, the bar one step on."""
-        self._bar.update(1)
-        self._bar.set_postfix_str("")
+        self._trials += 1
+        if self._budget is None:
+            self._bar.update(1)
+        self._status("")
         what = trial.user_attrs.get("diagnosis") or trial.user_attrs.get("fail_reason", "")
+        if trial.user_attrs.get("stopped_by") == "time budget":
+            what = f"the time budget ended it after epoch {trial.user_attrs['stopped_epoch']}; {what}"
         line = f"trial {trial.number} {trial.state.name.lower()}: {what}"
         best = _best(study)
         if best is not None:
@@ -55,9 +83,15 @@ class Console:
         self._bar.close()
 
 
+def _clock(seconds: float) -> str:
+    minutes, rest = divmod(int(seconds), 60)
+    return f"{minutes}:{rest:02d}"
+
+
 @contextmanager
-def progress(*, total: int, max_epochs: int, bar: bool) -> Iterator[Console]:
-    console = Console(total=total, max_epochs=max_epochs, bar=bar)
+def progress(*, total: int | None, max_epochs: int, bar: bool,
+             budget_seconds: float | None = None) -> Iterator[Console]:
+    console = Console(total=total, max_epochs=max_epochs, bar=bar, budget_seconds=budget_seconds)
     try:
         yield console
     finally:

@@ -17,6 +17,7 @@ Optuna saw. The checkpoint holds each fold's best weights: as they are for one f
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -94,6 +95,7 @@ class FoldResult:
     history: list[EpochMetrics] = field(default_factory=list)  # every epoch, for the diagnosis
     reported: bool = False  # Optuna has seen this fold's score (an epoch, or the whole fold)
     stopped_epoch: int | None = None  # the epoch early stopping ended it at, if it did
+    out_of_time: bool = False  # the time budget, not early stopping, ended it there
 
     def update(self, metrics: EpochMetrics, state: Callable[[], StateDict]) -> None:
         """Record an epoch; STATE gives a CPU copy of its weights, asked only for a new best."""
@@ -139,6 +141,9 @@ class Objective:
     prune_diagnosed: bool = False  # prune on a divergence or dying-ReLU finding, at once
     # Each epoch's metrics as they come, with the trial's number: the console's status line.
     on_epoch: Callable[[int, EpochMetrics], None] = field(default=lambda number, metrics: None)
+    # time.perf_counter() at which the time budget ends: a trial still training then stops
+    # after its epoch with its best epoch so far (holdout), or is pruned (cross-validation)
+    deadline: float | None = None
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         return self.train_folds(self.start(trial))
@@ -225,11 +230,18 @@ class Objective:
         """Whether early stopping ends the current fold now (noted on it), before its last
         epoch; asked after the pruner, for a trial the pruner kept."""
         fold = run.folds[-1]
-        if len(fold.history) >= self.max_epochs or not self.early_stopping.stops(
-                [m.val_loss for m in fold.history]):
+        if len(fold.history) >= self.max_epochs:
+            return False
+        if self.out_of_time():
+            fold.stopped_epoch, fold.out_of_time = len(fold.history), True
+            return True
+        if not self.early_stopping.stops([m.val_loss for m in fold.history]):
             return False
         fold.stopped_epoch = len(fold.history)
         return True
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline
 
     def fold_done(self, run: TrialRun) -> None:
         """The current fold trained all its epochs; with K folds, report (may prune)."""
@@ -246,6 +258,9 @@ class Objective:
         run.trial.report(mean_loss, step)
         if run.trial.should_prune():
             raise pruned(run.trial, mean_loss, step=step, unit="fold")
+        if self.out_of_time() and step < self.data.k:  # a part of the folds is no score
+            raise optuna.TrialPruned(f"the time budget ran out after fold {step} of "
+                                     f"{self.data.k}")
 
     def complete(self, run: TrialRun) -> float:
         """Every fold done: checkpoint, record COMPLETE, and the trial's value."""
@@ -275,7 +290,9 @@ class Objective:
         if self.data.k == 1 and seen and seen[0].metrics is not None:
             attrs["best_epoch"] = seen[0].metrics.epoch
         if self.data.k == 1 and folds and folds[0].stopped_epoch is not None:
-            attrs["stopped_epoch"] = folds[0].stopped_epoch  # early stopping's
+            attrs["stopped_epoch"] = folds[0].stopped_epoch  # early stopping's, or the budget's
+            if folds[0].out_of_time:
+                attrs["stopped_by"] = "time budget"
         if self.data.k > 1 and any(f.stopped_epoch is not None for f in folds):
             # per fold: the epoch early stopping ended it at, 0 for a fold that ran to the end
             attrs["fold_stopped_epochs"] = [f.stopped_epoch or 0 for f in folds]
@@ -350,6 +367,7 @@ def model_kwargs(config: StudyConfig) -> dict[str, Any]:
 def make_objective(
     config: StudyConfig, data: SearchData, tracker: Tracker, *,
     on_epoch: Callable[[int, EpochMetrics], None] = lambda number, metrics: None,
+    deadline: float | None = None,
 ) -> Objective:
     """The objective CONFIG describes, over DATA's folds."""
     return Objective(data=data, space=config.search_space, model_name=config.model,
@@ -358,4 +376,5 @@ def make_objective(
                      options=TrainOptions(amp=config.amp, compile_mode=config.compile),
                      early_stopping=EarlyStopping(config.early_stopping_patience,
                                                   config.early_stopping_min_delta),
-                     thresholds=config.diagnosis, prune_diagnosed=config.prune_diagnosed)
+                     thresholds=config.diagnosis, prune_diagnosed=config.prune_diagnosed,
+                     deadline=deadline)

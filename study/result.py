@@ -22,7 +22,7 @@ RESULT_ATTR = "result"
 # What a rerun must share with the run that evaluated the study, short of reading the data
 # (the data and split fingerprints need the files, the test file among them).
 _SETTINGS = ("model", "hidden", "max_epochs", "seed", "val_fraction", "cv_folds", "search_space",
-             "early_stopping", "prune_diagnosed")
+             "early_stopping", "prune_diagnosed", "warm_start")
 
 
 def store_result(study: optuna.Study, summary: StudySummary) -> None:

@@ -52,12 +52,13 @@ from study.liveness import (
     running_trials,
 )
 from study.objective import make_objective, model_kwargs, report_steps
+from study.plan import Plan, measure_epoch_seconds, rungs
 from study.provenance import code_version, package_versions
 from study.publish import publish_study
 from study.redaction import redact, redact_text
 from study.report import baseline_line
 from study.result import evaluated_result, store_result, summary_from_result
-from study.search_space import hyperparams_from_params
+from study.search_space import Hyperparams, hyperparams_from_params
 from study.storage import (
     FINISHED,
     GRACE_SECONDS,
@@ -71,6 +72,7 @@ from study.store_checks import check_storage_url, check_tracking_uri
 from study.strategy import make_pruner, make_sampler, startup_trials
 from study.tracking import MlflowTracker, Tracker
 from study.training import NonFiniteLossError
+from study.warm_start import enqueue_warm_start, fitted, recipes
 
 logger = logging.getLogger(__name__)
 
@@ -105,12 +107,13 @@ def settings_identity(config: StudyConfig) -> dict[str, Any]:
         "seed": config.seed, "val_fraction": config.val_fraction, "cv_folds": config.cv_folds,
         "search_space": config.search_space.as_dict(),
         "early_stopping": [config.early_stopping_patience, config.early_stopping_min_delta],
-        "prune_diagnosed": config.prune_diagnosed,
+        "prune_diagnosed": config.prune_diagnosed, "warm_start": config.warm_start,
     }
 
 
 # What a setting of the identity was in a study made before it was recorded there.
 IDENTITY_BEFORE_RECORDED = {"early_stopping": [0, 0.0], "prune_diagnosed": False,
+                            "warm_start": False,
                             "search_space": {"norms": ["none"], "augments": ["none"]}}
 
 
@@ -125,22 +128,26 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
     finished = _already_evaluated(config, started=started)
     if finished is not None:
         return finished  # no data read, no MLflow run made, no model registered
+    deadline = None if config.timeout is None else started + config.timeout
     device = resolve_device(config.device)
     files, audited = _checked_inputs(config, device, tracked=tracker is None)  # prepare
     data = audited.data
-    study = _open(config, data)
+    plan = _plan(config, data, deadline=deadline)  # refuses a budget too short for a trial
+    study, enqueued = _open(config, data)
+    plan = dataclasses.replace(plan, warm_start=tuple(enqueued))  # none on a resume
     check_tracking_store(study, config.tracking_uri)  # before a new, empty store is made
     tracker = tracker if tracker is not None else MlflowTracker(
         config.tracking_uri, spool_root=config.mlflow_spool,
         tracking_timeout=config.tracking_timeout)
     with deferred_interrupts():  # a signal stops an epoch, never a store call
         _start(study, config, tracker, audited, files=files, device=device)
+        logger.info("%s", plan.line())
         status = "FAILED"
         with registered_worker(study, tracker.parent_run_id):
             try:
                 _close_dead_runs(study, tracker)
                 before = count_finished(study)
-                _search(study, config, data, tracker)  # search
+                _search(study, config, data, tracker, plan=plan, deadline=deadline)  # search
                 raise_pending_interrupt()  # held through the last trial: test set unseen
                 if tracker.outage:  # the search is saved; its logs wait in the spool
                     raise TrackingError(_outage_line(study, config, tracker))
@@ -165,17 +172,60 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
                 _end_study(study, tracker, status=status, failing=sys.exc_info()[1])
 
 
-def _open(config: StudyConfig, data: SearchData) -> optuna.Study:
-    """The study CONFIG names, created or resumed; a resume must match its identity."""
-    return open_study(
+def _open(config: StudyConfig, data: SearchData) -> tuple[optuna.Study, list[str]]:
+    """The study CONFIG names, created or resumed (a resume must match its identity); a new
+    one gets its warm-start trials, whose names come second."""
+    study = open_study(
         name=config.study_name,
         storage=open_storage(config.storage, grace_seconds=config.heartbeat_grace),
         storage_url=config.storage,
-        sampler=make_sampler(config.sampler, seed=config.seed, n_trials=config.n_trials),
+        sampler=make_sampler(config.sampler, seed=config.seed, n_trials=config.trial_limit()),
         # With cross-validation a trial reports once per fold: the pruner's resource is a fold.
         pruner=make_pruner(config.pruner, max_epochs=report_steps(config.max_epochs, data.k)),
         identity=identity(config, data), recorded_since=IDENTITY_BEFORE_RECORDED,
     )
+    enqueued = enqueue_warm_start(study, config.search_space, config.model) \
+        if config.warm_start else []
+    return study, enqueued
+
+
+def _plan(config: StudyConfig, data: SearchData, *, deadline: float | None) -> Plan:
+    """What the budget buys: rungs, about how many trials, the warm start; refused when the
+    budget cannot train one trial to --max-epochs."""
+    shaped = config.pruner == "sha" and data.k == 1
+    held = [name for name, hp in recipes(config.model).items()
+            if fitted(hp, config.search_space) is not None] if config.warm_start else []
+    epoch_seconds = None
+    if config.timeout is not None:
+        fit = fitted(next(iter(recipes(config.model).values())), config.search_space)
+        hp = fit[0] if fit is not None else _median_point(config)
+        epoch_seconds = measure_epoch_seconds(config.model, hp, data.fold(0),
+                                              model_kwargs=model_kwargs(config))
+    plan = Plan(max_epochs=config.max_epochs, rungs=rungs(config.max_epochs) if shaped else (),
+                budget_seconds=config.timeout, n_trials=config.trial_limit(),
+                epoch_seconds=epoch_seconds, warm_start=tuple(held),
+                warm_epochs=config.max_epochs if held else 0,
+                left_seconds=None if deadline is None else deadline - time.perf_counter())
+    plan.check_fits(config.model)
+    return plan
+
+
+def _median_point(config: StudyConfig) -> Hyperparams:
+    """A representative trial of CONFIG's space for timing: its middle batch size, with
+    BatchNorm and augmentation when the space has them (the slower choices)."""
+    space = config.search_space
+    sizes = sorted(space.batch_sizes)
+    augment = "affine" if "affine" in space.augments else "rotate" \
+        if "rotate" in space.augments else "none"
+    params = {"aug_degrees": 10.0, "aug_translate": 0.1, "aug_scale": 0.1}
+    return Hyperparams(lr=space.lr_range(space.optimizers[0])[0], optimizer=space.optimizers[0],
+                       batch_size=sizes[len(sizes) // 2], dropout=space.dropout[0],
+                       weight_decay=space.weight_decay[0], scheduler="none",
+                       momentum=space.momentum[0] if space.optimizers[0] == "sgd" else None,
+                       norm="batch" if "batch" in space.norms else "none", augment=augment,
+                       augment_params={k: v for k, v in params.items()
+                                       if augment == "affine" or k == "aug_degrees"}
+                       if augment != "none" else {})
 
 
 def _start(study: optuna.Study, config: StudyConfig, tracker: Tracker, audited: AuditedData,
@@ -210,14 +260,16 @@ def _already_evaluated(config: StudyConfig, *, started: float) -> StudySummary |
             url, grace_seconds=config.heartbeat_grace))
     except KeyError:
         return None
-    result = evaluated_result(study, n_trials=config.n_trials,
+    result = evaluated_result(study, n_trials=config.trial_limit() or 0,
                               identity=settings_identity(config),
                               recorded_since=IDENTITY_BEFORE_RECORDED)
     if result is None:
         return None
     check_tracking_store(study, config.tracking_uri)  # its runs are in the store it names
-    logger.info("study %r is finished (%d of --n-trials %d) and evaluated: nothing to run",
-                config.study_name, count_finished(study), config.n_trials)
+    limit = config.trial_limit()
+    logger.info("study %r is finished (%d trials%s) and evaluated: nothing to run",
+                config.study_name, count_finished(study),
+                f" of --n-trials {limit}" if limit is not None else "")
     return summary_from_result(study, result, storage=url, cv_folds=config.cv_folds,
                                seconds=time.perf_counter() - started)
 
@@ -371,31 +423,35 @@ def _log_audit(tracker: Tracker, report: AuditReport, files: MnistFiles) -> None
 
 
 def _search(study: optuna.Study, config: StudyConfig, data: SearchData,
-            tracker: Tracker) -> None:
-    # n_trials is the study's total across restarts: a resumed run does only what is left.
-    remaining = config.n_trials - count_finished(study)
-    if remaining <= 0:
+            tracker: Tracker, *, plan: Plan, deadline: float | None) -> None:
+    """Trials until the trial budget (the study's total across restarts: a resumed run does
+    only what is left) or the DEADLINE, at which running trials end with their best epoch."""
+    limit = config.trial_limit()
+    remaining = None if limit is None else limit - count_finished(study)
+    if remaining is not None and remaining <= 0:
         logger.info("study %r already has %d finished trials; nothing to run",
-                    config.study_name, config.n_trials)
+                    config.study_name, limit)
         return
     cohort_size = _cohort_size(config, data.images.device)
-    with progress(total=remaining, max_epochs=config.max_epochs,
-                  bar=not config.no_progress) as console:
-        objective = make_objective(config, data, tracker, on_epoch=console.epoch)
+    timeout = None if deadline is None else max(deadline - time.perf_counter(), 0.0)
+    with progress(total=remaining, max_epochs=config.max_epochs, bar=not config.no_progress,
+                  budget_seconds=plan.budget_seconds) as console:
+        objective = make_objective(config, data, tracker, on_epoch=console.epoch,
+                                   deadline=deadline)
         if cohort_size > 1:
             logger.info("training up to %d trials at once (--cohort-size)", cohort_size)
             search_in_cohorts(study, objective, cohort_size=cohort_size,
-                              n_trials=config.n_trials, timeout=config.timeout,
-                              free_draws=startup_trials(config.n_trials),
+                              n_trials=limit, timeout=timeout,
+                              free_draws=startup_trials(limit),
                               trial_done=console.trial_done)
             return
+        # Other workers' running trials count too, or two workers overshoot the budget.
+        budget = [] if limit is None else [
+            MaxTrialsCallback(limit, states=(*FINISHED, TrialState.RUNNING))]
         study.optimize(
-            objective, n_trials=remaining, timeout=config.timeout,
+            objective, n_trials=remaining, timeout=timeout,
             catch=(NonFiniteLossError,),  # a diverged trial is recorded as FAIL; study goes on
-            # Other workers' running trials count too, or two workers overshoot the budget.
-            callbacks=[MaxTrialsCallback(config.n_trials,
-                                         states=(*FINISHED, TrialState.RUNNING)),
-                       console.trial_done],
+            callbacks=[*budget, console.trial_done],
         )
 
 
@@ -429,7 +485,7 @@ def _summarise(study: optuna.Study, config: StudyConfig, test: Evaluation, *, de
         best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs["best_val_acc"]),
         test=test, device=device, trials_run_now=trials_run_now, seconds=seconds,
         mlflow_parent_run_id=parent_run_id, cv_folds=config.cv_folds,
-        notes=_budget_notes(counts, n_trials=config.n_trials),
+        notes=_budget_notes(counts, n_trials=config.trial_limit()),
         baseline=stored_baseline(study),
     )
 
@@ -446,10 +502,10 @@ def _description(s: StudySummary) -> str:
             + (f"\n\n{baseline_line(s.baseline)}" if s.baseline else ""))
 
 
-def _budget_notes(counts: Counter[str], *, n_trials: int) -> list[str]:
+def _budget_notes(counts: Counter[str], *, n_trials: int | None) -> list[str]:
     """The budget's arithmetic, when the study stopped short of --n-trials."""
     finished = sum(counts[state.name] for state in FINISHED)
-    if finished >= n_trials:
+    if n_trials is None or finished >= n_trials:
         return []
     running, waiting = counts[TrialState.RUNNING.name], counts[TrialState.WAITING.name]
     return [f"budget: {finished} of --n-trials {n_trials} finished; {running} RUNNING "

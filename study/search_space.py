@@ -77,25 +77,41 @@ SCHEDULERS: dict[str, Callable[[optuna.trial.BaseTrial, int], dict[str, float]]]
 }
 
 
+_LR_NAMES = ("lr", *(f"lr_{optimizer}" for optimizer in OPTIMIZERS))
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """Ranges of the searched hyperparameters; the TOML table [search_space] overrides them."""
 
-    # [low, high]; low == high pins a parameter to one value
-    lr: tuple[float, float] = (1e-4, 3e-2)  # log scale
+    # [low, high]; low == high pins a parameter to one value. lr: one range that every
+    # optimizer shares (the Optuna parameter "lr"); None: each optimizer its own range below
+    # (the parameters "lr_sgd", "lr_adam", "lr_adamw"), as SGD with momentum wants rates ten
+    # times Adam's. All log scale.
+    lr: tuple[float, float] | None = None
+    lr_sgd: tuple[float, float] = (1e-2, 3e-1)
+    lr_adam: tuple[float, float] = (3e-4, 1e-2)
+    lr_adamw: tuple[float, float] = (1e-3, 3e-2)
+    # The defaults below are informed by measured studies (README, "How it works"): BatchNorm
+    # and mild affine augmentation with little dropout win at 40 epochs; batches of 32 and
+    # over 256 and the schedules that do not anneal over the epochs (none, plateau,
+    # exponential) never made a best trial. "step" stays for the seed recipe (warm start).
     weight_decay: tuple[float, float] = (1e-6, 1e-3)  # log scale
-    dropout: tuple[float, float] = (0.0, 0.5)
-    momentum: tuple[float, float] = (0.8, 0.99)  # SGD only
-    batch_sizes: tuple[int, ...] = (32, 64, 128, 256, 512, 1024)
-    optimizers: tuple[str, ...] = OPTIMIZERS
-    schedulers: tuple[str, ...] = tuple(SCHEDULERS)
-    # "batch": BatchNorm after the hidden layers (models/). The seed network by default.
-    norms: tuple[str, ...] = ("none",)
-    # Train-only augmentation: "rotate", "affine" (study/augment.py). None by default.
-    augments: tuple[str, ...] = ("none",)
+    dropout: tuple[float, float] = (0.0, 0.3)
+    momentum: tuple[float, float] = (0.8, 0.95)  # SGD only
+    batch_sizes: tuple[int, ...] = (64, 128, 256)
+    optimizers: tuple[str, ...] = ("adamw", "adam", "sgd")
+    schedulers: tuple[str, ...] = ("cosine", "onecycle", "step")
+    # "batch": BatchNorm after the hidden layers (models/); "none": the seed network.
+    norms: tuple[str, ...] = ("batch", "none")
+    # Train-only augmentation: "rotate", "affine" (study/augment.py), or none.
+    augments: tuple[str, ...] = ("affine", "rotate", "none")
 
     def __post_init__(self) -> None:
-        _check_range("lr", self.lr, log=True)
+        if self.lr is not None:
+            _check_range("lr", self.lr, log=True)
+        for optimizer in OPTIMIZERS:
+            _check_range(f"lr_{optimizer}", getattr(self, f"lr_{optimizer}"), log=True)
         _check_range("weight_decay", self.weight_decay, log=True, off=True)
         _check_range("momentum", self.momentum, log=False, upper=1.0)
         _check_range("dropout", self.dropout, log=False, upper=0.9)
@@ -128,7 +144,18 @@ class SearchSpace:
                               f"({exc})") from exc
 
     def as_dict(self) -> dict[str, list[Any]]:
-        return {name: list(getattr(self, name)) for name in self.__dataclass_fields__}
+        """The space as TOML would give it: the ranges in use (lr, or one per optimizer)."""
+        names = [name for name in self.__dataclass_fields__ if name not in _LR_NAMES]
+        names[:0] = ["lr"] if self.lr is not None else [
+            f"lr_{optimizer}" for optimizer in OPTIMIZERS if optimizer in self.optimizers]
+        return {name: list(getattr(self, name)) for name in names}
+
+    def lr_param(self, optimizer: str) -> str:
+        """The Optuna parameter that holds OPTIMIZER's learning rate in this space."""
+        return "lr" if self.lr is not None else f"lr_{optimizer}"
+
+    def lr_range(self, optimizer: str) -> tuple[float, float]:
+        return self.lr if self.lr is not None else getattr(self, f"lr_{optimizer}")
 
 
 def _check_range(name: str, bounds: tuple[float, ...], *, log: bool, upper: float = 1e9,
@@ -204,7 +231,7 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, *, max_epochs: in
     optimizer = trial.suggest_categorical("optimizer", list(space.optimizers))
     scheduler = trial.suggest_categorical("scheduler", list(space.schedulers))
     hp = Hyperparams(
-        lr=_suggest_float(trial, "lr", space.lr, log=True),
+        lr=_suggest_lr(trial, space, optimizer),
         optimizer=optimizer,
         batch_size=int(str(trial.suggest_categorical("batch_size", _batch_choices(trial, space)))),
         dropout=trial.suggest_float("dropout", *space.dropout),
@@ -218,6 +245,20 @@ def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, *, max_epochs: in
     # Last, so that the parameters above draw what they drew before these choices existed.
     augment = _choice(trial, "augment", space.augments)
     return dataclasses.replace(hp, augment=augment, augment_params=AUGMENTS[augment](trial))
+
+
+def _suggest_lr(trial: optuna.trial.BaseTrial, space: SearchSpace, optimizer: str) -> float:
+    """The learning rate, in OPTIMIZER's range; parameters given by hand (a FixedTrial) may
+    call it "lr" whatever the space, as hyperparams_from_params reads them."""
+    from optuna.trial import FixedTrial
+
+    name, bounds = space.lr_param(optimizer), space.lr_range(optimizer)
+    try:
+        return _suggest_float(trial, name, bounds, log=True)
+    except ValueError:
+        if isinstance(trial, FixedTrial) and name != "lr":
+            return _suggest_float(trial, "lr", bounds, log=True)
+        raise
 
 
 def _choice(trial: optuna.trial.BaseTrial, name: str, choices: Sequence[str]) -> str:
@@ -246,6 +287,8 @@ def as_stored(params: Mapping[str, Any], space: SearchSpace) -> dict[str, Any]:
     """PARAMS as a trial of SPACE stores them (a batch size as its label): what
     `study.enqueue_trial` must be given for Optuna to take them as they are."""
     stored = dict(params)
+    if "lr" in stored and space.lr is None:
+        stored[space.lr_param(str(stored["optimizer"]))] = stored.pop("lr")
     if isinstance(stored.get("batch_size"), int):
         stored["batch_size"] = batch_size_label(stored["batch_size"], space.batch_sizes)
     return stored
@@ -276,10 +319,11 @@ def _study_uses_plain_batch_sizes(study: optuna.Study) -> bool:
 
 def hyperparams_from_params(params: Mapping[str, Any]) -> Hyperparams:
     """Rebuild Hyperparams from a finished trial's params (FrozenTrial.params)."""
-    core = {"lr", "optimizer", "batch_size", "dropout", "weight_decay", "scheduler",
+    core = {*_LR_NAMES, "optimizer", "batch_size", "dropout", "weight_decay", "scheduler",
             "sgd_momentum", "norm", "augment", *AUGMENT_PARAMS}
     return Hyperparams(
-        lr=float(params["lr"]),
+        # "lr", or per optimizer "lr_<optimizer>" (a space without a shared range)
+        lr=float(params["lr"] if "lr" in params else params[f"lr_{params['optimizer']}"]),
         optimizer=str(params["optimizer"]),
         batch_size=int(params["batch_size"]),
         dropout=float(params["dropout"]),

@@ -11,13 +11,15 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from study.errors import ConfigError
+from study.plan import FIRST_RUNG, REDUCTION_FACTOR
 
 if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
 
-def make_sampler(name: str, *, seed: int, n_trials: int) -> optuna.samplers.BaseSampler:
+def make_sampler(name: str, *, seed: int,
+                 n_trials: int | None) -> optuna.samplers.BaseSampler:
     """The sampler NAME whose random stream, for each trial, is seeded by (SEED, trial number).
 
     A trial number is handed out once by the storage, whichever process asks: so workers
@@ -34,10 +36,10 @@ def make_sampler(name: str, *, seed: int, n_trials: int) -> optuna.samplers.Base
     return PerTrialSeedSampler(lambda trial_seed: build(trial_seed, n_startup), seed=seed)
 
 
-def startup_trials(n_trials: int) -> int:
-    """The samplers' random start-up trials for a budget of N_TRIALS."""
+def startup_trials(n_trials: int | None) -> int:
+    """The samplers' random start-up trials for a budget of N_TRIALS (None: time alone)."""
     # Few when the budget is small: 20 trials cannot spend 10 on noise.
-    return max(5, min(10, n_trials // 4))
+    return 10 if n_trials is None else max(5, min(10, n_trials // 4))
 
 
 def _tpe(seed: int, n_startup: int) -> optuna.samplers.BaseSampler:
@@ -129,15 +131,18 @@ def _median(max_epochs: int) -> optuna.pruners.BasePruner:
 def _hyperband(max_epochs: int) -> optuna.pruners.BasePruner:
     import optuna
 
-    return optuna.pruners.HyperbandPruner(min_resource=min(FIRST_DECISION, max_epochs),
-                                          max_resource=max_epochs, reduction_factor=3)
+    return optuna.pruners.HyperbandPruner(min_resource=min(FIRST_RUNG, max_epochs),
+                                          max_resource=max_epochs,
+                                          reduction_factor=REDUCTION_FACTOR)
 
 
 def _sha(max_epochs: int) -> optuna.pruners.BasePruner:
     import optuna
 
-    return optuna.pruners.SuccessiveHalvingPruner(min_resource=min(FIRST_DECISION, max_epochs),
-                                                  reduction_factor=3)
+    # Asynchronous successive halving, the plan's rungs (study/plan.py): every worker and
+    # cohort judges a trial at the same epochs against every trial that reached them.
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=min(FIRST_RUNG, max_epochs),
+                                                  reduction_factor=REDUCTION_FACTOR)
 
 
 def _none(max_epochs: int) -> optuna.pruners.BasePruner:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from study.bench import SECTIONS
+from study.bench.budget import budget_sections
 from study.bench.report_cohort import cohort_sections
 from study.bench.report_sections import RENDERERS
 from study.bench.report_targets import targets
@@ -56,6 +57,7 @@ def render(report: dict[str, Any], *, out_dir: Path | None = None) -> str:
         if name in sections:
             lines += RENDERERS[name](sections[name])
     if out_dir is not None:
+        lines += budget_sections(out_dir)
         lines += cohort_sections(out_dir)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -11,7 +11,14 @@ from typing import Any
 from models import MODELS
 from study.cli.flags import add_data_arguments, add_leakage_arguments, config_values
 from study.cli.logs import quiet_libraries
-from study.config import AMP_MODES, COMPILE_MODES, DEVICES, StudyConfig, resolve_config
+from study.config import (
+    AMP_MODES,
+    COMPILE_MODES,
+    DEFAULT_N_TRIALS,
+    DEVICES,
+    StudyConfig,
+    resolve_config,
+)
 from study.detectors import Thresholds
 from study.report import format_summary
 from study.search_space import SearchSpace
@@ -38,10 +45,19 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--storage", help=f"Optuna storage URL: sqlite:///..., postgresql://... or "
                    f"journal:PATH (default {d.storage})")
     p.add_argument("--n-trials", type=int, help=f"total finished trials the study should have, "
-                   f"across restarts (default {d.n_trials})")
-    p.add_argument("--timeout", type=float, help="stop starting trials after SEC seconds "
-                   "(default: no limit)")
-    p.add_argument("--max-epochs", type=int, help=f"epochs per trial (default {d.max_epochs})")
+                   f"across restarts (default {DEFAULT_N_TRIALS}; with --timeout alone, no "
+                   f"limit: time is the budget)")
+    p.add_argument("--timeout", metavar="DURATION", help="this run's wall-time budget: "
+                   "seconds, or 90s, 10m, 1h, 1h30m; the study is planned for it (printed "
+                   "first), running trials end at it with their best epoch, then the best "
+                   "trial is tested (default: no limit)")
+    p.add_argument("--max-epochs", type=int, help=f"epochs a trial trains at most; successive "
+                   f"halving (--pruner sha) compares trials at 2, 6, 18... (default "
+                   f"{d.max_epochs})")
+    p.add_argument("--no-warm-start", dest="warm_start", action="store_const", const=False,
+                   help="do not enqueue the known-good recipes (the best measured "
+                   "configuration, the seed recipe) as a new study's first trials "
+                   "(default: enqueued where the search space holds them)")
     p.add_argument("--model", choices=tuple(MODELS), help=f"network (default {d.model})")
     p.add_argument("--hidden", type=int, help=f"hidden width of the MLP / CNN head "
                    f"(default {d.hidden})")

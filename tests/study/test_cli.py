@@ -40,9 +40,9 @@ def test_help_documents_every_flag_with_its_default() -> None:
     out = run_cli(Path.cwd(), "run", "--help").stdout
     for flag in FLAGS:
         assert flag in out  # the contract other issues build on
-    assert "default sqlite:///optuna.db" in out and "default median" in out
+    assert "default sqlite:///optuna.db" in out and "default sha" in out
     # The [search_space] table's keys too, with their defaults: what the study searches.
-    assert 'norms = ["none"]' in out and "lr = [0.0001, 0.03]" in out
+    assert 'norms = ["batch", "none"]' in out and "lr_sgd = [0.01, 0.3]" in out
 
 
 @pytest.mark.slow
@@ -151,7 +151,10 @@ def test_a_refused_run_leaves_nothing_behind(tmp_path: Path, args: list[str]) ->
 
 def test_batch_sizes_larger_than_the_train_split_are_refused(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data")  # 400 images: 300 train at 3:1
-    result = run_main(tmp_path, *small_run_args("--data-dir", str(data), "--n-trials", "1"))
+    config = tmp_path / "study.toml"
+    config.write_text("[search_space]\nbatch_sizes = [64, 512, 1024]\n")
+    result = run_main(tmp_path, *small_run_args("--data-dir", str(data), "--n-trials", "1",
+                                                "--config", str(config)))
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines()[-1] == (  # the split's size, the culprits and the fix
         "mnist-study: error: search_space batch_sizes [512, 1024] are larger than the train "

@@ -17,10 +17,10 @@ from study.cohort_search import search_in_cohorts
 from study.early_stopping import EarlyStopping
 from study.evaluation import evaluate_best
 from study.objective import Objective, TrialRun
-from study.search_space import SearchSpace
 from study.strategy import FIRST_DECISION, make_pruner
 from study.tracking import MlflowTracker, Tracker
 from study.training import NonFiniteLossError
+from tests.helpers import CLASSIC_SPACE
 
 GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",
         "dropout": 0.0, "weight_decay": 1e-6}
@@ -40,7 +40,7 @@ def tracker(tmp_path_factory: pytest.TempPathFactory) -> MlflowTracker:
 
 
 def _objective(data: SearchData, tracker: Tracker) -> Objective:
-    space = SearchSpace(lr=(1e-4, 1e9))  # wide enough for the planted divergent trial
+    space = dataclasses.replace(CLASSIC_SPACE, lr=(1e-4, 1e9))  # room for the divergent trial
     return Objective(data=data, space=space, model_name="mlp", model_kwargs={"hidden": 16},
                      max_epochs=EPOCHS, seed=0, tracker=tracker)
 
@@ -195,7 +195,7 @@ def test_one_trial_in_k_draws_the_batch_size_the_next_take(search_data: SearchDa
     # size (three independent draws agree with chance 6**-2, so the sizes do change too).
     study = _study(pruner=optuna.pruners.NopPruner())
     sampler = study.sampler
-    space = SearchSpace(lr=(1e-3, 1e-2), batch_sizes=(32, 64, 128, 256, 512, 1024))
+    space = dataclasses.replace(CLASSIC_SPACE, lr=(1e-3, 1e-2))
     objective = Objective(data=search_data, space=space, model_name="mlp",
                           model_kwargs={"hidden": 16}, max_epochs=1, seed=0, tracker=tracker)
     search_in_cohorts(study, objective, cohort_size=3, n_trials=9, timeout=None)
@@ -212,7 +212,7 @@ def test_the_sampler_s_start_up_trials_draw_their_own_batch_sizes(
 ) -> None:
     # Fixed from trial 0, the first cohort would show the sampler one batch size only.
     study = _study(pruner=optuna.pruners.NopPruner())
-    space = SearchSpace(lr=(1e-3, 1e-2), batch_sizes=(32, 64, 128, 256, 512, 1024))
+    space = dataclasses.replace(CLASSIC_SPACE, lr=(1e-3, 1e-2))
     objective = Objective(data=search_data, space=space, model_name="mlp",
                           model_kwargs={"hidden": 16}, max_epochs=1, seed=0, tracker=tracker)
     search_in_cohorts(study, objective, cohort_size=3, n_trials=9, timeout=None, free_draws=3)

@@ -170,7 +170,7 @@ def test_bad_types(tmp_path: Path, line: str, shown: str) -> None:
         ("hidden = 0", "hidden=0"),
         ("val_fraction = 1.5", "val_fraction=1.5"),
         ("val_fraction = 0.0", "val_fraction=0.0"),
-        ("timeout = 0", "timeout=0.0"),
+        ("timeout = 0", "timeout=0"),
         ("seed = -3", "seed=-3"),
         ("sampler = 'foo'", "sampler='foo'"),
         ("pruner = 'always'", "pruner='always'"),
@@ -244,7 +244,8 @@ def test_batch_sizes_larger_than_the_train_split_are_refused_naming_its_size() -
 
 def test_with_batchnorm_a_last_batch_of_one_image_is_refused() -> None:
     # 97 images at batch 32 leave one: BatchNorm cannot normalise it, training would fail.
-    check_batch_sizes(SearchSpace(batch_sizes=(32,)), train_sizes=[97])  # no BatchNorm: fine
+    check_batch_sizes(SearchSpace(batch_sizes=(32,), norms=("none",)),
+                      train_sizes=[97])  # no BatchNorm: fine
     space = SearchSpace(batch_sizes=(32, 48), norms=("none", "batch"))
     check_batch_sizes(space, train_sizes=[96, 98])
     with pytest.raises(ConfigError, match=r"batch_sizes \[32, 48\] leave a last batch of one "

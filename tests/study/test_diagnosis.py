@@ -7,9 +7,9 @@ from optuna.trial import TrialState
 from data_pipeline import SearchData
 from study.diagnosis import diagnose, pruner_evidence
 from study.objective import Objective
-from study.search_space import SearchSpace
 from study.tracking import NullTracker
 from study.training import EpochMetrics
+from tests.helpers import CLASSIC_SPACE
 
 
 def _curve(*points: tuple[float, float, float]) -> list[EpochMetrics]:
@@ -86,7 +86,7 @@ def test_failed_trials_say_why(history: list[EpochMetrics], diverged: bool, reas
 def test_objective_records_the_diagnosis_as_a_user_attr(search_data: SearchData) -> None:
     trial = optuna.trial.FixedTrial({"optimizer": "adam", "scheduler": "none", "lr": 3e-3,
                                      "batch_size": 32, "dropout": 0.0, "weight_decay": 1e-6})
-    Objective(data=search_data, space=SearchSpace(), model_name="mlp",
+    Objective(data=search_data, space=CLASSIC_SPACE, model_name="mlp",
               model_kwargs={"hidden": 32}, max_epochs=3, seed=0, tracker=NullTracker())(trial)
     # The synthetic classes are easy: a good setting fits them and keeps improving.
     assert trial.user_attrs["diagnosis"].startswith("converging: ")

@@ -11,9 +11,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from data_pipeline import MnistFiles, SearchData, prepare_search_data
 from study.objective import Objective, TrialRun
-from study.search_space import SearchSpace
 from study.tracking import MlflowTracker
 from study.training import NonFiniteLossError
+from tests.helpers import CLASSIC_SPACE
 
 GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",
         "dropout": 0.0, "weight_decay": 1e-6}
@@ -46,7 +46,7 @@ class DeadObjective(Objective):
 
 def _objective(data: SearchData, tracker: MlflowTracker, *, prune_diagnosed: bool = False,
                kind: type[Objective] = Objective) -> Objective:
-    return kind(data=data, space=SearchSpace(), model_name="mlp", model_kwargs={"hidden": 16},
+    return kind(data=data, space=CLASSIC_SPACE, model_name="mlp", model_kwargs={"hidden": 16},
                 max_epochs=EPOCHS, seed=0, tracker=tracker, prune_diagnosed=prune_diagnosed)
 
 

@@ -22,9 +22,9 @@ from study.early_stopping import EarlyStopping
 from study.errors import StudyError
 from study.evaluation import evaluate_best
 from study.objective import Objective, split_fold_states
-from study.search_space import SearchSpace
 from study.tracking import MlflowTracker, NullTracker, Tracker
 from study.training import NonFiniteLossError
+from tests.helpers import CLASSIC_SPACE
 
 GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",
         "dropout": 0.0, "weight_decay": 1e-6}
@@ -50,7 +50,7 @@ def tracker(tmp_path_factory: pytest.TempPathFactory) -> MlflowTracker:
 
 
 def _objective(data: SearchData, tracker: Tracker) -> Objective:
-    return Objective(data=data, space=SearchSpace(), model_name="mlp",
+    return Objective(data=data, space=CLASSIC_SPACE, model_name="mlp",
                      model_kwargs={"hidden": 16}, max_epochs=EPOCHS, seed=0, tracker=tracker)
 
 

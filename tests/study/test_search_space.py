@@ -17,6 +17,7 @@ from study.search_space import (
     hyperparams_from_params,
     suggest,
 )
+from tests.helpers import CLASSIC_SPACE
 
 MAX_EPOCHS = 6
 CONDITIONAL = {
@@ -40,7 +41,7 @@ ALL_PARAMS: dict[str, Any] = {
 )
 def test_suggest_fixed_trial(optimizer: str, scheduler: str) -> None:
     trial = optuna.trial.FixedTrial({**ALL_PARAMS, "optimizer": optimizer, "scheduler": scheduler})
-    hp = suggest(trial, SearchSpace(), max_epochs=MAX_EPOCHS)
+    hp = suggest(trial, CLASSIC_SPACE, max_epochs=MAX_EPOCHS)
     assert (hp.optimizer, hp.scheduler) == (optimizer, scheduler)  # the choices are used
     assert (hp.lr, hp.batch_size, hp.dropout, hp.weight_decay) == (1e-3, 128, 0.2, 1e-5)
     # Momentum exists exactly for SGD.
@@ -60,7 +61,7 @@ def test_suggest_asks_only_conditional_params(optimizer: str, scheduler: str) ->
     params = {**ALL_PARAMS, "optimizer": optimizer, "scheduler": scheduler}
     trial = optuna.trial.FixedTrial({k: v for k, v in params.items() if k in needed})
     # Only the needed parameters are asked for (FixedTrial raises on any other).
-    hp = suggest(trial, SearchSpace(), max_epochs=MAX_EPOCHS)
+    hp = suggest(trial, CLASSIC_SPACE, max_epochs=MAX_EPOCHS)
     # and exactly those are recorded, with the network's and augmentation's choices (single
     # ones by default, which parameters given by hand may leave out)
     assert set(hp.as_params()) == needed | {"norm", "augment"}
@@ -204,7 +205,7 @@ def test_norm_is_a_searched_choice_recorded_with_every_trial() -> None:
         study.tell(trial, 1.0)
     assert seen == {"none", "batch"}
     fresh = optuna.create_study()
-    assert suggest(fresh.ask(), SearchSpace(), max_epochs=MAX_EPOCHS).norm == "none"  # default
+    assert suggest(fresh.ask(), CLASSIC_SPACE, max_epochs=MAX_EPOCHS).norm == "none"  # one choice
     old = {k: v for k, v in study.trials[0].params.items() if k != "norm"}
     assert hyperparams_from_params(old).norm == "none"  # trials made before norm existed
 
@@ -250,7 +251,7 @@ def test_batch_sizes_are_stored_as_labels_that_sort_by_size() -> None:
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(30):
         trial = study.ask()
-        hp = suggest(trial, SearchSpace(), max_epochs=4)
+        hp = suggest(trial, CLASSIC_SPACE, max_epochs=4)
         assert isinstance(hp.batch_size, int)  # training gets a number
         study.tell(trial, 1.0)
     distribution = study.trials[0].distributions["batch_size"]
@@ -261,8 +262,11 @@ def test_batch_sizes_are_stored_as_labels_that_sort_by_size() -> None:
     assert {hyperparams_from_params(t.params).batch_size for t in study.trials} <= {
         32, 64, 128, 256, 512, 1024}
     assert batch_size_label(64, [64, 128]) == "064"
-    assert as_stored({"batch_size": 64, "lr": 0.1}, SearchSpace()) == {"batch_size": "0064",
+    assert as_stored({"batch_size": 64, "lr": 0.1}, CLASSIC_SPACE) == {"batch_size": "0064",
                                                                         "lr": 0.1}
+    # Per-optimizer ranges (the default space): the rate is stored under its optimizer's name.
+    assert as_stored({"batch_size": 64, "lr": 0.1, "optimizer": "sgd"}, SearchSpace()) == {
+        "batch_size": "064", "lr_sgd": 0.1, "optimizer": "sgd"}
 
 
 def test_a_study_made_with_plain_batch_sizes_keeps_them() -> None:
@@ -273,8 +277,8 @@ def test_a_study_made_with_plain_batch_sizes_keeps_them() -> None:
     old.suggest_categorical("batch_size", [32, 64, 128, 256, 512, 1024])
     study.tell(old, 1.0)
     trial = study.ask()
-    assert suggest(trial, SearchSpace(), max_epochs=4).batch_size in SearchSpace().batch_sizes
-    assert trial.params["batch_size"] in SearchSpace().batch_sizes  # an int, as before
+    assert suggest(trial, CLASSIC_SPACE, max_epochs=4).batch_size in CLASSIC_SPACE.batch_sizes
+    assert trial.params["batch_size"] in CLASSIC_SPACE.batch_sizes  # an int, as before
 
 
 def test_every_scheduler_has_a_builder_under_the_same_name() -> None:
@@ -300,3 +304,37 @@ def test_each_scheduler_s_builder_takes_the_parameters_its_space_suggests(
     # The builder found every parameter it reads among the suggested ones, and built
     # this scheduler (or none, for "none").
     assert (schedule.scheduler is None) == (scheduler == "none")
+
+
+def test_each_optimizer_draws_its_rate_from_its_own_range() -> None:
+    # SGD with momentum wants rates ten times Adam's: one shared range wastes half of each.
+    space = SearchSpace()
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(40):
+        trial = study.ask()
+        hp = suggest(trial, space, max_epochs=MAX_EPOCHS)
+        name = f"lr_{hp.optimizer}"
+        assert set(trial.params) & {"lr", "lr_sgd", "lr_adam", "lr_adamw"} == {name}
+        low, high = getattr(space, name)
+        assert low <= hp.lr == trial.params[name] <= high
+        assert hp.as_params()["lr"] == hp.lr  # MLflow and the summaries keep one "lr"
+        assert hyperparams_from_params(trial.params) == hp
+        seen.add(hp.optimizer)
+        study.tell(trial, 1.0)
+    assert seen == set(space.optimizers)
+    assert "lr" not in space.as_dict() and space.as_dict()["lr_sgd"] == [1e-2, 3e-1]
+
+
+def test_a_shared_lr_range_keeps_the_one_lr_parameter() -> None:
+    # A TOML file that gives lr = [...] (every example does) searches one "lr", as before.
+    space = SearchSpace.from_mapping({"lr": [1e-3, 1e-3], "optimizers": ["sgd", "adam"]},
+                                     source="study.toml")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask()
+        hp = suggest(trial, space, max_epochs=MAX_EPOCHS)
+        assert trial.params["lr"] == hp.lr == 1e-3
+        study.tell(trial, 1.0)
+    assert space.as_dict()["lr"] == [1e-3, 1e-3]
+    assert not any(key.startswith("lr_") for key in space.as_dict())

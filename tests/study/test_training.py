@@ -367,9 +367,10 @@ def test_config_options_reach_every_train_call(search_data: SearchData) -> None:
     objective = make_objective(config, search_data, NullTracker())
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training, "compile_for_trials", spy)
-        objective(optuna.trial.FixedTrial({"optimizer": "adam", "scheduler": "none",
+        objective(optuna.trial.FixedTrial({"optimizer": "adam", "scheduler": "cosine",
                                            "lr": 1e-3, "batch_size": 64, "dropout": 0.0,
-                                           "weight_decay": 1e-6}))
+                                           "weight_decay": 1e-6, "norm": "none",
+                                           "augment": "none"}))
     # --amp from the config reaches train() explicitly, with no hidden global state.
     assert seen == [TrainOptions(amp="bf16")]
 

@@ -1,0 +1,85 @@
+"""The warm start: a new study's first trials are known-good recipes, enqueued with Optuna's
+enqueue_trial, so that the study has a good model within seconds and the sampler starts its
+model from good points instead of from noise alone.
+
+The recipes are the best configuration this project has measured for the network, and the
+seed recipe (study/baseline.py). A recipe is enqueued only where the study's space holds its
+choices (optimizer, scheduler, batch size, norm, augmentation); a number outside the space's
+range is moved to the nearest bound (the seed recipe's momentum 0 and weight decay 0, on a
+log scale that has no 0), and the trial's user attribute `warm_start` says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+
+import optuna
+
+from study.baseline import SEED_RECIPE
+from study.search_space import Hyperparams, SearchSpace, as_stored
+
+logger = logging.getLogger(__name__)
+
+WARM_START_ATTR = "warm_start"  # on each enqueued trial: which recipe, and what was moved
+
+# The best measured configuration of each network (README, "Results on real MNIST").
+BEST_KNOWN: Mapping[str, Hyperparams] = {
+    "mlp": Hyperparams(lr=0.0179, optimizer="adamw", batch_size=64, dropout=0.0,
+                       weight_decay=1.6e-5, scheduler="cosine", norm="batch",
+                       augment="affine", augment_params={"aug_degrees": 10.0,
+                                                         "aug_translate": 0.08,
+                                                         "aug_scale": 0.08}),
+    "cnn": Hyperparams(lr=1.9e-3, optimizer="adamw", batch_size=128, dropout=0.38,
+                       weight_decay=4.6e-4, scheduler="onecycle",
+                       scheduler_params={"onecycle_pct_start": 0.35}, norm="batch",
+                       augment="affine", augment_params={"aug_degrees": 6.4,
+                                                         "aug_translate": 0.10,
+                                                         "aug_scale": 0.086}),
+}
+
+
+def recipes(model: str) -> dict[str, Hyperparams]:
+    """The warm-start recipes for MODEL, in the order they are enqueued."""
+    found = {"best known": BEST_KNOWN[model]} if model in BEST_KNOWN else {}
+    return {**found, "seed recipe": SEED_RECIPE}
+
+
+def fitted(hp: Hyperparams, space: SearchSpace) -> tuple[Hyperparams, list[str]] | None:
+    """HP as SPACE holds it, and what had to move; None when SPACE lacks one of its choices."""
+    choices = {"optimizer": space.optimizers, "scheduler": space.schedulers,
+               "batch_size": space.batch_sizes, "norm": space.norms, "augment": space.augments}
+    if any(getattr(hp, name) not in allowed for name, allowed in choices.items()):
+        return None
+    ranges = {"lr": space.lr_range(hp.optimizer), "weight_decay": space.weight_decay,
+              "dropout": space.dropout}
+    if hp.momentum is not None:
+        ranges["momentum"] = space.momentum
+    moved, values = [], {}
+    for name, (low, high) in ranges.items():
+        value = getattr(hp, name)
+        inside = min(max(value, low), high)
+        if inside != value:
+            moved.append(f"{name} {value:g} -> {inside:g}")
+        values[name] = inside
+    return dataclasses.replace(hp, **values), moved
+
+
+def enqueue_warm_start(study: optuna.Study, space: SearchSpace, model: str) -> list[str]:
+    """Enqueue MODEL's recipes that SPACE holds, once per study; the names enqueued."""
+    if study.get_trials(deepcopy=False):
+        return []  # a resumed study (or another worker's, which enqueued them already)
+    names = []
+    for name, recipe in recipes(model).items():
+        fit = fitted(recipe, space)
+        if fit is None:
+            logger.info("warm start: the search space does not hold the %s; not enqueued", name)
+            continue
+        hp, moved = fit
+        label = name + (f" ({', '.join(moved)})" if moved else "")
+        # skip_if_exists: a worker started beside this one may have enqueued it already.
+        study.enqueue_trial(as_stored(hp.as_params(), space), skip_if_exists=True,
+                            user_attrs={WARM_START_ATTR: label})
+        names.append(name)
+    return names
