@@ -71,7 +71,8 @@ class Console:
         self._status("")
         what = trial.user_attrs.get("diagnosis") or trial.user_attrs.get("fail_reason", "")
         if trial.user_attrs.get("stopped_by") == "time budget":
-            what = f"the time budget ended it after epoch {trial.user_attrs['stopped_epoch']}; {what}"
+            epoch = trial.user_attrs["stopped_epoch"]
+            what = f"the time budget ended it after epoch {epoch}; {what}"
         line = f"trial {trial.number} {trial.state.name.lower()}: {what}"
         best = _best(study)
         if best is not None:
