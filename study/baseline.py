@@ -4,10 +4,10 @@ measured against.
 The recipe is the seed documents' learning-rate experiment: plain SGD (no momentum) at lr
 0.05, StepLR halving the rate every 5 epochs, batch 64, no dropout, no weight decay, for the
 study's --max-epochs. It is trained as its own MLflow run under the parent ("baseline (seed
-recipe)", tag mnist_study.role=baseline), not as an enqueued Optuna trial: the recipe lies
-outside the default search space (lr above 0.03, weight decay 0 on a log scale, momentum 0),
-and a trial there would enter the sampler's model and the dashboard's parameter plots as if
-the space held it, count against --n-trials and compete for best trial. The test set stays
+recipe)", tag mnist_study.role=baseline), not as an enqueued Optuna trial: exactly as the
+documents give it (momentum 0 and weight decay 0 on a log scale lie outside the default
+space; the warm start enqueues the nearest point the space holds, study/warm_start.py), not
+counting against --n-trials and never competing for best trial. The test set stays
 the best trial's alone: the baseline is scored on validation only.
 """
 

@@ -184,7 +184,8 @@ def _open(config: StudyConfig, data: SearchData) -> tuple[optuna.Study, list[str
         pruner=make_pruner(config.pruner, max_epochs=report_steps(config.max_epochs, data.k)),
         identity=identity(config, data), recorded_since=IDENTITY_BEFORE_RECORDED,
     )
-    enqueued = enqueue_warm_start(study, config.search_space, config.model) \
+    enqueued = enqueue_warm_start(study, config.search_space, config.model,
+                                  max_epochs=config.max_epochs) \
         if config.warm_start else []
     return study, enqueued
 
@@ -194,10 +195,12 @@ def _plan(config: StudyConfig, data: SearchData, *, deadline: float | None) -> P
     budget cannot train one trial to --max-epochs."""
     shaped = config.pruner == "sha" and data.k == 1
     held = [name for name, hp in recipes(config.model).items()
-            if fitted(hp, config.search_space) is not None] if config.warm_start else []
+            if fitted(hp, config.search_space, max_epochs=config.max_epochs) is not None
+            ] if config.warm_start else []
     epoch_seconds = None
     if config.timeout is not None:
-        fit = fitted(next(iter(recipes(config.model).values())), config.search_space)
+        fit = fitted(next(iter(recipes(config.model).values())), config.search_space,
+                     max_epochs=config.max_epochs)
         hp = fit[0] if fit is not None else _median_point(config)
         epoch_seconds = measure_epoch_seconds(config.model, hp, data.fold(0),
                                               model_kwargs=model_kwargs(config))

@@ -46,8 +46,10 @@ def recipes(model: str) -> dict[str, Hyperparams]:
     return {**found, "seed recipe": SEED_RECIPE}
 
 
-def fitted(hp: Hyperparams, space: SearchSpace) -> tuple[Hyperparams, list[str]] | None:
-    """HP as SPACE holds it, and what had to move; None when SPACE lacks one of its choices."""
+def fitted(hp: Hyperparams, space: SearchSpace, *,
+           max_epochs: int) -> tuple[Hyperparams, list[str]] | None:
+    """HP as SPACE (of trials of MAX_EPOCHS) holds it, and what had to move; None when SPACE
+    lacks one of its choices."""
     choices = {"optimizer": space.optimizers, "scheduler": space.schedulers,
                "batch_size": space.batch_sizes, "norm": space.norms, "augment": space.augments}
     if any(getattr(hp, name) not in allowed for name, allowed in choices.items()):
@@ -63,16 +65,23 @@ def fitted(hp: Hyperparams, space: SearchSpace) -> tuple[Hyperparams, list[str]]
         if inside != value:
             moved.append(f"{name} {value:g} -> {inside:g}")
         values[name] = inside
-    return dataclasses.replace(hp, **values), moved
+    schedule = dict(hp.scheduler_params)
+    if "step_size" in schedule:  # search_space._step_params: 1 .. max_epochs // 2
+        most = max(1, max_epochs // 2)
+        if schedule["step_size"] > most:
+            moved.append(f"step_size {schedule['step_size']:g} -> {most}")
+            schedule["step_size"] = most
+    return dataclasses.replace(hp, **values, scheduler_params=schedule), moved
 
 
-def enqueue_warm_start(study: optuna.Study, space: SearchSpace, model: str) -> list[str]:
+def enqueue_warm_start(study: optuna.Study, space: SearchSpace, model: str, *,
+                       max_epochs: int) -> list[str]:
     """Enqueue MODEL's recipes that SPACE holds, once per study; the names enqueued."""
     if study.get_trials(deepcopy=False):
         return []  # a resumed study (or another worker's, which enqueued them already)
     names = []
     for name, recipe in recipes(model).items():
-        fit = fitted(recipe, space)
+        fit = fitted(recipe, space, max_epochs=max_epochs)
         if fit is None:
             logger.info("warm start: the search space does not hold the %s; not enqueued", name)
             continue

@@ -25,17 +25,14 @@ import optuna
 import pytest
 from filelock import FileLock
 
+from study.bench.settings import REFERENCE_SPACE
 from study.cli import main
-from study.search_space import OPTIMIZERS, SCHEDULERS, SearchSpace
 from study.storage import TRACKING_URI_ATTR
 from tests.synthetic import write_synthetic_mnist
 
-# The default space before the budget plan: every optimizer under one lr range, all six
-# schedulers, all batch sizes, no BatchNorm or augmentation. Unit tests that give parameters
-# by hand (a FixedTrial's "scheduler": "none") are written against it.
-CLASSIC_SPACE = SearchSpace(lr=(1e-4, 3e-2), dropout=(0.0, 0.5), momentum=(0.8, 0.99),
-                            batch_sizes=(32, 64, 128, 256, 512, 1024), optimizers=OPTIMIZERS,
-                            schedulers=tuple(SCHEDULERS), norms=("none",), augments=("none",))
+# The default space before the budget plan (the benchmark's reference space). Unit tests that
+# give parameters by hand (a FixedTrial's "scheduler": "none") are written against it.
+CLASSIC_SPACE = REFERENCE_SPACE
 
 # Synthetic training images for a study on the default search space: `run` refuses batch sizes
 # larger than the train split, and the largest default one (1024) must fit a 3:1 holdout split

@@ -40,23 +40,6 @@ PAIRS = (("budgeted", "conventional"), ("previous", "hand"))  # started together
 TARGET_ACC = 0.98
 BUDGET_NAME = "budget_benchmarks.json"
 HAND_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "mlp_accuracy.toml"
-PREVIOUS_DEFAULT = """\
-# The default study before the time-budget plan (as of 2026-12-02).
-max_epochs = 8
-pruner = "median"
-early_stopping_patience = 0
-warm_start = false
-[search_space]
-lr = [1e-4, 3e-2]
-weight_decay = [1e-6, 1e-3]
-dropout = [0.0, 0.5]
-momentum = [0.8, 0.99]
-batch_sizes = [32, 64, 128, 256, 512, 1024]
-optimizers = ["sgd", "adam", "adamw"]
-schedulers = ["none", "step", "cosine", "plateau", "onecycle", "exponential"]
-norms = ["none"]
-augments = ["none"]
-"""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -142,6 +125,17 @@ def run_together(sides: Sequence[str], *, seed: int, budget: float,
     return rows
 
 
+def previous_default() -> str:
+    """The default study before the time-budget plan, as a --config file."""
+    from study.bench.settings import REFERENCE_SPACE
+
+    lines = ["# The default study before the time-budget plan (2026-12-02).", "max_epochs = 8",
+             'pruner = "median"', "early_stopping_patience = 0", "warm_start = false",
+             "[search_space]"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in REFERENCE_SPACE.as_dict().items()]
+    return "\n".join(lines) + "\n"
+
+
 def _pinned(cores: set[int]) -> Callable[[], None]:
     """What a child runs before it starts: stay on CORES."""
     return lambda: os.sched_setaffinity(0, cores)
@@ -159,7 +153,7 @@ def _command(side: str, *, seed: int, budget: float, args: argparse.Namespace,
            "--storage", "sqlite:///optuna.db", "--tracking-uri", "sqlite:///mlflow.db",
            *noncanonical]
     if side == "previous":
-        (folder / "previous.toml").write_text(PREVIOUS_DEFAULT)
+        (folder / "previous.toml").write_text(previous_default())
         run += ["--config", "previous.toml"]
     if side == "hand":
         run += ["--config", str(HAND_CONFIG), "--n-trials", "100000"]
@@ -219,7 +213,8 @@ def conventional_study(data_dir: Path, *, seed: int, budget: float,
                                     transforms.Normalize((0.1307,), (0.3081,))])
     full = datasets.MNIST(str(root), train=True, download=False, transform=transform)
     test = datasets.MNIST(str(root), train=False, download=False, transform=transform)
-    train_set, val_set = random_split(full, [54_000, 6_000],
+    n_val = len(full) // 10  # 6,000 of MNIST's 60,000
+    train_set, val_set = random_split(full, [len(full) - n_val, n_val],
                                       generator=torch.Generator().manual_seed(seed))
     val_loader = DataLoader(val_set, batch_size=1000)
     best: dict[str, Any] = {"loss": math.inf, "state": None, "params": None}
@@ -302,9 +297,11 @@ def budget_sections(out_dir: Path) -> list[str]:
     path = out_dir / BUDGET_NAME
     if not path.exists():
         return []
+    from study.plan import format_duration
+
     result = json.loads(path.read_text())
-    minutes = result["budget_s"] / 60
-    return [f"## A time budget: {minutes:g} minutes per side, one core each", "",
+    return [f"## A time budget: {format_duration(result['budget_s'])} per side, one core each",
+            "",
             f"`{result['command']}` (`{BUDGET_NAME}`; torch {result['versions']['torch']}, "
             f"Optuna {result['versions']['optuna']}). Two sides at a time, each pinned to its "
             "own core: budgeted with conventional, then previous with hand. First 98% val: "

@@ -24,7 +24,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import models
 from data_pipeline import SearchData, find_mnist, prepare_search_data
-from study.bench.settings import BenchSettings
+from study.bench.settings import REFERENCE_SPACE, BenchSettings
 from study.bench.timing import StudyClock, TimedTracker
 from study.config import StudyConfig
 from study.objective import make_objective
@@ -49,7 +49,9 @@ def trial_params(batch_size: int) -> dict[str, Any]:
 def run(settings: BenchSettings, *, tracking_uri: str) -> dict[str, Any]:
     device = torch.device(settings.device)
     config = StudyConfig(study_name="profile", max_epochs=settings.profile_epochs,
-                         seed=settings.seed, tracking_uri=tracking_uri, device=settings.device)
+                         seed=settings.seed, tracking_uri=tracking_uri, device=settings.device,
+                         search_space=REFERENCE_SPACE, warm_start=False,
+                         early_stopping_patience=0)
     files = find_mnist(settings.data_dir, verify=not settings.allow_noncanonical_data)
     assert files is not None, f"no MNIST in {settings.data_dir}"
     data = prepare_search_data(files, val_fraction=config.val_fraction, seed=config.seed,

@@ -7,6 +7,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from study.search_space import OPTIMIZERS, SCHEDULERS, SearchSpace
+
+# The reference study's space, the default before the budget plan (2026-12-02): one lr range
+# for every optimizer, all six schedulers and batch sizes, no BatchNorm or augmentation. The
+# sections that compare paths or pruners keep it (with no warm start and no early stopping),
+# so their tables stay comparable with earlier runs; the budget section compares the default.
+REFERENCE_SPACE = SearchSpace(lr=(1e-4, 3e-2), dropout=(0.0, 0.5), momentum=(0.8, 0.99),
+                              batch_sizes=(32, 64, 128, 256, 512, 1024), optimizers=OPTIMIZERS,
+                              schedulers=tuple(SCHEDULERS), norms=("none",), augments=("none",))
+
 
 @dataclass(frozen=True)
 class BenchSettings:

@@ -19,6 +19,7 @@ from typing import Any, cast
 import optuna
 import torch
 
+from study.bench.settings import REFERENCE_SPACE
 from study.bench.timing import StudyClock, TimedTracker
 from study.tracking import Tracker
 
@@ -112,7 +113,8 @@ def _run_project(spec: StudySpec) -> StudyResult:
         cohort_size=spec.cohort_size,
         data_dir=Path(spec.data_dir), download=False,
         allow_noncanonical_data=spec.allow_noncanonical_data, tracking_uri=spec.tracking_uri,
-        seed=spec.seed, no_progress=True)
+        seed=spec.seed, no_progress=True, search_space=REFERENCE_SPACE, warm_start=False,
+        early_stopping_patience=0)
     # The wrapper delegates every Tracker method it does not clock itself.
     run_study(config, tracker=cast(Tracker, timed))
     assert clock.search_started is not None and clock.search_ended is not None
@@ -135,7 +137,6 @@ def _run_conventional(spec: StudySpec) -> StudyResult:
     from study.bench.conventional import ConventionalObjective, mnist_labels
     from study.config import StudyConfig
     from study.device import resolve_device
-    from study.search_space import SearchSpace
     from study.strategy import make_pruner, make_sampler
 
     origin = time.perf_counter()
@@ -148,7 +149,7 @@ def _run_conventional(spec: StudySpec) -> StudyResult:
         direction="minimize", study_name=spec.label,
         sampler=make_sampler("tpe", seed=spec.seed, n_trials=spec.n_trials),
         pruner=make_pruner(spec.pruner, max_epochs=spec.max_epochs))
-    objective = ConventionalObjective(root=root, split=split, space=SearchSpace(),
+    objective = ConventionalObjective(root=root, split=split, space=REFERENCE_SPACE,
                                       max_epochs=spec.max_epochs, hidden=defaults.hidden,
                                       seed=spec.seed,
                                       device=resolve_device(spec.device))

@@ -367,3 +367,60 @@ def test_a_cohort_too_big_for_memory_is_refused_in_one_line(tmp_path: Path) -> N
     assert line.startswith("mnist-study: error: --cohort-size 1000000000 does not fit on cpu:")
     assert "use --cohort-size" in line and "Traceback" not in result.stderr
     assert sorted(p.name for p in workdir.iterdir()) == []  # refused before any store
+
+
+@pytest.mark.slow
+def test_the_plan_is_the_first_line_of_the_search(finished_study: FinishedStudy) -> None:
+    # A trial count, no budget: the count, the epochs, and the recipes the study starts from.
+    lines = finished_study.result.stderr.splitlines()
+    plan = [line for line in lines if "trials: up to 2 epochs a trial" in line]
+    assert [line.split(" ", 1)[1] for line in plan] == [
+        f"{FinishedStudy.N_TRIALS} trials: up to 2 epochs a trial "
+        f"(warm start: best known, seed recipe)"]
+    study = optuna.load_study(study_name="mnist",
+                              storage=f"sqlite:///{finished_study.root}/optuna.db")
+    assert [t.user_attrs.get("warm_start", "")[:11] for t in study.trials[:2]] == [
+        "best known", "seed recipe"]
+
+
+def test_a_budget_too_short_for_one_trial_is_refused_before_any_store(tmp_path: Path) -> None:
+    data = write_synthetic_mnist(tmp_path / "data")
+    args = small_run_args("--data-dir", str(data), "--timeout", "2s", "--max-epochs", "100000")
+    result = run_main(tmp_path, *args)
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.splitlines()[-1]
+    assert line.startswith("mnist-study: error: a 2 s budget cannot train one mlp trial of "
+                           "100000 epochs here")
+    assert "give --timeout" in line and "or fewer --max-epochs" in line
+    assert not (tmp_path / "optuna.db").exists() and not (tmp_path / "mlflow").exists()
+
+
+def test_a_bad_timeout_is_one_line(tmp_path: Path) -> None:
+    result = run_main(tmp_path, *small_run_args("--timeout", "ten minutes"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == (
+        "mnist-study: error: command line: timeout must be seconds or a duration such as 90s, "
+        "10m, 1h or 1h30m, but got timeout='ten minutes'")
+
+
+@pytest.mark.slow
+def test_a_timed_run_plans_its_budget_and_ends_at_it(tmp_path: Path) -> None:
+    data = write_synthetic_mnist(tmp_path / "data")
+    started = time.perf_counter()
+    result = run_cli(tmp_path, *small_run_args("--data-dir", str(data), "--timeout", "30s",
+                                               "--max-epochs", "40"))
+    wall = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    plan = [line for line in result.stderr.splitlines() if " budget: " in line]
+    assert len(plan) == 1 and "30 s budget: rungs at 2, 6, 18 of 40 epochs, about" in plan[0]
+    assert "warm start: best known, seed recipe" in plan[0]
+    assert "TEST accuracy" in result.stdout
+    study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{tmp_path}/optuna.db")
+    states = {t.state for t in study.trials}
+    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert len(study.trials) >= 3  # time alone was the budget
+    # The search ends at the budget; evaluation, publishing and start-up come on top.
+    last = max(t.datetime_complete for t in study.trials if t.datetime_complete)
+    first = min(t.datetime_start for t in study.trials if t.datetime_start)
+    assert (last - first).total_seconds() < 30
+    assert wall < 30 + 60

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from typing import Any
 
 import optuna
@@ -139,6 +140,25 @@ def test_early_stopping_ends_a_member_as_it_ends_a_solo_trial(
         assert together.user_attrs.get(attr) == alone.user_attrs.get(attr)
         assert together.user_attrs["epochs_trained"] == alone.user_attrs["epochs_trained"]
         assert together.value == pytest.approx(alone.value, rel=1e-5)
+
+
+@pytest.mark.parametrize("cv_folds", [None, 2], ids=["holdout", "2-fold"])
+def test_the_deadline_ends_a_cohort_as_it_ends_a_solo_trial(
+    synthetic_files: MnistFiles, tracker: MlflowTracker, cv_folds: int | None,
+) -> None:
+    # One plan everywhere: at the time budget's end a cohort's members stop as solo trials do.
+    data = prepare_search_data(synthetic_files, val_fraction=0.25, seed=0, cv_folds=cv_folds,
+                               device=CPU)
+    objective = dataclasses.replace(_objective(data, tracker), max_epochs=4,
+                                    deadline=time.perf_counter() - 1.0)
+    cohort, solo = _study(GOOD, GOOD_SGD), _study(GOOD, GOOD_SGD)
+    search_in_cohorts(cohort, objective, cohort_size=2, n_trials=2, timeout=None)
+    solo.optimize(objective, n_trials=2)
+    for together, alone in zip(cohort.trials, solo.trials, strict=True):
+        assert together.state == alone.state == (
+            TrialState.COMPLETE if cv_folds is None else TrialState.PRUNED)
+        assert together.user_attrs["epochs_trained"] == alone.user_attrs["epochs_trained"] == 1
+        assert together.user_attrs.get("stopped_by") == alone.user_attrs.get("stopped_by")
 
 
 def test_an_interrupt_fails_every_trial_of_the_round(search_data: SearchData,

@@ -69,3 +69,40 @@ def test_info_lines_carry_no_level_or_logger_name(level: int) -> None:
     line = Format().format(logging.LogRecord("study.runner", level, __file__, 1, "hello", None,
                                              None))
     assert TIME.match(line) and line.endswith(" hello") and "study.runner" not in line
+
+
+def test_with_a_budget_the_bar_shows_time_used_and_left(capsys: pytest.CaptureFixture[str],
+                                                       ) -> None:
+    import optuna
+
+    from study.console import Console
+    from study.training import EpochMetrics
+
+    console = Console(total=None, max_epochs=40, bar=True, budget_seconds=600)
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0}, user_attrs={"stopped_by": "time budget",
+                                                "stopped_epoch": 7, "diagnosis": "converging"})
+    study.optimize(lambda t: t.suggest_float("x", 0, 2), n_trials=1)
+    console.trial_done(study, study.trials[0])
+    console.epoch(1, EpochMetrics(epoch=3, train_loss=0.1, train_acc=0.9, val_loss=0.2,
+                                  val_acc=0.95, lr=0.01, seconds=1.0))
+    console.close()
+    bar = capsys.readouterr().err
+    assert "10:00 left" in bar or "9:59 left" in bar
+    assert "0:00 used" in bar and "1 trials | trial 1 epoch 3/40: val loss 0.2000" in bar
+    assert "/600" not in bar  # no trial count pretending to be the budget
+
+
+def test_a_trial_the_budget_ended_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    import optuna
+
+    from study.console import Console
+
+    console = Console(total=None, max_epochs=40, bar=False, budget_seconds=60)
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 1.0}, user_attrs={"stopped_by": "time budget",
+                                                "stopped_epoch": 7, "diagnosis": "converging"})
+    study.optimize(lambda t: t.suggest_float("x", 0, 2), n_trials=1)
+    with caplog.at_level(logging.INFO, logger="study"):
+        console.trial_done(study, study.trials[0])
+    assert "trial 0 complete: the time budget ended it after epoch 7; converging" in caplog.text

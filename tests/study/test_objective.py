@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,29 @@ def test_early_stopping_completes_the_trial_at_its_best_epoch(data: SearchData,
     assert trial.value == trial.user_attrs["best_val_loss"]
     restored = tracker.load_checkpoint(trial.user_attrs["mlflow_run_id"])
     assert restored  # the best epoch's weights were saved
+
+
+def test_at_the_deadline_a_trial_ends_with_its_best_epoch_so_far(
+        data: SearchData, tracker: MlflowTracker) -> None:
+    # A deadline already passed: the first epoch (of each fold) is the last.
+    objective = dataclasses.replace(_objective(data, tracker), max_epochs=4,
+                                    deadline=time.perf_counter() - 1.0)
+    study = optuna.create_study()
+    study.enqueue_trial(GOOD)
+    study.optimize(objective, n_trials=1, catch=())
+    trial = study.trials[0]
+    if data.k == 1:  # a holdout trial keeps what it learnt: COMPLETE, tested if best
+        assert trial.state == TrialState.COMPLETE
+        assert trial.user_attrs["epochs_trained"] == 1
+        assert trial.user_attrs["stopped_epoch"] == 1
+        assert trial.user_attrs["stopped_by"] == "time budget"
+        run = tracker.client.get_run(trial.user_attrs["mlflow_run_id"])
+        assert run.data.tags["optuna.stopped_by"] == "time budget"  # the MLflow run says so
+        assert trial.value == trial.user_attrs["best_val_loss"]
+    else:  # one fold of three is no cross-validated score
+        assert trial.state == TrialState.PRUNED
+        assert trial.user_attrs["epochs_trained"] == 1
+        assert "the time budget ran out after fold 1 of 3" in trial.user_attrs["diagnosis"]
 
 
 def test_early_stopping_waits_for_a_trial_that_improves(data: SearchData,

@@ -1,0 +1,54 @@
+"""The time-budget benchmark: its sides run for equal wall time and land in the report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from study.bench import budget
+from study.config import resolve_config
+from tests.helpers import STUDY_TRAIN_IMAGES
+from tests.synthetic import write_synthetic_mnist
+
+DOCS = Path(__file__).resolve().parents[3] / "docs"
+
+
+def test_the_previous_default_is_a_config_the_run_accepts(tmp_path: Path) -> None:
+    path = tmp_path / "previous.toml"
+    path.write_text(budget.previous_default())
+    config = resolve_config({}, config_path=path, env={})
+    assert (config.max_epochs, config.pruner, config.warm_start) == (8, "median", False)
+    assert config.early_stopping_patience == 0
+    assert config.search_space.norms == ("none",) and config.search_space.lr == (1e-4, 3e-2)
+
+
+def test_the_table_gives_every_row_and_each_side_s_mean() -> None:
+    rows = [{"side": side, "seed": seed, "test_acc": acc, "best_val_loss": 0.05, "trials": 9,
+             "epochs": 90, "first_98_s": first}
+            for side, seed, acc, first in [("budgeted", 0, 0.99, 25.0),
+                                           ("budgeted", 1, 0.985, 31.0),
+                                           ("conventional", 0, 0.97, None)]]
+    text = budget.table({"rows": rows})
+    assert "| budgeted | 1 | 98.50% | 0.0500 | 9 | 90 | 31 s |" in text
+    assert "| conventional | 0 | 97.00% | 0.0500 | 9 | 90 | never |" in text
+    assert "| budgeted | 98.75% | 98.50% | 2 |" in text  # mean, lowest, seeds
+
+
+@pytest.mark.slow
+def test_two_sides_run_side_by_side_and_write_their_section(tmp_path: Path) -> None:
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
+    out = tmp_path / "docs"
+    out.mkdir()
+    shutil.copy(DOCS / "benchmarks.json", out)
+    assert budget.main(["--data-dir", str(data), "--budget", "25s", "--seeds", "0",
+                        "--sides", "budgeted,conventional", "--workdir", str(tmp_path / "w"),
+                        "--allow-noncanonical-data", "--out", str(out)]) == 0
+    result = json.loads((out / budget.BUDGET_NAME).read_text())
+    assert [r["side"] for r in result["rows"]] == ["budgeted", "conventional"]
+    for row in result["rows"]:
+        assert row["trials"] >= 1 and 0.0 <= row["test_acc"] <= 1.0
+        assert row["wall_s"] < 25 + 60  # stopped at the budget, then tested and published
+    assert "## A time budget: 25 s per side, one core each" in (out / "benchmarks.md").read_text()
