@@ -141,12 +141,27 @@ class Plan:
             extras.append(f"an epoch takes about {self.epoch_seconds:.1f} s here")
         return ", ".join(parts) + (f" ({'; '.join(extras)})" if extras else "")
 
+    def shortfall(self, model: str) -> str | None:
+        """A line for a budget that holds one trial only in part (None when one fits): the
+        first trial will end at the deadline, short of --max-epochs."""
+        if self.fits_one_trial():
+            return None
+        assert self.epoch_seconds is not None
+        held = int(self._search_seconds() / self.epoch_seconds)
+        return (f"the {format_duration(self.budget_seconds or 0.0)} budget holds about {held} "
+                f"of a {model} trial's {self.max_epochs} epochs here ({self.epoch_seconds:.1f} "
+                f"s an epoch): the first trial will end at the deadline with its best epoch so "
+                f"far; give a longer --timeout or fewer --max-epochs for whole trials")
+
     def check_fits(self, model: str) -> None:
-        """Refuse a budget too short to train one trial to --max-epochs, in one line."""
+        """Refuse, in one line, a budget that holds less than half a trial: an estimate taken
+        under a passing load may be off by some, not by two."""
         if self.fits_one_trial():
             return
         assert self.budget_seconds is not None and self.epoch_seconds is not None
         need = self.max_epochs * self.epoch_seconds
+        if need <= 2 * self._search_seconds():
+            return
         raise ConfigError(
             f"a {format_duration(self.budget_seconds)} budget cannot train one {model} trial "
             f"of {self.max_epochs} epochs here: {format_duration(self._search_seconds())} of "

@@ -142,6 +142,8 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
     with deferred_interrupts():  # a signal stops an epoch, never a store call
         _start(study, config, tracker, audited, files=files, device=device)
         logger.info("%s", plan.line())
+        if (short := plan.shortfall(config.model)) is not None:
+            logger.warning("%s", short)
         status = "FAILED"
         with registered_worker(study, tracker.parent_run_id):
             try:
@@ -175,6 +177,13 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
 def _open(config: StudyConfig, data: SearchData) -> tuple[optuna.Study, list[str]]:
     """The study CONFIG names, created or resumed (a resume must match its identity); a new
     one gets its warm-start trials, whose names come second."""
+    enqueued: list[str] = []
+
+    def warm_start(study: optuna.Study) -> None:
+        if config.warm_start:
+            enqueued.extend(enqueue_warm_start(study, config.search_space, config.model,
+                                               max_epochs=config.max_epochs))
+
     study = open_study(
         name=config.study_name,
         storage=open_storage(config.storage, grace_seconds=config.heartbeat_grace),
@@ -183,10 +192,8 @@ def _open(config: StudyConfig, data: SearchData) -> tuple[optuna.Study, list[str
         # With cross-validation a trial reports once per fold: the pruner's resource is a fold.
         pruner=make_pruner(config.pruner, max_epochs=report_steps(config.max_epochs, data.k)),
         identity=identity(config, data), recorded_since=IDENTITY_BEFORE_RECORDED,
+        on_create=warm_start,
     )
-    enqueued = enqueue_warm_start(study, config.search_space, config.model,
-                                  max_epochs=config.max_epochs) \
-        if config.warm_start else []
     return study, enqueued
 
 

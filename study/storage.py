@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,12 +70,19 @@ def open_study(
     *, name: str, storage: optuna.storages.BaseStorage, storage_url: str,
     sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
     identity: Mapping[str, Any], recorded_since: Mapping[str, Any] | None = None,
+    on_create: Callable[[optuna.Study], None] = lambda study: None,
 ) -> optuna.Study:
     """Create the study, or load it when it exists and was made with the same IDENTITY.
 
     RECORDED_SINCE: settings added to the identity later, with the value they had before (a
-    study that does not record one was made with that value).
+    study that does not record one was made with that value). ON_CREATE runs in the one
+    process whose storage call created the study (of workers started together, one).
     """
+    try:  # the storage's unique study name decides which of several workers creates it
+        storage.create_new_study([StudyDirection.MINIMIZE], name)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        created = False
     study = optuna.create_study(storage=storage, study_name=name, direction="minimize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
     if study.direction != StudyDirection.MINIMIZE:
@@ -90,6 +97,8 @@ def open_study(
         for key, value in _identity_attrs(identity).items():
             study.set_user_attr(key, value)
         study.set_metric_names([OBJECTIVE_NAME])
+        if created:
+            on_create(study)
         return study
     stored = with_recorded_since(stored, recorded_since or {})
     changed = [key for key in identity if stored.get(key) != identity[key]]

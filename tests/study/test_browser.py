@@ -28,7 +28,14 @@ from optuna.trial import FrozenTrial
 from data_pipeline import Normalizer, find_mnist, prepare_search_data, to_tensor_set
 from study.search_space import hyperparams_from_params
 from study.training import evaluate
-from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, free_port, import_or_skip, unavailable
+from tests.helpers import (
+    CLASSIC_SPACE,
+    STUDY_TRAIN_IMAGES,
+    cli_env,
+    free_port,
+    import_or_skip,
+    unavailable,
+)
 from tests.servers import CliServer, start_cli_server
 from tests.synthetic import write_synthetic_mnist
 
@@ -83,8 +90,12 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> MadeStudy:
                                 direction="minimize")
     for params in PLANTED:  # `run` takes enqueued trials first
         study.enqueue_trial(params, skip_if_exists=False)
+    config = root / "classic.toml"  # the space the planted trials are written in
+    config.write_text("[search_space]\n" + "".join(
+        f"{key} = {json.dumps(value)}\n" for key, value in CLASSIC_SPACE.as_dict().items()))
     result = subprocess.run(
         [sys.executable, "-m", "study", "run", "--n-trials", "4", "--max-epochs", "2",
+         "--config", str(config),
          "--pruner", "sha", "--hidden", "16", "--val-fraction", "0.25", "--no-progress",
          "--allow-noncanonical-data"],  # no --storage/--tracking-uri: the defaults
         cwd=root, env={**cli_env(), "MNIST_STUDY_DATA_DIR": str(data)},

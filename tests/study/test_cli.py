@@ -305,7 +305,7 @@ def test_early_stopping_is_part_of_the_study_s_identity(finished_study: Finished
                                                 "--n-trials", "4"),
                       env=FinishedStudy.env(root))
     assert refused.returncode == 2
-    assert "early_stopping: stored [0, 0.0], now [2, 0.0]" in refused.stderr
+    assert "early_stopping: stored [8, 0.0], now [2, 0.0]" in refused.stderr
 
 
 @pytest.mark.parametrize(("sig", "code", "said"), [

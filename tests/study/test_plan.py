@@ -73,15 +73,23 @@ def test_the_plan_line_says_the_budget_the_rungs_and_about_how_many_trials() -> 
     assert both.line().startswith("1 min budget or 5 trials, whichever ends first: rungs at 2, 6")
 
 
-def test_a_budget_too_short_for_one_trial_is_refused_in_one_line() -> None:
+def test_a_budget_for_part_of_a_trial_is_said_and_for_under_half_refused() -> None:
+    part = Plan(max_epochs=40, rungs=(2, 6, 18), budget_seconds=300, n_trials=None,
+                epoch_seconds=9.0, left_seconds=300)
+    part.check_fits("cnn")  # 360 s of trial in 300 s: it runs, ending at the deadline
+    assert part.shortfall("cnn") == (
+        "the 5 min budget holds about 33 of a cnn trial's 40 epochs here (9.0 s an epoch): "
+        "the first trial will end at the deadline with its best epoch so far; give a longer "
+        "--timeout or fewer --max-epochs for whole trials")
     plan = Plan(max_epochs=40, rungs=(2, 6, 18), budget_seconds=300, n_trials=None,
-                epoch_seconds=9.0, left_seconds=280)
+                epoch_seconds=9.0, left_seconds=170)
     assert not plan.fits_one_trial()
     with pytest.raises(ConfigError) as info:
         plan.check_fits("cnn")
     assert str(info.value) == (
-        "a 5 min budget cannot train one cnn trial of 40 epochs here: 4 min 40 s of it is "
+        "a 5 min budget cannot train one cnn trial of 40 epochs here: 2 min 50 s of it is "
         "left once the data is ready, and a trial takes about 6 min (9.0 s an epoch); give "
         "--timeout 25m or more, or fewer --max-epochs")
-    Plan(max_epochs=40, rungs=(), budget_seconds=300, n_trials=None,
-         epoch_seconds=7.0).check_fits("mlp")  # 280 s of 300: one trial fits
+    whole = Plan(max_epochs=40, rungs=(), budget_seconds=300, n_trials=None, epoch_seconds=7.0)
+    whole.check_fits("mlp")  # 280 s of 300: one trial fits
+    assert whole.shortfall("mlp") is None

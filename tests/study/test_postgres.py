@@ -258,7 +258,8 @@ def test_a_killed_worker_s_trial_is_failed_requeued_and_run_on_resume(
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     name = _study_name()
     args = ["--storage", postgres_url, "--study-name", name, "--data-dir", str(data),
-            "--pruner", "none", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]
+            "--pruner", "none", "--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db",
+            "--no-warm-start"]  # no queued recipes: the one WAITING trial is the retry
     product = open_storage(postgres_url)
     assert isinstance(product, RDBStorage) and product.get_heartbeat_interval() == 30  # beats
     retry = product.get_heartbeat_stale_trial_callback()

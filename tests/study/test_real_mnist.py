@@ -16,7 +16,7 @@ from tests.helpers import cli_env
 
 
 @pytest.mark.slow
-def test_the_first_command_s_two_minute_study_reaches_98_5_percent_on_the_test_set(
+def test_the_first_command_s_two_minute_study_reaches_98_3_percent_on_the_test_set(
     tmp_path: Path, real_mnist_dir: Path
 ) -> None:
     # README's first command: a two-minute budget, no other flag.
@@ -31,10 +31,12 @@ def test_the_first_command_s_two_minute_study_reaches_98_5_percent_on_the_test_s
     assert match is not None
     # The bar sits where the study clears it on any CPU, not at what one machine printed:
     # the warm start's first trial alone scored 98.98% here (seed 0, 40 epochs in about a
-    # minute), and the 10-minute budget benchmark's seeds are in README's Performance. 98.5% is
-    # 0.48 points under it, over three times the binomial error of 10,000 test images (0.14
-    # points at 98.5%), and above any study of the old 8-epoch default (97.72-98.15%).
-    assert float(match.group(1)) >= 98.5
+    # minute), and the 10-minute budget benchmark's seeds are in README's Performance. On a
+    # loaded machine (a CI run measured 3.5 s an epoch, not 1.3) two minutes hold only part of
+    # that trial, which then ends at the deadline with its best epoch so far: 98.3% leaves
+    # room for that, 0.68 points under 98.98% (almost five binomial errors of 10,000 test
+    # images), and still above any study of the old 8-epoch default (97.72-98.15%).
+    assert float(match.group(1)) >= 98.3
     assert re.search(r"2 min budget: rungs at 2, 6, 18 of 40 epochs, about \d+ trials",
                      result.stderr)
 
