@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from study.config import DEFAULT_N_TRIALS, StudyConfig, resolve_config
@@ -25,7 +27,7 @@ def test_a_bad_duration_is_one_line_that_shows_the_forms(text: str) -> None:
     assert "\n" not in str(info.value)
 
 
-def test_timeout_in_a_toml_file_or_on_the_command_line_takes_units(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_timeout_in_a_toml_file_or_on_the_command_line_takes_units(tmp_path: Path) -> None:
     path = tmp_path / "study.toml"
     path.write_text('timeout = "10m"\n')
     assert resolve_config({}, config_path=path, env={}).timeout == 600.0
