@@ -120,12 +120,17 @@ def test_the_first_cohort_prunes_its_members_against_each_other(
     assert any(t.state == TrialState.COMPLETE for t in study.trials)
 
 
-@pytest.mark.parametrize("cv_folds", [None, 2], ids=["holdout", "2-fold"])
+@pytest.fixture(params=[None, 2], ids=["holdout", "2-fold"])
+def folds(request: pytest.FixtureRequest, synthetic_files: MnistFiles) -> SearchData:
+    """The synthetic data as a holdout and as two folds: cohorts must treat both as solo."""
+    return prepare_search_data(synthetic_files, val_fraction=0.25, seed=0,
+                               cv_folds=request.param, device=CPU)
+
+
 def test_early_stopping_ends_a_member_as_it_ends_a_solo_trial(
-    synthetic_files: MnistFiles, tracker: MlflowTracker, cv_folds: int | None,
+    folds: SearchData, tracker: MlflowTracker,
 ) -> None:
-    data = prepare_search_data(synthetic_files, val_fraction=0.25, seed=0, cv_folds=cv_folds,
-                               device=CPU)
+    data, cv_folds = folds, (None if folds.k == 1 else folds.k)
     objective = dataclasses.replace(_objective(data, tracker), max_epochs=4,
                                     early_stopping=EarlyStopping(patience=1, min_delta=0.02))
     trials = (GOOD, GOOD_SGD, HOPELESS_AT_32)
@@ -142,13 +147,11 @@ def test_early_stopping_ends_a_member_as_it_ends_a_solo_trial(
         assert together.value == pytest.approx(alone.value, rel=1e-5)
 
 
-@pytest.mark.parametrize("cv_folds", [None, 2], ids=["holdout", "2-fold"])
 def test_the_deadline_ends_a_cohort_as_it_ends_a_solo_trial(
-    synthetic_files: MnistFiles, tracker: MlflowTracker, cv_folds: int | None,
+    folds: SearchData, tracker: MlflowTracker,
 ) -> None:
     # One plan everywhere: at the time budget's end a cohort's members stop as solo trials do.
-    data = prepare_search_data(synthetic_files, val_fraction=0.25, seed=0, cv_folds=cv_folds,
-                               device=CPU)
+    data, cv_folds = folds, (None if folds.k == 1 else folds.k)
     objective = dataclasses.replace(_objective(data, tracker), max_epochs=4,
                                     deadline=time.perf_counter() - 1.0)
     cohort, solo = _study(GOOD, GOOD_SGD), _study(GOOD, GOOD_SGD)
