@@ -25,6 +25,10 @@ AMP_MODES = ("none", "bf16")
 COMPILE_MODES = ("none", "default", "reduce-overhead")  # torch.compile modes; none = eager
 
 DEFAULT_N_TRIALS = 30  # the trial budget when neither --n-trials nor --timeout is given
+# --max-epochs when neither a flag nor the TOML file gives it: enough for each network to reach
+# its ceiling under its warm-start recipe. A CNN epoch costs about 30 MLP epochs on a CPU, and
+# its recipe's one-cycle schedule has converged by 20 (docs/benchmarks.md, "A time budget").
+DEFAULT_MAX_EPOCHS = {"mlp": 40, "cnn": 20}
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"
 DEFAULT_DATA_DIR = Path.home() / ".cache" / "mnist-study"
@@ -45,9 +49,10 @@ class StudyConfig:
     # "10m", "1h" (study.plan.parse_duration). At the deadline running trials end with their
     # best epoch so far, and the best trial is evaluated.
     timeout: float | None = None
-    # Long enough for the MLP to reach its ceiling; successive halving (pruner "sha", rungs
-    # at 2, 6, 18 epochs) keeps most trials short, early stopping ends the stale ones.
-    max_epochs: int = 40
+    # Long enough for the network to reach its ceiling (resolve_config takes the model's
+    # DEFAULT_MAX_EPOCHS); successive halving (pruner "sha", rungs at 2, 6, 18 epochs) keeps
+    # most trials short, early stopping ends the stale ones.
+    max_epochs: int = DEFAULT_MAX_EPOCHS["mlp"]
     model: str = "mlp"
     hidden: int = 128  # width of the MLP's hidden layer / the CNN's head
     sampler: str = "tpe"
@@ -251,6 +256,9 @@ def _build(values: dict[str, Any], *, source: str) -> StudyConfig:
             coerced[key] = _coerce(value, str(kind))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: {key}={value!r} is not a valid {kind}") from exc
+    if coerced.get("max_epochs") is None:
+        coerced["max_epochs"] = DEFAULT_MAX_EPOCHS.get(coerced.get("model") or "mlp",
+                                                       DEFAULT_MAX_EPOCHS["mlp"])
     return StudyConfig(**coerced)
 
 

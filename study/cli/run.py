@@ -14,6 +14,7 @@ from study.cli.logs import quiet_libraries
 from study.config import (
     AMP_MODES,
     COMPILE_MODES,
+    DEFAULT_MAX_EPOCHS,
     DEFAULT_N_TRIALS,
     DEVICES,
     StudyConfig,
@@ -53,7 +54,7 @@ def add_parser(sub: Any) -> None:
                    "trial is tested (default: no limit)")
     p.add_argument("--max-epochs", type=int, help=f"epochs a trial trains at most; successive "
                    f"halving (--pruner sha) compares trials at 2, 6, 18... (default "
-                   f"{d.max_epochs})")
+                   f"{_per_model(DEFAULT_MAX_EPOCHS)})")
     p.add_argument("--no-warm-start", dest="warm_start", action="store_const", const=False,
                    help="do not enqueue the known-good recipes (the best measured "
                    "configuration, the seed recipe) as a new study's first trials "
@@ -113,6 +114,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--verbose", action="store_const", const=True,
                    help="also Optuna's own line per trial, with all its parameters")
     add_leakage_arguments(p)
+
+
+def _per_model(defaults: dict[str, int]) -> str:
+    """E.g. "40 for the mlp, 20 for the cnn"."""
+    return ", ".join(f"{value} for the {model}" for model, value in defaults.items())
 
 
 def _search_space_help() -> str:

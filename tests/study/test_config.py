@@ -68,6 +68,20 @@ def test_precedence_for_plain_settings(tmp_path: Path) -> None:
     assert config.seed == 0  # neither given: the default
 
 
+@pytest.mark.parametrize(("given", "expected"), [
+    ({"model": "mlp"}, 40), ({"model": "cnn"}, 20), ({}, 40),
+    ({"model": "cnn", "max_epochs": 7}, 7),  # a given cap is kept, whatever the network
+])
+def test_max_epochs_defaults_per_network(given: dict[str, Any], expected: int) -> None:
+    # A CNN epoch costs tens of MLP epochs: its cap is its own, not the MLP's 40.
+    assert resolve_config(given, config_path=None, env={}).max_epochs == expected
+
+
+def test_a_toml_cap_beats_the_network_s_default(tmp_path: Path) -> None:
+    path = _toml(tmp_path, 'model = "cnn"\nmax_epochs = 30\n')
+    assert resolve_config({}, config_path=path, env={}).max_epochs == 30
+
+
 def test_empty_env_var_ignored() -> None:
     config = resolve_config({}, config_path=None, env={"MNIST_STUDY_DATA_DIR": ""})
     # An empty variable is unset, not the current directory.
