@@ -13,10 +13,14 @@ Sides, each a fresh process pinned to one core, two started together:
                 the old space (shared lr 1e-4..3e-2, batch 32..1024, six schedulers, no
                 BatchNorm or augmentation), no warm start, no early stopping
   hand          study/examples/mlp_accuracy.toml, the best hand-written config
+  tpe-independent, random
+                the budgeted default with --sampler tpe-independent (one density per
+                parameter) or --sampler random: what the default's multivariate TPE buys
 Every side stops at T (a trial still training then ends with what it has) and tests its best
 trial once. Per side and seed: test accuracy, best validation loss, trials, epochs trained and
 the time from the process's start to the first epoch at 98.0% validation accuracy. With --out,
-writes OUT/budget_benchmarks.json and re-renders OUT/benchmarks.md with it.
+writes OUT/budget_benchmarks.json (a side and seed measured again replaces its row, the others
+stay) and re-renders OUT/benchmarks.md with it.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ from typing import Any
 
 logger = logging.getLogger("study.bench.budget")
 
-SIDES = ("budgeted", "conventional", "previous", "hand")
-PAIRS = (("budgeted", "conventional"), ("previous", "hand"))  # started together
+SIDES = ("budgeted", "conventional", "previous", "hand", "tpe-independent", "random")
+PAIRS = (("budgeted", "conventional"), ("previous", "hand"),
+         ("tpe-independent", "random"))  # started together
+SAMPLER_SIDES = ("tpe-independent", "random")  # the budgeted default under another sampler
 TARGET_ACC = 0.98
 BUDGET_NAME = "budget_benchmarks.json"
 HAND_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "mlp_accuracy.toml"
@@ -77,12 +83,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             chosen = [side for side in pair if side in sides]
             if chosen:
                 rows += run_together(chosen, seed=seed, budget=budget, args=args)
+    command = "python -m study.bench.budget " + " ".join(sys.argv[1:] if argv is None else argv)
     result = {"budget_s": budget, "seeds": seeds, "rows": rows, "versions": _versions(),
-              "command": "python -m study.bench.budget " + " ".join(
-                  sys.argv[1:] if argv is None else argv)}
+              "commands": [command]}
     print(table(result))
     if args.out is not None:
         path = args.out / BUDGET_NAME
+        if path.exists():
+            result = merged(json.loads(path.read_text()), result)
         path.write_text(json.dumps(result, indent=2) + "\n")
         from study.bench.report_cohort import rerender
 
@@ -125,6 +133,19 @@ def run_together(sides: Sequence[str], *, seed: int, budget: float,
     return rows
 
 
+def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """NEW's rows over OLD's: a side and seed measured again replaces its row. Runs of another
+    budget or other versions are not mixed: NEW alone is kept."""
+    if old.get("budget_s") != new["budget_s"] or old.get("versions") != new["versions"]:
+        return new
+    fresh = {(r["side"], r["seed"]) for r in new["rows"]}
+    rows = [r for r in old["rows"] if (r["side"], r["seed"]) not in fresh] + new["rows"]
+    rows.sort(key=lambda r: (SIDES.index(r["side"]), r["seed"]))
+    commands = old.get("commands", [old["command"]] if "command" in old else [])
+    return {**new, "rows": rows, "seeds": sorted({r["seed"] for r in rows}),
+            "commands": [*commands, *new["commands"]]}
+
+
 def previous_default() -> str:
     """The default study before the time-budget plan, as a --config file."""
     from study.bench.settings import REFERENCE_SPACE
@@ -157,6 +178,8 @@ def _command(side: str, *, seed: int, budget: float, args: argparse.Namespace,
         run += ["--config", "previous.toml"]
     if side == "hand":
         run += ["--config", str(HAND_CONFIG), "--n-trials", "100000"]
+    if side in SAMPLER_SIDES:
+        run += ["--sampler", side]
     return run
 
 
@@ -305,11 +328,13 @@ def budget_sections(out_dir: Path) -> list[str]:
     from study.plan import format_duration
 
     result = json.loads(path.read_text())
+    commands = result.get("commands", [result.get("command")])
     return [f"## A time budget: {format_duration(result['budget_s'])} per side, one core each",
             "",
-            f"`{result['command']}` (`{BUDGET_NAME}`; torch {result['versions']['torch']}, "
-            f"Optuna {result['versions']['optuna']}). Two sides at a time, each pinned to its "
-            "own core: budgeted with conventional, then previous with hand. First 98% val: "
+            f"{', then '.join(f'`{c}`' for c in commands)} (`{BUDGET_NAME}`; torch "
+            f"{result['versions']['torch']}, Optuna {result['versions']['optuna']}). Two sides "
+            "at a time, each pinned to its own core: budgeted with conventional, previous with "
+            "hand, tpe-independent with random. First 98% val: "
             "seconds from the process's start to the first epoch at 98.0% validation "
             "accuracy.", "", table(result), ""]
 

@@ -61,7 +61,7 @@ def test_the_registries_are_read_without_optuna() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     # The names serve the config and --help; optuna loads with the first sampler or pruner.
-    assert done.stdout.strip() == ("['tpe', 'random', 'gp', 'cmaes'] "
+    assert done.stdout.strip() == ("['tpe', 'tpe-independent', 'random', 'gp', 'cmaes'] "
                                    "['median', 'hyperband', 'sha', 'none'] False")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 
 from study.bench import budget
 from study.config import resolve_config
+from study.strategy import SAMPLERS
 from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.synthetic import write_synthetic_mnist
 
@@ -35,6 +37,37 @@ def test_the_table_gives_every_row_and_each_side_s_mean() -> None:
     assert "| budgeted | 1 | 98.50% | 0.0500 | 9 | 90 | 31 s |" in text
     assert "| conventional | 0 | 97.00% | 0.0500 | 9 | 90 | never |" in text
     assert "| budgeted | 98.75% | 98.50% | 2 |" in text  # mean, lowest, seeds
+
+
+def _row(side: str, seed: int, acc: float) -> dict[str, object]:
+    return {"side": side, "seed": seed, "test_acc": acc}
+
+
+def test_a_side_measured_again_replaces_its_rows_and_keeps_the_others() -> None:
+    versions = {"torch": "2", "optuna": "5"}
+    old = {"budget_s": 600.0, "versions": versions, "command": "first",
+           "rows": [_row("budgeted", 0, 0.99), _row("random", 0, 0.90)]}
+    new = {"budget_s": 600.0, "versions": versions, "commands": ["second"],
+           "rows": [_row("random", 0, 0.95), _row("tpe-independent", 1, 0.98)]}
+    result = budget.merged(old, new)
+    assert [(r["side"], r["seed"], r["test_acc"]) for r in result["rows"]] == [
+        ("budgeted", 0, 0.99), ("tpe-independent", 1, 0.98), ("random", 0, 0.95)]
+    assert result["commands"] == ["first", "second"] and result["seeds"] == [0, 1]
+    # Another budget, or other library versions, are another benchmark: not mixed in.
+    assert budget.merged({**old, "budget_s": 60.0}, new) == new
+    assert budget.merged({**old, "versions": {"torch": "3", "optuna": "5"}}, new) == new
+
+
+def test_the_sampler_sides_are_the_budgeted_default_under_another_sampler(
+        tmp_path: Path) -> None:
+    args = argparse.Namespace(data_dir=tmp_path, allow_noncanonical_data=False)
+    plain = budget._command("budgeted", seed=1, budget=600.0, args=args, folder=tmp_path)
+    for side in budget.SAMPLER_SIDES:
+        command = budget._command(side, seed=1, budget=600.0, args=args, folder=tmp_path)
+        assert command[-2:] == ["--sampler", side]
+        # Else the budgeted command, under the side's own study name.
+        assert [word.replace(side, "budgeted") for word in command[:-2]] == plain
+        assert side in SAMPLERS
 
 
 @pytest.mark.slow
