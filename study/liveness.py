@@ -1,4 +1,5 @@
-"""Who is still alive: other workers' RUNNING trials and the MLflow parent runs of processes.
+"""Who is still alive: other workers' RUNNING trials and the MLflow parent runs of processes;
+and which one worker evaluates the study.
 
 A process killed with SIGKILL (or a lost machine) can close nothing. Optuna's heartbeats let a
 later run fail such a process's trial after the grace period; this module does the same for
@@ -8,6 +9,13 @@ Each `run` registers itself as the study user attr `worker.<parent run id>` with
 and a heartbeat it refreshes every HEARTBEAT_SECONDS from a daemon thread, and marks it ended
 when it stops. A later run closes the parent runs of registered workers that are gone: on the
 same host, a pid that no longer runs; elsewhere, a heartbeat older than the grace period.
+
+One evaluation however many workers: a worker whose search has ended says so in its record
+(`searched`). While another live worker still searches, it leaves the evaluation to that one;
+the last one to end its search claims the evaluation. The claim is atomic on every storage:
+creating the study EVALUATION_CLAIM.format(name) succeeds for one process only (Optuna refuses
+a second study of one name). It is deleted once the result is stored, or when the evaluation
+fails; a claim whose worker died is taken over by the next run.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from optuna.trial import TrialState
 logger = logging.getLogger(__name__)
 
 WORKER_PREFIX = "worker."  # study user attr per process: worker.<parent run id>
+EVALUATION_CLAIM = "{}.evaluating"  # the study that exists while one worker evaluates
 WORKER_ATTR = "worker"  # trial user attr: the parent run id of the process that runs it
 HEARTBEAT_SECONDS = 30
 
@@ -119,21 +128,97 @@ def periodically(seconds: float, action: Callable[[], object], *, name: str) -> 
         thread.join()
 
 
+class Worker:
+    """This process's record in the study: written at start, at every heartbeat, when its
+    search ends and when it stops."""
+
+    def __init__(self, study: optuna.Study, parent_run_id: str) -> None:
+        self.study, self.parent_run_id = study, parent_run_id
+        self.key = f"{WORKER_PREFIX}{parent_run_id}"
+        self.record: dict[str, object] = {"host": socket.gethostname(), "pid": os.getpid(),
+                                          "started": time.time()}
+
+    def write(self, **changes: object) -> None:
+        if not self.parent_run_id:
+            return  # a tracker without runs (tests): nothing to tell other workers
+        self.record.update(changes)
+        self.study.set_user_attr(self.key, {**self.record, "beat": time.time()})
+
+    def search_ended(self) -> None:
+        self.write(searched=time.time())
+
+
 @contextmanager
-def registered_worker(study: optuna.Study, parent_run_id: str) -> Iterator[None]:
+def registered_worker(study: optuna.Study, parent_run_id: str) -> Iterator[Worker]:
     """Register this process as a worker of STUDY until the block ends, with a heartbeat."""
+    worker = Worker(study, parent_run_id)
     if not parent_run_id:
-        yield
+        yield worker
         return
-    key = f"{WORKER_PREFIX}{parent_run_id}"
-    record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
-    study.set_user_attr(key, {**record, "beat": time.time()})
+    worker.write()
     try:
-        with periodically(HEARTBEAT_SECONDS, lambda: study.set_user_attr(
-                key, {**record, "beat": time.time()}), name="worker-heartbeat"):
-            yield
+        with periodically(HEARTBEAT_SECONDS, worker.write, name="worker-heartbeat"):
+            yield worker
     finally:
-        study.set_user_attr(key, {**record, "beat": time.time(), "ended": True})
+        worker.write(ended=True)
+
+
+def still_searching(study: optuna.Study, worker: Worker, *,
+                    grace_seconds: float) -> list[str]:
+    """The other live workers whose search has not ended, as "pid 12 on host"."""
+    dead = dead_workers(study, grace_seconds=grace_seconds)
+    out = []
+    for key, record in study.user_attrs.items():
+        parent = key.removeprefix(WORKER_PREFIX)
+        if not key.startswith(WORKER_PREFIX) or key == worker.key or parent in dead \
+                or not isinstance(record, dict) or record.get("ended") \
+                or record.get("searched"):
+            continue
+        out.append(f"pid {record.get('pid')} on {record.get('host')}")
+    return out
+
+
+@contextmanager
+def evaluation_claim(study: optuna.Study, worker: Worker, *,
+                     grace_seconds: float) -> Iterator[str | None]:
+    """Claim the study's one evaluation for WORKER. Yields None when claimed (released when
+    the block ends), else who holds it ("pid 12 on host"): a live worker evaluating now."""
+    storage, name = study._storage, EVALUATION_CLAIM.format(study.study_name)
+    claim_id = _create_claim(storage, name, worker)
+    if claim_id is None:  # held: by a live worker, or by a dead one whose claim we take over
+        holder = str(storage.get_study_user_attrs(
+            storage.get_study_id_from_name(name)).get("worker", ""))
+        record = study.user_attrs.get(f"{WORKER_PREFIX}{holder}")
+        if not holder or not isinstance(record, dict):  # claimed a moment ago, or no record
+            yield "another worker"
+            return
+        if holder not in dead_workers(study, grace_seconds=grace_seconds) \
+                and not record.get("ended"):
+            yield f"pid {record.get('pid')} on {record.get('host')}"
+            return
+        logger.info("the worker that claimed the evaluation is gone: this run evaluates")
+        try:
+            storage.delete_study(storage.get_study_id_from_name(name))
+        except KeyError:
+            pass  # another run took it over first; the claim below decides between us
+        claim_id = _create_claim(storage, name, worker)
+        if claim_id is None:
+            yield "another worker"
+            return
+    try:
+        yield None
+    finally:
+        storage.delete_study(claim_id)
+
+
+def _create_claim(storage: optuna.storages.BaseStorage, name: str,
+                  worker: Worker) -> int | None:
+    try:
+        claim_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], name)
+    except optuna.exceptions.DuplicatedStudyError:
+        return None
+    storage.set_study_user_attr(claim_id, "worker", worker.parent_run_id)
+    return claim_id
 
 
 def dead_workers(study: optuna.Study, *, grace_seconds: float) -> dict[str, str]:

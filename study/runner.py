@@ -44,12 +44,15 @@ from study.errors import ConfigError, TrackingError
 from study.evaluation import Evaluation, Restored, evaluate_best
 from study.interrupts import deferred_interrupts, raise_pending_interrupt
 from study.liveness import (
+    WORKER_ATTR,
     dead_workers,
     describe_running,
+    evaluation_claim,
     grace_seconds_of,
     mark_closed,
     registered_worker,
     running_trials,
+    still_searching,
 )
 from study.objective import make_objective, model_kwargs, report_steps
 from study.plan import Plan, measure_epoch_seconds, rungs
@@ -100,6 +103,15 @@ class StudySummary:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class EvaluatedElsewhere:
+    """What a worker that leaves the study's one evaluation to another returns."""
+
+    study_name: str
+    line: str  # who evaluates, and how to see the result
+    trials_run_now: int  # this worker's own
+
+
 def settings_identity(config: StudyConfig) -> dict[str, Any]:
     """The settings a resumed study must share with the run that created it."""
     return {
@@ -123,7 +135,10 @@ def identity(config: StudyConfig, data: SearchData) -> dict[str, Any]:
             "split_fingerprint": data.split_fingerprint}
 
 
-def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySummary:
+def run_study(config: StudyConfig, *,
+              tracker: Tracker | None = None) -> StudySummary | EvaluatedElsewhere:
+    """Search, then evaluate the best trial once: here, unless another worker of the study is
+    still searching (the last one evaluates) or is evaluating it now."""
     started = time.perf_counter()
     finished = _already_evaluated(config, started=started)
     if finished is not None:
@@ -145,26 +160,48 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
         if (short := plan.shortfall(config.model)) is not None:
             logger.warning("%s", short)
         status = "FAILED"
-        with registered_worker(study, tracker.parent_run_id):
+        with registered_worker(study, tracker.parent_run_id) as worker:
             try:
                 _close_dead_runs(study, tracker)
                 before = count_finished(study)
                 _search(study, config, data, tracker, plan=plan, deadline=deadline)  # search
+                worker.search_ended()
                 raise_pending_interrupt()  # held through the last trial: test set unseen
                 if tracker.outage:  # the search is saved; its logs wait in the spool
                     raise TrackingError(_outage_line(study, config, tracker))
-                if config.baseline:  # the seed recipe on the same split, validation only
-                    train_baseline(study, make_objective(config, data, tracker))
-                test, restored = evaluate_best(  # evaluate
-                    study, files=files, data=data, tracker=tracker, model_name=config.model,
-                    model_kwargs=model_kwargs(config), device=device)
-                summary = _summarise(study, config, test, device=str(device),
-                                     trials_run_now=count_finished(study) - before,
-                                     seconds=time.perf_counter() - started,
-                                     parent_run_id=tracker.parent_run_id)
-                summary = _publish(study, config, data, summary, restored, tracker)  # publish
-                raise_pending_interrupt()  # held through publishing: the run says KILLED
-                store_result(study, summary)  # a rerun shows it instead of evaluating again
+                own = _own_trials(study, tracker.parent_run_id,
+                                  fallback=count_finished(study) - before)
+                grace = grace_seconds_of(study) or GRACE_SECONDS
+                if searching := still_searching(study, worker, grace_seconds=grace):
+                    status = "FINISHED"
+                    return _elsewhere(config, own, f"{' and '.join(searching)} still "
+                                      f"{'search' if len(searching) > 1 else 'searches'}: the "
+                                      f"last worker to end its search evaluates the study")
+                with evaluation_claim(study, worker, grace_seconds=grace) as holder:
+                    if holder is not None:
+                        status = "FINISHED"
+                        return _elsewhere(config, own, f"{holder} is evaluating the study")
+                    done = evaluated_result(study, n_trials=0, identity=settings_identity(
+                        config), recorded_since=IDENTITY_BEFORE_RECORDED)
+                    if done is not None:  # another worker evaluated these very trials
+                        status = "FINISHED"
+                        return dataclasses.replace(summary_from_result(
+                            study, done, storage=config.storage, cv_folds=config.cv_folds,
+                            seconds=time.perf_counter() - started), trials_run_now=own)
+                    if config.baseline:  # the seed recipe on the same split, validation only
+                        train_baseline(study, make_objective(config, data, tracker))
+                    test, restored = evaluate_best(  # evaluate
+                        study, files=files, data=data, tracker=tracker,
+                        model_name=config.model, model_kwargs=model_kwargs(config),
+                        device=device)
+                    summary = _summarise(study, config, test, device=str(device),
+                                         trials_run_now=own,
+                                         seconds=time.perf_counter() - started,
+                                         parent_run_id=tracker.parent_run_id)
+                    summary = _publish(study, config, data, summary, restored,
+                                       tracker)  # publish
+                    raise_pending_interrupt()  # held through publishing: the run says KILLED
+                    store_result(study, summary)  # a rerun shows it, no second evaluation
                 status = "FINISHED"
                 return summary
             except KeyboardInterrupt:
@@ -172,6 +209,21 @@ def run_study(config: StudyConfig, *, tracker: Tracker | None = None) -> StudySu
                 raise
             finally:
                 _end_study(study, tracker, status=status, failing=sys.exc_info()[1])
+
+
+def _own_trials(study: optuna.Study, parent_run_id: str, *, fallback: int) -> int:
+    """The finished trials this process ran (FALLBACK for a tracker without runs)."""
+    if not parent_run_id:
+        return fallback
+    return sum(1 for t in study.get_trials(deepcopy=False, states=FINISHED)
+               if t.user_attrs.get(WORKER_ATTR) == parent_run_id)
+
+
+def _elsewhere(config: StudyConfig, own: int, why: str) -> EvaluatedElsewhere:
+    line = (f"this worker ran {own} trial{'' if own == 1 else 's'} of study "
+            f"{config.study_name!r}; {why}, and the same command shows the result once it is "
+            f"stored")
+    return EvaluatedElsewhere(study_name=config.study_name, line=line, trials_run_now=own)
 
 
 def _open(config: StudyConfig, data: SearchData) -> tuple[optuna.Study, list[str]]:

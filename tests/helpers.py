@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -19,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import optuna
 import pytest
@@ -27,8 +28,13 @@ from filelock import FileLock
 
 from study.bench.settings import REFERENCE_SPACE
 from study.cli import main
+from study.liveness import EVALUATION_CLAIM
 from study.storage import TRACKING_URI_ATTR
 from tests.synthetic import write_synthetic_mnist
+
+if TYPE_CHECKING:
+    from study.config import StudyConfig
+    from study.runner import StudySummary
 
 # The default space before the budget plan (the benchmark's reference space). Unit tests that
 # give parameters by hand (a FixedTrial's "scheduler": "none") are written against it.
@@ -137,6 +143,43 @@ def finished_study_in(root: Path) -> FinishedStudy:
     result = subprocess.CompletedProcess(["mnist-study", *FinishedStudy.args()], 0,
                                          printed["stdout"], printed["stderr"])
     return FinishedStudy(root=root, result=result)
+
+
+def evaluated_here(config: StudyConfig, **kwargs: Any) -> StudySummary:
+    """run_study for a test's only worker, which evaluates its study itself."""
+    from study.runner import StudySummary, run_study
+
+    summary = run_study(config, **kwargs)
+    assert isinstance(summary, StudySummary), summary
+    return summary
+
+
+def assert_evaluated_once(outputs: list[str], *, study: optuna.Study,
+                          tracking_uri: str) -> None:
+    """The workers' OUTPUTS of one STUDY: one of them evaluated it, once, after its last
+    trial; each of the others printed one line (or the result that evaluation stored); and
+    each says how many trials it ran itself, which add up to the study's."""
+    from mlflow import MlflowClient
+
+    evaluated = [out for out in outputs if "test set read once" in out
+                 and "the results its evaluation stored" not in out]
+    assert len(evaluated) == 1, outputs  # the test set was read by one worker
+    counts = []
+    for out in outputs:
+        if out is not evaluated[0] and "TEST accuracy" not in out:
+            assert re.search(r"still search|is evaluating the study", out), out
+        found = re.search(r"\((\d+) run now|this worker ran (\d+) trial", out)
+        assert found is not None, out
+        counts.append(int(found.group(1) or found.group(2)))
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    assert sum(counts) == len(finished), (counts, outputs)  # each counts its own trials
+    versions = MlflowClient(tracking_uri).search_model_versions(
+        f"name='mnist-study-{study.study_name}'")
+    assert len(versions) == 1, versions  # one model version registered
+    last = max(t.datetime_complete.timestamp() for t in finished if t.datetime_complete)
+    assert versions[0].creation_timestamp / 1000 >= last  # after the study's last trial
+    assert EVALUATION_CLAIM.format(study.study_name) not in optuna.get_all_study_names(
+        study._storage)  # the claim is released
 
 
 def free_port() -> int:

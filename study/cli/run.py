@@ -141,11 +141,14 @@ def execute(args: argparse.Namespace) -> int:
     # So are the stores' URLs and paths (the runner checks them again, for its other callers).
     check_storage_url(config.storage)
     check_tracking_uri(config.tracking_uri)
-    from study.runner import run_study  # torch, optuna and mlflow load only when needed
+    from study.runner import EvaluatedElsewhere, run_study  # torch, optuna, mlflow load here
     from study.training import set_cpu_threads
 
     quiet_libraries(verbose=config.verbose)
     set_cpu_threads(config.cpu_threads)
     summary = run_study(config)
+    if isinstance(summary, EvaluatedElsewhere):
+        print(summary.line)  # another worker of the study evaluates it, once
+        return 0
     print(format_summary(summary))
     return 0

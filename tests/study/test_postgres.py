@@ -27,7 +27,13 @@ from optuna.trial import FrozenTrial, TrialState
 from study.storage import open_storage
 from study.strategy import repeated_parameter_sets
 from study.tracking import MlflowTracker
-from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, free_port
+from tests.helpers import (
+    STUDY_TRAIN_IMAGES,
+    assert_evaluated_once,
+    cli_env,
+    evaluated_here,
+    free_port,
+)
 from tests.mlflow_server import MlflowServer
 from tests.pg import create_database, drop_database, sqlalchemy_scheme
 from tests.synthetic import write_synthetic_mnist
@@ -88,7 +94,8 @@ def _assert_one_study_shared(study: optuna.Study, *, n_trials: int,
                              results: list[tuple[int, str]], client: MlflowClient) -> None:
     for code, output in results:
         assert code == 0, output  # every worker ends well
-        assert "TEST accuracy" in output  # and evaluates the study's best trial once
+    assert_evaluated_once([output for _, output in results], study=study,
+                          tracking_uri=client.tracking_uri)
     trials = study.get_trials(deepcopy=False)
     assert sorted(t.number for t in trials) == list(range(len(trials)))  # unique, no gaps
     assert {t.state for t in trials} <= set(FINISHED)  # nothing left RUNNING or WAITING
@@ -317,12 +324,11 @@ def test_a_storage_password_reaches_no_mlflow_param_tag_or_artifact(
     from sqlalchemy.engine import make_url
 
     from study.config import StudyConfig
-    from study.runner import run_study
 
     # trust auth ignores the password, so the study runs; it must still be kept out of MLflow.
     url = make_url(postgres_url).set(password="s3cret").render_as_string(hide_password=False)
     tracking = f"sqlite:///{tmp_path}/mlflow.db"
-    summary = run_study(StudyConfig(
+    summary = evaluated_here(StudyConfig(
         study_name=_study_name(), storage=url, tracking_uri=tracking,
         data_dir=write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES),
         download=False,

@@ -35,11 +35,11 @@ from study.publish import (
     publish_study,
     registered_model_name,
 )
-from study.runner import StudySummary, run_study
+from study.runner import StudySummary
 from study.search_space import SearchSpace
 from study.tracking import MlflowTracker, NullTracker
 from study.training import evaluate
-from tests.helpers import STUDY_TRAIN_IMAGES
+from tests.helpers import STUDY_TRAIN_IMAGES, evaluated_here
 from tests.synthetic import write_synthetic_mnist
 
 
@@ -158,7 +158,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> Published:
     assert files is not None
     search = prepare_search_data(files, val_fraction=config.val_fraction, seed=config.seed,
                                  device=torch.device("cpu"))
-    return Published(config=config, summary=run_study(config), files=files,
+    return Published(config=config, summary=evaluated_here(config), files=files,
                      normalizer=search.normalizers[0])
 
 

@@ -16,7 +16,7 @@ from data_pipeline import IdxContent
 from data_pipeline import mnist as mnist_module
 from study.config import StudyConfig
 from study.tracking import NullTracker
-from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, small_run_args
+from tests.helpers import STUDY_TRAIN_IMAGES, cli_env, evaluated_here, small_run_args
 from tests.synthetic import write_synthetic_mnist
 
 
@@ -77,7 +77,7 @@ def test_the_search_never_reads_the_test_set(tmp_path: Path, monkeypatch: pytest
         data_dir=data, allow_noncanonical_data=True, storage=f"sqlite:///{tmp_path}/o.db",
         n_trials=2, max_epochs=1, hidden=16, val_fraction=0.25, cv_folds=cv_folds,
         device="cpu", no_progress=True)
-    summary = runner.run_study(config, tracker=NullTracker())
+    summary = evaluated_here(config, tracker=NullTracker())
     assert summary.state_counts.get("COMPLETE") == 2  # the search ran with the test set gone
     test_reads = [(p, name) for p, name in reads if name.startswith("t10k")]
     assert not [r for r in test_reads if r[0] == "search"]  # no trial even tried to read it

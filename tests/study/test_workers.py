@@ -20,15 +20,16 @@ from optuna.trial import TrialState
 from study.storage import open_storage
 from study.strategy import make_sampler, repeated_parameter_sets, sampler_seed
 from study.tracking import MlflowTracker
-from tests.helpers import STUDY_TRAIN_IMAGES, cli_env
+from tests.helpers import STUDY_TRAIN_IMAGES, assert_evaluated_once, cli_env
 from tests.synthetic import write_synthetic_mnist
 
 SMALL_STUDY = ["run", "--allow-noncanonical-data", "--no-progress", "--max-epochs", "1",
                "--hidden", "16", "--val-fraction", "0.25", "--pruner", "none"]
 
 
-def _run_workers(cwd: Path, n_workers: int, args: list[str]) -> None:
-    """N_WORKERS `mnist-study run` processes started at once; each must end well."""
+def _run_workers(cwd: Path, n_workers: int, args: list[str]) -> list[str]:
+    """N_WORKERS `mnist-study run` processes started at once; each must end well. Their
+    outputs."""
     command = [sys.executable, "-m", "study", *SMALL_STUDY, *args]
     procs = [subprocess.Popen(command, cwd=cwd, env=cli_env(), text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -41,6 +42,7 @@ def _run_workers(cwd: Path, n_workers: int, args: list[str]) -> None:
                 proc.kill()
     for proc, (out, err) in zip(procs, outputs):
         assert proc.returncode == 0, out + err
+    return [out + err for out, err in outputs]
 
 
 def _storage_url(kind: str, tmp_path: Path, postgres: str | None) -> str:
@@ -76,11 +78,15 @@ def test_workers_started_together_never_repeat_parameters(
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES, n_test=50)
     MlflowTracker(f"sqlite:///{tmp_path}/mlflow/mlflow.db")  # the store exists, as after a run
     n_trials = 2 * n_workers
-    _run_workers(tmp_path, n_workers, ["--storage", url, "--study-name", name,
-                                       "--n-trials", str(n_trials), "--data-dir", str(data)])
-    trials = _load(url, name).get_trials(deepcopy=False)
+    outputs = _run_workers(tmp_path, n_workers, ["--storage", url, "--study-name", name,
+                                                 "--n-trials", str(n_trials), "--data-dir",
+                                                 str(data)])
+    study = _load(url, name)
+    trials = study.get_trials(deepcopy=False)
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) >= n_trials  # all ran
     assert repeated_parameter_sets(trials) == []  # nobody replayed another's suggestion
+    assert_evaluated_once(outputs, study=study,
+                          tracking_uri=f"sqlite:///{tmp_path}/mlflow/mlflow.db")
 
 
 @pytest.mark.slow
@@ -88,12 +94,15 @@ def test_workers_training_cohorts_keep_the_budget_and_never_repeat(tmp_path: Pat
     url = f"journal:{tmp_path}/optuna.log"
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES, n_test=50)
     MlflowTracker(f"sqlite:///{tmp_path}/mlflow/mlflow.db")  # the store exists, as after a run
-    _run_workers(tmp_path, 2, ["--storage", url, "--n-trials", "7", "--cohort-size", "3",
-                               "--data-dir", str(data)])
-    trials = _load(url, "mnist").get_trials(deepcopy=False)
+    outputs = _run_workers(tmp_path, 2, ["--storage", url, "--n-trials", "7",
+                                         "--cohort-size", "3", "--data-dir", str(data)])
+    study = _load(url, "mnist")
+    trials = study.get_trials(deepcopy=False)
     # Each worker asks only for the room left, counting the other's running trials.
     assert len(trials) == 7 and all(t.state == TrialState.COMPLETE for t in trials)
     assert repeated_parameter_sets(trials) == []  # a cohort's members and both workers differ
+    assert_evaluated_once(outputs, study=study,
+                          tracking_uri=f"sqlite:///{tmp_path}/mlflow/mlflow.db")
 
 
 def test_a_fresh_single_process_study_is_still_reproducible() -> None:
