@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -48,6 +49,10 @@ from study.storage import FINISHED
 from study.training import EpochMetrics, NonFiniteLossError
 
 logger = logging.getLogger(__name__)
+
+# study.ask on a storage that beats warns that heartbeats belong to study.optimize; this driver
+# beats for every trial it asked (_heartbeats), so the warning is not true here.
+_ASK_BEATS_HERE = r"Heartbeat of storage is supposed to be used with Study\.optimize"
 
 TrialDone = Callable[[optuna.Study, FrozenTrial], None]
 # What the members of one stack share: one batch gather per step, one architecture. One trial
@@ -133,7 +138,9 @@ class _Search:
         """COUNT new trials, asked and started one by one, by shape (batch size, norm)."""
         started: dict[Shape, list[TrialRun]] = {}
         for _ in range(count):
-            trial = self.study.ask()
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_ASK_BEATS_HERE, category=UserWarning)
+                trial = self.study.ask()
             self.open[trial.number] = trial
             if trial.number < self.budget.free_draws:  # the sampler's random start-up
                 run = self._start(trial, fixed=None)
@@ -197,9 +204,8 @@ class _Search:
         return members
 
     def _cohort(self, runs: list[TrialRun], i: int) -> Cohort:
-        logger.info("cohort of %d trials at batch size %d, norm %s: %s", len(runs),
-                    runs[0].hp.batch_size, runs[0].hp.norm,
-                    ", ".join(str(r.trial.number) for r in runs))
+        logger.info("a cohort at batch size %d, norm %s: %s", runs[0].hp.batch_size,
+                    runs[0].hp.norm, _trials(runs))
         return Cohort(self._members(runs, i), self.objective.data.fold(i),
                       max_epochs=self.objective.max_epochs, options=self.objective.options)
 
@@ -271,8 +277,8 @@ class _Holdout(_Search):
         room = self.budget.room(running=running)
         for shape, runs in sorted(self._ask(room).items()):
             if shape in self.cohorts:
-                logger.info("trials %s join the cohort at batch size %d, norm %s",
-                            ", ".join(str(r.trial.number) for r in runs), *shape)
+                logger.info("%s %s the cohort at batch size %d, norm %s", _trials(runs),
+                            "joins" if len(runs) == 1 else "join", *shape)
                 self.cohorts[shape].add(self._members(runs, 0))
             else:
                 self.cohorts[shape] = self._cohort(runs, 0)
@@ -309,6 +315,14 @@ def _epochs(cohort: Cohort) -> Iterator[dict[object, EpochMetrics | NonFiniteLos
     """Epochs while the cohort has members (finished ones leave between epochs)."""
     while cohort.members:
         yield dict(cohort.run_epoch())
+
+
+def _trials(runs: list[TrialRun]) -> str:
+    """"trial 8" or "trials 8, 9 and 10"."""
+    numbers = [str(r.trial.number) for r in runs]
+    if len(numbers) == 1:
+        return f"trial {numbers[0]}"
+    return f"trials {', '.join(numbers[:-1])} and {numbers[-1]}"
 
 
 @contextmanager

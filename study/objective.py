@@ -209,7 +209,10 @@ class Objective:
 
     def judge_epoch(self, run: TrialRun, metrics: EpochMetrics) -> None:
         """epoch_done's second half: raise TrialPruned if the pruner stops the trial here, or
-        (--prune-diagnosed) a detector finds it diverging or dying."""
+        (--prune-diagnosed) a detector finds it diverging or dying. A trial at its last epoch
+        has nothing left to save: it is never pruned there, it completes."""
+        if metrics.epoch >= self.max_epochs:
+            return
         if self.prune_diagnosed:
             fatal = [f for f in self.findings(run, len(run.folds) - 1)
                      if f.kind in FATAL_FINDINGS]
@@ -256,7 +259,7 @@ class Objective:
             "fold_val_loss": last.metrics.val_loss, "fold_val_acc": last.metrics.val_acc,
             "fold_best_epoch": last.metrics.epoch}, step=step)
         run.trial.report(mean_loss, step)
-        if run.trial.should_prune():
+        if step < self.data.k and run.trial.should_prune():  # the last fold: nothing to save
             raise pruned(run.trial, mean_loss, step=step, unit="fold")
         if self.out_of_time() and step < self.data.k:  # a part of the folds is no score
             raise optuna.TrialPruned(f"the time budget ran out after fold {step} of "

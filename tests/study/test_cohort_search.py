@@ -6,7 +6,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from typing import Any
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, cast
 
 import optuna
 import pytest
@@ -14,7 +17,7 @@ import torch
 from optuna.trial import TrialState
 
 from data_pipeline import MnistFiles, SearchData, prepare_search_data
-from study.cohort_search import search_in_cohorts
+from study.cohort_search import _trials, search_in_cohorts
 from study.early_stopping import EarlyStopping
 from study.evaluation import evaluate_best
 from study.objective import Objective, TrialRun
@@ -194,6 +197,25 @@ def test_the_budget_counts_every_trial(search_data: SearchData, tracker: MlflowT
     search_in_cohorts(study, _objective(search_data, tracker), cohort_size=4, n_trials=6,
                       timeout=None)
     assert len(study.trials) == 6  # the budget is the study's total, as MaxTrialsCallback's
+
+
+def test_a_storage_that_beats_gets_no_warning_that_ask_cannot_beat(
+        search_data: SearchData, tracker: MlflowTracker, tmp_path: Path) -> None:
+    # The cohort driver beats for every trial it asks; Optuna's warning would say otherwise.
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/o.db", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        search_in_cohorts(study, _objective(search_data, tracker), cohort_size=2, n_trials=2,
+                          timeout=None)
+    assert [str(w.message) for w in seen if "Heartbeat" in str(w.message)] == []
+    assert len(study.trials) == 2
+
+
+def test_the_console_names_one_trial_or_several() -> None:
+    runs = [cast(TrialRun, SimpleNamespace(trial=SimpleNamespace(number=n))) for n in (8, 9, 10)]
+    assert _trials(runs[:1]) == "trial 8"
+    assert _trials(runs) == "trials 8, 9 and 10"
 
 
 def test_cross_validated_trials_train_their_folds_in_cohorts(

@@ -173,6 +173,32 @@ def test_the_pruner_watches_epochs_of_one_fold_or_folds_of_k(data: SearchData,
         assert hopeless.user_attrs["folds_done"] == 1  # the other folds never trained
 
 
+class _PrunesAtStep(optuna.pruners.BasePruner):
+    """Prunes every trial that reports STEP: what a pruner may ask at a trial's last step."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.last_step == self.step
+
+
+def test_a_trial_at_its_last_epoch_or_fold_completes_whatever_the_pruner_says(
+        data: SearchData, tracker: MlflowTracker) -> None:
+    # Pruning there saves nothing: every epoch (every fold) has already trained.
+    last = EPOCHS if data.k == 1 else data.k
+    study = optuna.create_study(pruner=_PrunesAtStep(last))
+    study.enqueue_trial(GOOD)
+    study.optimize(_objective(data, tracker), n_trials=1)
+    assert study.trials[0].state == TrialState.COMPLETE
+    assert list(study.trials[0].intermediate_values) == list(range(1, last + 1))
+    # One step earlier the same pruner does prune: the rule is about the last step alone.
+    study = optuna.create_study(pruner=_PrunesAtStep(last - 1))
+    study.enqueue_trial(GOOD)
+    study.optimize(_objective(data, tracker), n_trials=1)
+    assert study.trials[0].state == TrialState.PRUNED
+
+
 def test_a_diverging_fold_fails_the_trial_with_its_reason(data: SearchData,
                                                           tracker: MlflowTracker) -> None:
     # A zero std turns every pixel into inf or NaN: the loss cannot stay finite.
