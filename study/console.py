@@ -73,11 +73,18 @@ class Console:
         if trial.user_attrs.get("stopped_by") == "time budget":
             epoch = trial.user_attrs["stopped_epoch"]
             what = f"the time budget ended it after epoch {epoch}; {what}"
-        line = f"trial {trial.number} {trial.state.name.lower()}: {what}"
+        state = trial.state.name.lower()
+        # "trial 13 pruned at epoch 8: ..." rather than "trial 13 pruned: pruned at epoch 8".
+        if what.startswith(f"{state} at ") and ": " in what:
+            head, evidence = what.split(": ", 1)  # the epoch once: "pruned at epoch 8: ..."
+            what = f"{head}: {evidence.replace(head.removeprefix(state) + ' ', ' ', 1)}"
+            line = f"trial {trial.number} {what}"
+        else:
+            line = f"trial {trial.number} {state}: {what}"
         best = _best(study)
         if best is not None:
             self._best = best.values[0]
-            line += f" | best so far: trial {best.number}, val loss {self._best:.4f}"
+            line += f" | best so far: trial {best.number} ({self._best:.4f})"
         logger.info("%s", line)
 
     def close(self) -> None:

@@ -50,9 +50,8 @@ def pruner_evidence(value: float, others: Sequence[float], *, step: int,
     if not others:
         return f"val loss {value:.4g} at {unit} {step}, no other trial there yet"
     ranked = sorted([*others, value])
-    return (f"val loss {value:.4g} at {unit} {step} ranked {ranked.index(value) + 1} of "
-            f"{len(ranked)} trials there (best {ranked[0]:.4g}, median "
-            f"{statistics.median(ranked):.4g})")
+    return (f"val loss {value:.4g} ranked {ranked.index(value) + 1} of {len(ranked)} at "
+            f"{unit} {step} (best {ranked[0]:.4g}, median {statistics.median(ranked):.4g})")
 
 
 def _failed(history: Sequence[EpochMetrics], reason: str, *, diverged: bool) -> str:

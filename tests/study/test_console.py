@@ -106,3 +106,28 @@ def test_a_trial_the_budget_ended_says_so(caplog: pytest.LogCaptureFixture) -> N
     with caplog.at_level(logging.INFO, logger="study"):
         console.trial_done(study, study.trials[0])
     assert "trial 0 complete: the time budget ended it after epoch 7; converging" in caplog.text
+
+
+def test_a_pruned_trial_s_line_says_pruned_once_and_fits_a_terminal(
+        caplog: pytest.LogCaptureFixture) -> None:
+    import optuna
+
+    from study.console import Console
+    from study.diagnosis import pruner_evidence
+
+    console = Console(total=30, max_epochs=40, bar=False)
+    study = optuna.create_study()
+    study.enqueue_trial({"x": 0.474})
+    study.optimize(lambda t: t.suggest_float("x", 0, 2), n_trials=1)  # the best so far
+    evidence = pruner_evidence(0.123456, [0.0456789, 0.0789012] * 4, step=18)
+    study.add_trial(optuna.trial.create_trial(
+        state=optuna.trial.TrialState.PRUNED, params={"x": 1.5},
+        distributions={"x": optuna.distributions.FloatDistribution(0, 2)},
+        intermediate_values={18: 0.123456},
+        user_attrs={"diagnosis": f"pruned at epoch 18: {evidence}"}))
+    with caplog.at_level(logging.INFO, logger="study"):
+        console.trial_done(study, study.trials[1])
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trial 1 ")]
+    assert line == ("trial 1 pruned at epoch 18: val loss 0.1235 ranked 9 of 9 (best 0.04568, "
+                    "median 0.0789) | best so far: trial 0 (0.4740)")
+    assert len(line) + len("00:00:00 ") <= 132  # pruned once, the epoch once: a wide terminal

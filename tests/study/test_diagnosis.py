@@ -58,8 +58,7 @@ def test_tiny_losses_doubling_are_not_divergence() -> None:
 def test_a_pruned_trial_says_what_the_pruner_saw() -> None:
     history = _curve((2.2, 0.30, 2.1), (1.9, 0.40, 1.8))
     evidence = pruner_evidence(1.8, [0.2, 0.3, 0.25, 2.0], step=2)
-    assert evidence == ("val loss 1.8 at epoch 2 ranked 4 of 5 trials there (best 0.2, "
-                        "median 0.3)")
+    assert evidence == "val loss 1.8 ranked 4 of 5 at epoch 2 (best 0.2, median 0.3)"
     assert diagnose(history, state=TrialState.PRUNED, reason=evidence) == \
         f"pruned at epoch 2: {evidence}"  # not a verdict on a two-epoch curve
     assert "no other trial there yet" in pruner_evidence(1.0, [], step=1)
