@@ -27,7 +27,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead")  # torch.compile modes; n
 DEFAULT_N_TRIALS = 30  # the trial budget when neither --n-trials nor --timeout is given
 # --max-epochs when neither a flag nor the TOML file gives it: enough for each network to reach
 # its ceiling under its warm-start recipe. A CNN epoch costs about 30 MLP epochs on a CPU, and
-# its recipe's one-cycle schedule has converged by 20 (docs/benchmarks.md, "A time budget").
+# its recipe's one-cycle schedule has converged by 20 (README, "Results on real MNIST").
 DEFAULT_MAX_EPOCHS = {"mlp": 40, "cnn": 20}
 DEFAULT_STORAGE = "sqlite:///optuna.db"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow/mlflow.db"

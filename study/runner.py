@@ -81,6 +81,8 @@ logger = logging.getLogger(__name__)
 
 # Spool keys of trial runs made during an MLflow outage -> the run ids the back-fill gave them.
 SPOOLED_RUNS_ATTR = "mlflow_spooled_runs"
+CONFIG_PARAM_PREFIX = "config."  # the parent run's params of the study's settings
+STUDY_METRIC_PREFIX = "study."  # the parent run's metrics the trials also have by name
 
 
 @dataclass(frozen=True)
@@ -301,8 +303,11 @@ def _start(study: optuna.Study, config: StudyConfig, tracker: Tracker, audited: 
                        "audit": audited.report.summary(),
                        "package_versions": package_versions()}.items():
         study.set_user_attr(key, value)
-    params = _flat(config.to_dict())
-    params.update(storage=redact(config.storage), tracking_uri=redact(config.tracking_uri))
+    # The config under its own prefix: in MLflow's Columns and Compare, the trials' bare
+    # hyperparameters (dropout, norm...) stay apart from the study's settings.
+    params = {**_flat(config.to_dict()), "storage": redact(config.storage),
+              "tracking_uri": redact(config.tracking_uri)}
+    params = {f"{CONFIG_PARAM_PREFIX}{key}": value for key, value in params.items()}
     tracker.start_study(study_name=config.study_name, params=params,
                         tags={**provenance, **{f"version.{k}": v for k, v in
                                                package_versions().items()}})
@@ -523,7 +528,10 @@ def _publish(study: optuna.Study, config: StudyConfig, data: SearchData, summary
     baseline = summary.baseline or {}
     tracker.log_study_result(
         metrics={"test_accuracy": summary.test.test_acc, "test_loss": summary.test.test_loss,
-                 "best_val_loss": summary.best_val_loss, "best_val_acc": summary.best_val_acc,
+                 # Named apart from the trials' best_val_loss: sorted by it, the parent run
+                 # would rank among its own trials.
+                 f"{STUDY_METRIC_PREFIX}best_val_loss": summary.best_val_loss,
+                 f"{STUDY_METRIC_PREFIX}best_val_acc": summary.best_val_acc,
                  **{f"baseline_{k}": float(baseline[k]) for k in ("val_loss", "val_acc")
                     if k in baseline}},
         params={f"best.{k}": v for k, v in summary.best_params.items()},

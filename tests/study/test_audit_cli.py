@@ -107,8 +107,8 @@ def test_run_with_drop_duplicates_logs_the_audit_and_tags_every_trial(tmp_path: 
         assert tags["split_fingerprint"] == attrs["split_fingerprint"]  # one split for all
     parent = client.get_run(client.get_run(study.trials[0].user_attrs["mlflow_run_id"])
                             .data.tags["mlflow.parentRunId"])
-    params = parent.data.params  # the resolved config, flattened
-    assert params["seed"] == "0" and params["drop_duplicates"] == "True"  # new flags included
+    params = parent.data.params  # the resolved config, flattened, under its own prefix
+    assert params["config.seed"] == "0" and params["config.drop_duplicates"] == "True"
     assert "version.torch" in parent.data.tags and "code_version" in parent.data.tags  # versions
     local = client.download_artifacts(parent.info.run_id, "audit", str(tmp_path / "dl"))
     report = json.loads((Path(local) / "audit.json").read_text())

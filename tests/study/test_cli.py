@@ -65,6 +65,12 @@ def test_smoke_run_with_defaults_then_resume(finished_study: FinishedStudy,
     children = [r for r in runs if r.data.tags.get("mnist_study.role") == "trial"]
     assert len(parents) == 1 and len(children) == 3  # one parent, one child per trial
     assert "test_accuracy" in parents[0].data.metrics
+    # The parent's own names never mix with the trials' in MLflow's columns and sort.
+    trial_keys = {*children[0].data.metrics, *children[0].data.params}
+    assert "study.best_val_loss" in parents[0].data.metrics
+    assert not trial_keys & {*parents[0].data.metrics, *parents[0].data.params}
+    assert "config.dropout" not in parents[0].data.params  # (the search space is a table)
+    assert parents[0].data.params["config.max_epochs"] == "2"
     for trial in trials:
         run = client.get_run(trial.user_attrs["mlflow_run_id"])  # Optuna -> MLflow join
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id

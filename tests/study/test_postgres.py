@@ -336,8 +336,9 @@ def test_a_storage_password_reaches_no_mlflow_param_tag_or_artifact(
         no_progress=True))
     client = MlflowClient(tracking)
     parent = client.get_run(summary.mlflow_parent_run_id)
-    assert parent.data.params["storage"].startswith(url.split("://")[0])  # it is the storage...
-    assert ":***@" in parent.data.params["storage"]  # ...with the password masked
+    logged = parent.data.params["config.storage"]
+    assert logged.startswith(url.split("://")[0])  # it is the storage...
+    assert ":***@" in logged  # ...with the password masked
     runs = client.search_runs([parent.info.experiment_id])
     recorded = [json.dumps([r.data.params, r.data.tags]) for r in runs]
     with tempfile.TemporaryDirectory() as tmp:
