@@ -21,6 +21,7 @@ from optuna.trial import FrozenTrial
 
 from study.detectors import KINDS, Thresholds
 from study.report_data import TOP_TRIALS, ReportData, findings_of, wilson_interval
+from study.search_space import hyperparams_from_params
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -99,7 +100,7 @@ def _summary(data: ReportData, t: Thresholds) -> str:
         rows.append(("seed recipe (baseline)",
                      f"val accuracy {data.baseline['val_acc']:.2%}, val loss "
                      f"{data.baseline['val_loss']:.4f} (SGD lr 0.05, StepLR 5/0.5, batch 64)"))
-    params = [(k, v) for k, v in sorted(best.params.items())]
+    params = sorted(_shown(best).items())
     counts = Counter(trial.state.name for trial in data.trials)
     states = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     return (f"<h2>Summary</h2><p>{html.escape(states)}.</p>{_table(('', ''), rows)}"
@@ -308,17 +309,27 @@ def _ranges(trials: Sequence[FrozenTrial]) -> str:
     if not trials:
         return ""
     parts = []
+    shown = [_shown(tr) for tr in trials]
     for name in ("lr", "batch_size", "dropout", "weight_decay", "optimizer", "scheduler"):
-        values = [tr.params[name] for tr in trials if name in tr.params]
+        values = [params[name] for params in shown if name in params]
         if not values:
             continue
         if all(isinstance(v, (int, float)) for v in values) and name != "batch_size":
             low, high = min(values), max(values)
             parts.append(f"{name} {low:.3g}" if low == high else
                          f"{name} {low:.3g}-{high:.3g}")
-        else:
-            parts.append(f"{name} {', '.join(sorted({str(v) for v in values}))}")
+        else:  # batch sizes as numbers, in their order: 64, 512, not 0064, 0512
+            parts.append(f"{name} {', '.join(str(v) for v in sorted(set(values)))}")
     return "; ".join(parts)
+
+
+def _shown(trial: FrozenTrial) -> dict[str, Any]:
+    """TRIAL's parameters as the console prints them: batch sizes as numbers (Optuna stores
+    them as equal-width labels), the learning rate as `lr` whatever the optimizer."""
+    try:
+        return dict(hyperparams_from_params(trial.params).as_params())
+    except (KeyError, ValueError):  # a trial of another shape (a test's, an old study's)
+        return dict(trial.params)
 
 
 def _audit(data: ReportData, t: Thresholds) -> str:

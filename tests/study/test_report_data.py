@@ -70,3 +70,22 @@ def test_a_trial_the_mlflow_store_has_no_curves_of_is_said_and_drawn_from_optuna
                    client=MlflowClient(f"sqlite:///{tmp_path}/mlflow.db"))
     assert any(note.startswith("trial 0: no curves in the MLflow store") for note in data.notes)
     assert data.curves == {0: {"val_loss": [(1, 0.1)]}}  # from the Optuna storage
+
+
+def test_the_report_shows_batch_sizes_as_numbers_and_the_rate_as_lr() -> None:
+    import optuna
+
+    from study.report_html import _ranges, _shown
+
+    def trial(batch: str, lr: float) -> optuna.trial.FrozenTrial:
+        params: dict[str, str | float] = {
+            "optimizer": "adamw", "lr_adamw": lr, "batch_size": batch, "dropout": 0.1,
+            "weight_decay": 1e-5, "scheduler": "cosine"}
+        dists: dict[str, optuna.distributions.BaseDistribution] = {
+            k: optuna.distributions.CategoricalDistribution([v]) for k, v in params.items()}
+        return optuna.trial.create_trial(params=params, distributions=dists, value=0.1)
+
+    trials = [trial("0512", 0.01), trial("0064", 0.02)]
+    assert _shown(trials[0])["batch_size"] == 512 and _shown(trials[0])["lr"] == 0.01
+    assert "batch_size 64, 512" in _ranges(trials)  # as the console says, in numeric order
+    assert "lr 0.01-0.02" in _ranges(trials)  # whatever the optimizer's own rate is called
