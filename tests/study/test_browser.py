@@ -94,7 +94,7 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> MadeStudy:
     config.write_text("[search_space]\n" + "".join(
         f"{key} = {json.dumps(value)}\n" for key, value in CLASSIC_SPACE.as_dict().items()))
     result = subprocess.run(
-        [sys.executable, "-m", "study", "run", "--n-trials", "4", "--max-epochs", "2",
+        [sys.executable, "-m", "study", "run", "--n-trials", "4", "--max-epochs", "3",
          "--config", str(config),
          "--pruner", "sha", "--hidden", "16", "--val-fraction", "0.25", "--no-progress",
          "--allow-noncanonical-data"],  # no --storage/--tracking-uri: the defaults
@@ -183,7 +183,7 @@ def test_dashboard_shows_the_study_its_curves_and_its_trials(
     card.click()
     expect(page.get_by_text("Intermediate values", exact=True)).to_be_visible()
     expect(page.get_by_text("val_loss").first).to_be_visible()  # the objective's name
-    for trial in (0, 1, 2):  # learning curves; the pruned trial's stops after epoch 1
+    for trial in (0, 1, 2):  # learning curves; the pruned trial's stops at the rung, epoch 2
         expect(page.get_by_text(f"trial #{trial}", exact=True).first).to_be_visible()
     expect(page.get_by_text("Study User Attributes")).to_be_visible()
     expect(page.get_by_text("identity.seed", exact=True)).to_be_visible()  # short, readable
@@ -251,8 +251,8 @@ def test_mlflow_ui_shows_nested_runs_a_metric_chart_and_the_report(
     expect(chart.get_by_text("Step")).to_be_visible()  # plotted over step = epoch
     # A curve per trial, its state in its name.
     expect(chart.get_by_text("trial-0001 complete (val_loss)")).to_have_count(1)
-    # Points drawn: 2 epochs for each complete trial, 1 for the pruned one, 0 for the failed.
-    assert chart.locator("g.trace path.point").count() >= 5
+    # Points drawn: 3 epochs for each complete trial, 2 for the pruned one, 0 for the failed.
+    assert chart.locator("g.trace path.point").count() >= 8
     _shot(page, "mlflow-ui-runs.png")
 
     parent = _parent_run(made)
