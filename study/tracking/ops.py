@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from study.errors import TrackingError
-from study.spool import SPOOL_KEY_TAG, Op, is_spooled
+from study.spool import SPOOL_KEY_TAG, Op
 
 
 def batch_op(run_id: str, *, params: Mapping[str, Any] | None = None,
@@ -29,8 +29,9 @@ def batch_op(run_id: str, *, params: Mapping[str, Any] | None = None,
 def apply_op(client: Any, op: Op, runs: Mapping[str, str], *, spool_dir: Path | None) -> str | None:
     """Perform one tracker operation (see study.spool) on CLIENT; the run id it created.
 
-    RUNS maps the keys of runs created from a spool to their MLflow ids. A spooled run is
-    looked up by its key tag before it is created, so a replay cut short never makes it twice.
+    RUNS maps the keys of runs created from a spool to their MLflow ids. SPOOL_DIR is set when
+    OP is replayed from a spool: such a run is looked up by its key tag before it is created,
+    so a replay cut short never makes it twice; a run created directly carries no such tag.
     """
     from mlflow.entities import Metric, Param, RunTag
 
@@ -38,7 +39,7 @@ def apply_op(client: Any, op: Op, runs: Mapping[str, str], *, spool_dir: Path | 
     kind = op["op"]
     if kind == "create_run":
         tags = {k: runs.get(v, v) for k, v in op["tags"].items()}
-        if is_spooled(op["key"]):
+        if spool_dir is not None:  # a replay: the run may exist from one that was cut short
             found = client.search_runs([op["experiment_id"]], max_results=1,
                                        filter_string=f"tags.`{SPOOL_KEY_TAG}` = '{op['key']}'")
             if found:

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from study.runner import SPOOLED_RUNS_ATTR
-from study.spool import read_ops, replay
+from study.spool import SPOOL_KEY_TAG, read_ops, replay
 from study.tracking import CHECKPOINT_PATH, apply_op
 from tests.helpers import cli_env, free_port, run_cli
 from tests.mlflow_server import MlflowServer
@@ -102,6 +102,7 @@ def test_a_tracking_server_lost_mid_study_is_spooled_and_back_filled(
         assert run.info.status == "FINISHED"  # with its state
         assert run.data.tags["optuna.state"] == "COMPLETE"
         assert run.data.params["lr"]  # its params
+        assert (SPOOL_KEY_TAG in run.data.tags) == (run_id in mapping)  # tagged if spooled
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert len(history) == trial.user_attrs["epochs_trained"]  # every epoch's metrics
         with tempfile.TemporaryDirectory() as tmp:  # and its checkpoint

@@ -11,7 +11,7 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from study.errors import TrackingError
-from study.spool import Op
+from study.spool import SPOOL_KEY_TAG, Op
 from study.store_checks import HEALTH_TIMEOUT
 from study.tracking import MlflowTracker, NullTracker
 from study.tracking.writer import BackgroundWriter
@@ -46,6 +46,7 @@ def test_trial_state_maps_to_a_truthful_run_status(
     assert run.data.tags["optuna.trial_number"] == "3"
     assert run.data.tags["mlflow.parentRunId"] == tracker.parent_run_id  # nested under study
     assert run.data.params == {"lr": "0.1", "optimizer": "adam"}
+    assert SPOOL_KEY_TAG not in run.data.tags  # written directly: it was never spooled
     assert run.data.metrics["best_val_loss"] == 0.5  # the objective, sortable in the table
     assert run.data.metrics["best_epoch"] == 1
     assert run.info.run_name == {"FINISHED": "trial-0003 complete", "KILLED": "trial-0003 pruned@1",
