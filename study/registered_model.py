@@ -24,6 +24,7 @@ from torch import nn
 import models
 
 WEIGHTS_ARTIFACT = "weights"  # the artifact key MlflowTracker.log_study_model stores it under
+ARCHITECTURE_KEY = "architecture"  # the model config's key for models.build's arguments
 
 
 def load_network(weights_path: str, config: Mapping[str, Any]) -> nn.Module:
@@ -43,10 +44,11 @@ class MnistClassifier(PythonModel):
     model: nn.Module
 
     def load_context(self, context: PythonModelContext) -> None:
-        if not context.model_config:
+        architecture = (context.model_config or {}).get(ARCHITECTURE_KEY)
+        if not architecture:
             raise ValueError(f"the model config names no architecture, but got "
                              f"{context.model_config=}")
-        self.model = load_network(context.artifacts[WEIGHTS_ARTIFACT], context.model_config)
+        self.model = load_network(context.artifacts[WEIGHTS_ARTIFACT], architecture)
 
     def predict(self, context: PythonModelContext, model_input: np.ndarray,
                 params: dict[str, Any] | None = None) -> np.ndarray:

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+ARCHITECTURE_KEY = "architecture"  # the model config's one key (study/registered_model.py)
+
 
 def register_model(client: Any, model: torch.nn.Module, *, tracking_uri: str,
                    experiment_id: str, run_id: str, registered_name: str,
@@ -45,7 +47,10 @@ def register_model(client: Any, model: torch.nn.Module, *, tracking_uri: str,
         with contextlib.redirect_stderr(io.StringIO()):
             info = Model.log(
                 artifact_path=None, name="model", flavor=mlflow.pyfunc,
-                python_model=str(model_code), model_config=dict(model_config),
+                # Under one key: MLflow also logs the config as run params, flattened, and
+                # `architecture/dropout` stays apart from the trials' `dropout` in the UI.
+                python_model=str(model_code),
+                model_config={ARCHITECTURE_KEY: dict(model_config)},
                 artifacts={"weights": str(weights)}, code_paths=[str(p) for p in code_paths],
                 model_id=logged.model_id, run_id=run_id,
                 signature=infer_signature(input_example, output), input_example=input_example,
