@@ -292,6 +292,9 @@ def conventional_study(data_dir: Path, *, seed: int, budget: float,
                                 pruner=optuna.pruners.MedianPruner())
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.optimize(objective, timeout=max(deadline - time.time(), 1.0))
+    if best["state"] is None:
+        raise SystemExit(f"conventional (seed {seed}): no trial finished an epoch within the "
+                         f"{budget:.0f} s budget; give it more time")
     model = models.build("mlp", dropout=0.0)
     model.load_state_dict(best["state"])
     test_loss, test_acc = evaluate(model, DataLoader(test, batch_size=1000), torch.device("cpu"))

@@ -43,10 +43,10 @@ def tracker(tmp_path_factory: pytest.TempPathFactory) -> MlflowTracker:
     return tracker
 
 
-def _objective(data: SearchData, tracker: Tracker) -> Objective:
+def _objective(data: SearchData, tracker: Tracker, *, max_epochs: int = EPOCHS) -> Objective:
     space = dataclasses.replace(CLASSIC_SPACE, lr=(1e-4, 1e9))  # room for the divergent trial
     return Objective(data=data, space=space, model_name="mlp", model_kwargs={"hidden": 16},
-                     max_epochs=EPOCHS, seed=0, tracker=tracker)
+                     max_epochs=max_epochs, seed=0, tracker=tracker)
 
 
 def _study(*enqueued: dict[str, Any], pruner: optuna.pruners.BasePruner | None = None,
@@ -114,9 +114,11 @@ def test_the_first_cohort_prunes_its_members_against_each_other(
     good = [{**GOOD, "lr": lr} for lr in (1e-3, 2e-3, 3e-3, 5e-3)]
     slow = HOPELESS_AT_32
     # It reports first: judged only after all its peers have reported the epoch too.
-    study = _study(slow, *good, GOOD_SGD, pruner=make_pruner("median", max_epochs=EPOCHS))
-    search_in_cohorts(study, _objective(search_data, tracker), cohort_size=6, n_trials=6,
-                      timeout=None)
+    # An epoch past the decision: a trial at its last epoch completes whatever the pruner says.
+    epochs = FIRST_DECISION + 1
+    study = _study(slow, *good, GOOD_SGD, pruner=make_pruner("median", max_epochs=epochs))
+    search_in_cohorts(study, _objective(search_data, tracker, max_epochs=epochs),
+                      cohort_size=6, n_trials=6, timeout=None)
     hopeless = study.trials[0]
     assert hopeless.state == TrialState.PRUNED
     assert hopeless.user_attrs["epochs_trained"] == FIRST_DECISION
