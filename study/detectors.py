@@ -31,7 +31,8 @@ class Thresholds:
     """When a detector speaks up. Defaults documented in README's Diagnosis section."""
 
     # overfitting: validation loss above its best by this share (and at least the floor in nats)
-    # at the last epoch, while the training loss fell since the best epoch
+    # at the last epoch, while the training loss fell since the best epoch (and the training
+    # accuracy is UNDERFIT_TRAIN_ACC or more: the network fits its training data)
     overfit_rise: float = 0.02
     overfit_min_rise: float = 0.002
     # spike: a validation loss above the median of the SPIKE_WINDOW epochs before it by
@@ -124,26 +125,26 @@ def detect(history: Sequence[EpochMetrics], context: Context,
             for finding in detector(history, context, thresholds)]
 
 
+def findings_detail(per_fold: Sequence[Sequence[Finding]]) -> list[dict[str, Any]]:
+    """Every finding of a trial with its evidence and fold (1-based): the trial's MLflow run
+    keeps it as findings.json, and the report reads it from there."""
+    return [{**f.as_dict(), "fold": k + 1} for k, findings in enumerate(per_fold)
+            for f in findings]
+
+
 def findings_attrs(per_fold: Sequence[Sequence[Finding]],
                    histories: Sequence[Sequence[EpochMetrics]], *, val_sizes: Sequence[int],
                    thresholds: Thresholds) -> dict[str, Any]:
-    """A trial's findings as user attrs (mirrored as MLflow tags), to filter on in both UIs.
+    """A trial's findings as short user attrs (mirrored as MLflow tags), to filter on in both
+    UIs: a row of the dashboard's trial table stays one line high.
 
-    `findings`: the kinds, comma-separated ("none" when clean); `finding.<kind>`: the first
-    such finding's line (with K folds, prefixed "fold k:"); `findings_detail`: every finding
-    with its evidence, for the report; `fluctuation_ratio` and `final_gap` of the last fold,
-    for the report's batch-size and regularisation questions.
+    `findings`: the kinds, comma-separated ("none" when clean); `fluctuation_ratio` and
+    `final_gap` of the last fold, for the report's batch-size and regularisation questions.
+    The findings' lines and evidence go to the trial's MLflow run (findings_detail).
     """
     attrs: dict[str, Any] = {}
-    detail = []
-    for k, findings in enumerate(per_fold):
-        prefix = f"fold {k + 1}: " if len(per_fold) > 1 else ""
-        for f in findings:
-            attrs.setdefault(f"finding.{f.kind}", prefix + f.summary)
-            detail.append({**f.as_dict(), "fold": k + 1})
-    kinds = [kind for kind in KINDS if f"finding.{kind}" in attrs]
-    attrs["findings"] = ", ".join(kinds) or "none"
-    attrs["findings_detail"] = detail
+    found = {f.kind for findings in per_fold for f in findings}
+    attrs["findings"] = ", ".join(kind for kind in KINDS if kind in found) or "none"
     if histories and histories[-1]:
         last = histories[-1]
         context = Context(val_size=val_sizes[len(histories) - 1], batch_size=0)
@@ -177,6 +178,8 @@ def overfitting(history: Sequence[EpochMetrics], context: Context,
         return []
     best = min(history, key=lambda m: m.val_loss)
     last = history[-1]
+    if last.train_acc < t.underfit_train_acc:
+        return []  # a network that has not fit its training data is not overfitting it
     rise = max(best.val_loss * t.overfit_rise, t.overfit_min_rise)
     if not (last.epoch > best.epoch and last.val_loss > best.val_loss + rise
             and last.train_loss < best.train_loss):

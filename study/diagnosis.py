@@ -16,6 +16,10 @@ from study.training import EpochMetrics
 # Any reasonable MNIST network fits >= 97% of its training images within a few epochs; below
 # this it has not learned the training data (too small a learning rate, too much regularisation).
 UNDERFIT_TRAIN_ACC = 0.90
+# Training accuracy is measured with dropout and augmentation on, so it reads low for a good
+# network; validation accuracy does not: a trial whose best stays under this has not learned
+# MNIST, whatever its curves' shape, and is no "converging" one.
+UNDERFIT_VAL_ACC = 0.97
 # Validation loss this far above its best (relative, and at least the absolute floor in nats)
 # counts as rising, not as epoch-to-epoch noise.
 OVERFIT_RISE = 0.02
@@ -77,6 +81,10 @@ def _trend(history: Sequence[EpochMetrics]) -> str:
         return (f"overfitting: val loss rose {best.val_loss:.3g} -> {last.val_loss:.3g} after "
                 f"epoch {best.epoch} while train loss fell {best.train_loss:.3g} -> "
                 f"{last.train_loss:.3g}")
+    top = max(history, key=lambda m: m.val_acc)
+    if top.val_acc < UNDERFIT_VAL_ACC:
+        return (f"underfitting: best val accuracy {top.val_acc:.1%} after "
+                f"{_epochs(last.epoch)} (train accuracy {last.train_acc:.1%})")
     return (f"converging: best val loss {best.val_loss:.3g} at epoch {best.epoch} of "
             f"{last.epoch}, val accuracy {best.val_acc:.1%}")
 

@@ -30,7 +30,14 @@ from optuna.trial import TrialState
 import models
 from data_pipeline import SearchData
 from study.config import StudyConfig
-from study.detectors import Context, Finding, Thresholds, detect, findings_attrs
+from study.detectors import (
+    Context,
+    Finding,
+    Thresholds,
+    detect,
+    findings_attrs,
+    findings_detail,
+)
 from study.diagnosis import diagnose, pruner_evidence
 from study.early_stopping import EarlyStopping
 from study.errors import StudyError
@@ -283,10 +290,11 @@ class Objective:
         attrs: dict[str, Any] = {"epochs_trained": sum(len(f.history) for f in folds),
                                  "diagnosis": _diagnosis(folds, state, reason, diverged)}
         last = len(folds) - 1
+        per_fold = [self.findings(run, i, diverged=diverged and i == last)
+                    for i in range(len(folds))]
         attrs.update(findings_attrs(
-            [self.findings(run, i, diverged=diverged and i == last) for i in range(len(folds))],
-            [f.history for f in folds], val_sizes=[len(v) for v in self.data.partition.val],
-            thresholds=self.thresholds))
+            per_fold, [f.history for f in folds],
+            val_sizes=[len(v) for v in self.data.partition.val], thresholds=self.thresholds))
         if seen:
             attrs.update(best_val_loss=_mean(seen, "val_loss"),
                          best_val_acc=_mean(seen, "val_acc"))
@@ -307,7 +315,8 @@ class Objective:
             attrs["fail_reason"] = reason
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        self.tracker.end_trial(run.run_id, number=trial.number, state=state, attrs=attrs)
+        self.tracker.end_trial(run.run_id, number=trial.number, state=state, attrs=attrs,
+                               findings=findings_detail(per_fold))
 
 
 # What --prune-diagnosed prunes on: no later epoch can bring such a trial back.

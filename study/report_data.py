@@ -23,6 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 from study.baseline import stored_baseline
 from study.redaction import redact, redact_text
 from study.result import RESULT_ATTR
+from study.tracking.layout import FINDINGS_ARTIFACT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -48,6 +49,8 @@ class ReportData:
     importances: dict[str, float] | None
     audit: dict[str, Any] | None
     audit_picture: bytes | None
+    # trial -> its findings with their evidence (the run's findings.json), for the shown trials
+    findings: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what could not be shown, and why
 
     @property
@@ -76,14 +79,20 @@ def collect(study: optuna.Study, *, storage: str, client: MlflowClient | None,
                       curves={}, shown=shown_trials(trials), importances=None, audit=None,
                       audit_picture=None)
     data.importances = _importances(study, data.notes)
+    # Studies recorded before findings.json kept the evidence in a user attr.
+    data.findings = {n: list(trials[_index(trials, n)].user_attrs.get("findings_detail", []))
+                     for n in data.shown}
     if client is None:
-        data.notes.append("no MLflow store given: curves show validation loss only, and the "
-                          "leakage audit is not shown")
+        data.notes.append("no MLflow store given: curves show validation loss only, the "
+                          "findings' evidence and the leakage audit are not shown")
         data.curves = _validation_curves(trials, data.shown)
         return data
     try:
         data.curves = {n: _history(client, trials[_index(trials, n)], data.notes)
                        for n in data.shown}
+        for n in data.shown:
+            data.findings[n] = (_findings(client, trials[_index(trials, n)])
+                                or data.findings[n])
         data.audit, data.audit_picture = _audit(client, study, data.result)
     except Exception as exc:  # noqa: BLE001 - the report still renders from the study alone
         reason = redact_text(str(exc)).splitlines()[0] if str(exc) else type(exc).__name__
@@ -99,12 +108,11 @@ def shown_trials(trials: list[FrozenTrial]) -> list[int]:
     complete = sorted((t for t in trials if t.state == TrialState.COMPLETE),
                       key=lambda t: t.values[0])
     shown = [t.number for t in complete[:TOP_TRIALS]]
-    diagnosed = [t for t in trials if t.user_attrs.get("findings", "none") != "none"
-                 and t.number not in shown]
+    diagnosed = [t for t in trials if kinds_of(t) and t.number not in shown]
     seen: set[str] = set()
     first_of_kind = []
     for t in diagnosed:
-        kinds = {f["kind"] for f in findings_of(t)}
+        kinds = set(kinds_of(t))
         if kinds - seen:
             first_of_kind.append(t.number)
             seen |= kinds
@@ -112,8 +120,10 @@ def shown_trials(trials: list[FrozenTrial]) -> list[int]:
     return shown + (first_of_kind + rest)[:DIAGNOSED_TRIALS]
 
 
-def findings_of(trial: FrozenTrial) -> list[dict[str, Any]]:
-    return list(trial.user_attrs.get("findings_detail", []))
+def kinds_of(trial: FrozenTrial) -> list[str]:
+    """The kinds of TRIAL's findings, from its `findings` user attr ("none": no kind)."""
+    kinds = str(trial.user_attrs.get("findings", "none"))
+    return [] if kinds == "none" else [k.strip() for k in kinds.split(",")]
 
 
 def wilson_interval(accuracy: float, n: int) -> tuple[float, float]:
@@ -152,6 +162,20 @@ def _history(client: MlflowClient, trial: FrozenTrial,
     return {"val_loss": sorted(trial.intermediate_values.items())}
 
 
+def _findings(client: MlflowClient, trial: FrozenTrial) -> list[dict[str, Any]]:
+    """TRIAL's findings with their evidence, from its run's findings.json; [] when it has none
+    (a clean trial, or one recorded before the artifact existed)."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id or not kinds_of(trial):
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = Path(client.download_artifacts(run_id, FINDINGS_ARTIFACT, tmp))
+        except Exception:  # noqa: BLE001 - an older trial, or a run of another store
+            return []
+        return list(json.loads(path.read_text()))
+
+
 def _audit(client: MlflowClient, study: optuna.Study,
            result: Mapping[str, Any] | None) -> tuple[dict[str, Any] | None, bytes | None]:
     """The leakage audit a run of this study logged: the evaluating run's, else the newest."""
@@ -186,19 +210,16 @@ def _importances(study: optuna.Study, notes: list[str]) -> dict[str, float] | No
     if len(complete) < 2:
         notes.append("parameter importances need two complete trials at least")
         return None
-    # Pinned parameters (one value in every trial) explain nothing: left out, not shown as 0.
-    varied = sorted({name for t in complete for name in t.params
-                     if len({repr(u.params.get(name)) for u in complete}) > 1})
+    varied = {name for t in complete for name in t.params
+              if len({repr(u.params.get(name)) for u in complete}) > 1}
     if not varied:
         notes.append("parameter importances: no parameter varies between the complete trials")
         return None
     try:
-        # fANOVA over the varied parameters every complete trial has; seeded: the same file
-        # twice.
-        evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+        # The dashboard's call exactly (PED-ANOVA over the parameters every complete trial
+        # has), so the two agree; it is deterministic, the same file twice.
         return dict(optuna.importance.get_param_importances(
-            study, evaluator=evaluator,
-            params=[n for n in varied if all(n in t.params for t in complete)] or None))
+            study, evaluator=optuna.importance.PedAnovaImportanceEvaluator()))
     except (ValueError, RuntimeError) as exc:
         notes.append(f"parameter importances could not be computed: {exc}")
         return None

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any
 from optuna.trial import FrozenTrial
 
 from study.detectors import KINDS, Thresholds
-from study.report_data import TOP_TRIALS, ReportData, findings_of, wilson_interval
+from study.report_data import TOP_TRIALS, ReportData, kinds_of, wilson_interval
+from study.report_verdicts import (
+    TOP,
+    batch_size_verdict,
+    regularisation_verdict,
+    scheduler_verdict,
+    top_spread,
+)
 from study.search_space import hyperparams_from_params
 
 if TYPE_CHECKING:
@@ -125,7 +132,8 @@ def _importances(data: ReportData, t: Thresholds) -> str:
     names = list(data.importances)[::-1]  # plotly draws bars bottom-up
     figure = go.Figure(go.Bar(x=[data.importances[n] for n in names], y=names,
                               orientation="h"))
-    figure.update_layout(title="fANOVA importance for the validation loss (sums to 1)")
+    figure.update_layout(title="PED-ANOVA importance for the validation loss (sums to 1), "
+                               "as optuna-dashboard computes it")
     return (f"<h2>Parameter importances</h2>{_figure(figure, height=120 + 24 * len(names))}")
 
 
@@ -137,105 +145,131 @@ def _questions(data: ReportData, t: Thresholds) -> str:
 def _scheduler(data: ReportData) -> str:
     import plotly.graph_objects as go
 
-    by_scheduler: dict[str, list[FrozenTrial]] = defaultdict(list)
+    title = "<h3>Did the learning-rate strategy matter?</h3>"
+    # Like with like: complete trials trained to the end (or stopped early on their own); a
+    # pruned trial's loss is from its rung's epoch, which no complete trial is judged at.
+    complete: dict[str, list[FrozenTrial]] = defaultdict(list)
+    pruned: Counter[str] = Counter()
     for trial in data.finished:
-        by_scheduler[str(trial.params.get("scheduler", "?"))].append(trial)
-    if not by_scheduler:
-        return "<h3>Did the learning-rate strategy matter?</h3><p>No finished trial yet.</p>"
+        name = str(trial.params.get("scheduler", "?"))
+        if trial.state.name == "COMPLETE":
+            complete[name].append(trial)
+        else:
+            pruned[name] += 1
+    if not complete and not pruned:
+        return title + "<p>No finished trial yet.</p>"
     figure = go.Figure()
     rows = []
-    bests, spreads = [], []
-    for name, trials in sorted(by_scheduler.items()):
-        complete = [tr for tr in trials if tr.values]
-        best = min(complete, key=lambda tr: tr.values[0], default=None)
+    losses = {name: [tr.values[0] for tr in trials] for name, trials in complete.items()}
+    for name in sorted(set(complete) | set(pruned)):
+        values = losses.get(name, [])
+        best = min(complete[name], key=lambda tr: tr.values[0], default=None)
         if best is not None and best.intermediate_values:
             steps = sorted(best.intermediate_values.items())
             figure.add_trace(go.Scatter(x=[s for s, _ in steps], y=[v for _, v in steps],
                                         mode="lines+markers", name=f"{name} (#{best.number})"))
-        values = [tr.values[0] for tr in complete]
-        if values:
-            bests.append(min(values))
-            spreads.append(max(values) - min(values))
-        rows.append((name, len(trials), min(values) if values else "-",
+        rows.append((name, len(values), pruned[name], min(values) if values else "-",
                      statistics.median(values) if values else "-",
-                     max(values) - min(values) if len(values) > 1 else "-"))
-    figure.update_layout(title="validation loss of the best trial per scheduler",
+                     top_spread(values) if len(values) >= TOP else "-"))
+    figure.update_layout(title="validation loss of the best complete trial per scheduler",
                          xaxis_title="epoch", yaxis_title="val loss", yaxis_type="log")
+    left_out = sum(pruned.values())
+    note = (f"{left_out} pruned trial{'s' if left_out != 1 else ''} left out: a pruned "
+            f"trial's loss is from the epoch it was stopped at, not comparable with a "
+            f"complete trial's best. " if left_out else "")
     importance = (data.importances or {}).get("scheduler")
-    answer = ("the scheduler was not searched, or importances are unavailable"
-              if importance is None else
-              f"the scheduler's fANOVA importance is {importance:.2f} of the total (rank "
-              f"{list(data.importances or {}).index('scheduler') + 1} of "
-              f"{len(data.importances or {})} varied parameters)")
-    if len(bests) > 1 and any(spreads):
-        answer += (f". The schedulers' best trials lie {max(bests) - min(bests):.4f} apart; "
-                   f"trials of one scheduler spread up to {max(spreads):.4f} (its own "
-                   f"parameters and each trial's seed): a gap smaller than that spread is "
-                   f"not a difference this study can tell")
-    return ("<h3>Did the learning-rate strategy matter?</h3>"
-            f'<p class="answer">{html.escape(answer)}.</p>'
-            + _table(("scheduler", "trials", "best val loss", "median val loss",
-                      "spread (max - min)"), rows)
-            + _figure(figure))
+    if importance is not None:
+        note += (f"The scheduler's importance is {importance:.2f} of the total (rank "
+                 f"{list(data.importances or {}).index('scheduler') + 1} of "
+                 f"{len(data.importances or {})}).")
+    return (title + (f'<p class="note">{html.escape(note)}</p>' if note else "")
+            + _table(("scheduler", "complete trials", "pruned (left out)", "best val loss",
+                      "median val loss", f"spread of its {TOP} best"), rows)
+            + (_figure(figure) if figure.data else "")
+            + f'<p class="answer">{html.escape(scheduler_verdict(losses))}</p>')
 
 
 def _batch_size(data: ReportData, t: Thresholds) -> str:
     import plotly.graph_objects as go
 
-    points = [(int(tr.params["batch_size"]), float(tr.user_attrs["fluctuation_ratio"]),
-               tr.number) for tr in data.finished
-              if "batch_size" in tr.params and "fluctuation_ratio" in tr.user_attrs]
     title = "<h3>Does batch size change the noise?</h3>"
-    if not points:
-        return title + (f"<p>No trial has a fluctuation ratio: it needs "
-                        f"{t.fluctuation_window} epochs or more, and trials recorded with "
-                        f"findings (older trials have none).</p>")
-    sizes = sorted({b for b, _, _ in points})
+    measured, short, diverging = [], 0, 0
+    for tr in data.finished:
+        if "batch_size" not in tr.params:
+            continue
+        if "fluctuation_ratio" not in tr.user_attrs:
+            short += 1  # fewer epochs than the window: no wobble to measure
+        elif "divergence" in kinds_of(tr):
+            diverging += 1  # its wobble is the blow-up, not batch noise
+        else:
+            measured.append((int(_shown(tr)["batch_size"]),
+                             float(tr.user_attrs["fluctuation_ratio"]), tr.number))
+    left_out = ", ".join(part for part in (
+        f"{short} trained fewer than {t.fluctuation_window} epochs" if short else "",
+        f"{diverging} diverging" if diverging else "") if part)
+    note = (f'<p class="note">{len(measured)} of {len(measured) + short + diverging} '
+            f"finished trials measured; left out: {html.escape(left_out)}.</p>"
+            if left_out else "")
+    if not measured:
+        verdict = batch_size_verdict({}, threshold=t.fluctuation_ratio)
+        return title + note + (f"<p>No trial has a fluctuation ratio: it needs "
+                               f"{t.fluctuation_window} epochs or more.</p>"
+                               f'<p class="answer">{html.escape(verdict)}</p>')
+    ratios: dict[int, list[float]] = defaultdict(list)
+    for size, ratio, _ in measured:
+        ratios[size].append(ratio)
     figure = go.Figure()
     rows = []
-    for size in sizes:
-        ratios = [r for b, r, _ in points if b == size]
-        figure.add_trace(go.Box(y=ratios, name=str(size), boxpoints="all",
-                                text=[f"trial {n}" for b, _, n in points if b == size]))
-        rows.append((size, len(ratios), statistics.median(ratios),
-                     sum(r > t.fluctuation_ratio for r in ratios)))
+    for size in sorted(ratios):
+        figure.add_trace(go.Box(y=ratios[size], name=str(size), boxpoints="all",
+                                text=[f"trial {n}" for b, _, n in measured if b == size]))
+        rows.append((size, len(ratios[size]), statistics.median(ratios[size]),
+                     sum(r > t.fluctuation_ratio for r in ratios[size])))
     figure.add_hline(y=1.0, line_dash="dot", annotation_text="binomial noise alone")
     figure.add_hline(y=t.fluctuation_ratio, line_dash="dash",
                      annotation_text="fluctuation finding")
     figure.update_layout(title=f"val accuracy wobble over the last {t.fluctuation_window} "
                                f"epochs, in binomial standard errors", xaxis_title="batch size",
                          yaxis_title="sd / binomial se", showlegend=False)
-    return (title + '<p class="answer">A ratio near 1 is what the validation set\'s size '
+    verdict = batch_size_verdict(ratios, threshold=t.fluctuation_ratio)
+    return (title + note + '<p class="note">A ratio near 1 is what the validation set\'s size '
             "alone explains; above the dashed line the wobble is real.</p>"
             + _table(("batch size", "trials", "median ratio", "beyond noise"), rows)
-            + _figure(figure))
+            + _figure(figure) + f'<p class="answer">{html.escape(verdict)}</p>')
 
 
 def _regularisation(data: ReportData) -> str:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    trials = [tr for tr in data.finished if "final_gap" in tr.user_attrs]
     title = "<h3>How do dropout and weight decay relate to the overfitting gap?</h3>"
+    # Like with like: a pruned trial's gap is from an earlier epoch than a complete one's.
+    trials = [tr for tr in data.complete if "final_gap" in tr.user_attrs]
     if not trials:
-        return title + ("<p>No finished trial with a final gap yet (trials recorded with "
-                        "findings; older trials have none).</p>")
+        return title + "<p>No complete trial with a final gap yet.</p>"
+    left_out = sum(1 for tr in data.finished if tr.state.name == "PRUNED")
     figure = make_subplots(rows=1, cols=2, subplot_titles=("dropout", "weight decay"))
-    overfit = ["overfitting" in tr.user_attrs.get("findings", "") for tr in trials]
+    overfit = ["overfitting" in kinds_of(tr) for tr in trials]
     colours = ["#d62728" if o else "#1f77b4" for o in overfit]
     text = [f"trial {tr.number}" + (" (overfitting)" if o else "")
             for tr, o in zip(trials, overfit, strict=True)]
-    gaps = [tr.user_attrs["final_gap"] for tr in trials]
+    gaps = [float(tr.user_attrs["final_gap"]) for tr in trials]
+    values = {param: [float(_shown(tr).get(param, 0.0)) for tr in trials]
+              for param in ("dropout", "weight_decay")}
     for col, param in ((1, "dropout"), (2, "weight_decay")):
-        figure.add_trace(go.Scatter(x=[tr.params.get(param, 0.0) for tr in trials], y=gaps,
-                                    mode="markers", marker={"color": colours}, text=text,
-                                    showlegend=False), row=1, col=col)
+        figure.add_trace(go.Scatter(x=values[param], y=gaps, mode="markers",
+                                    marker={"color": colours}, text=text, showlegend=False),
+                         row=1, col=col)
     figure.update_xaxes(type="log", row=1, col=2)
     figure.update_yaxes(title_text="val - train loss at the last epoch", row=1, col=1)
-    figure.update_layout(title="final gap per trial (red: overfitting found)")
-    return (title + f'<p class="answer">{sum(overfit)} of {len(trials)} trials overfit; a '
-            "gap that shrinks as dropout or weight decay grows is regularisation at work.</p>"
-            + _figure(figure))
+    figure.update_layout(title="final gap per complete trial (red: overfitting found)")
+    verdict = regularisation_verdict(gaps, {"dropout": values["dropout"],
+                                            "weight decay": values["weight_decay"]})
+    note = (f"{sum(overfit)} of {len(trials)} complete trials overfit"
+            + (f"; {left_out} pruned trials left out (their gap is from an earlier epoch)"
+               if left_out else "") + ".")
+    return (title + f'<p class="note">{html.escape(note)}</p>' + _figure(figure)
+            + f'<p class="answer">{html.escape(verdict)}</p>')
 
 
 def _curves(data: ReportData, t: Thresholds) -> str:
@@ -260,20 +294,21 @@ def _curves(data: ReportData, t: Thresholds) -> str:
                     x=[s for s, _ in points], y=[v for _, v in points], mode="lines",
                     line={"color": colour}, name=metric, legendgroup=metric,
                     showlegend=i == 0), row=row, col=col)
-        for finding in findings_of(trials[number]):
+        for finding in data.findings.get(number, []):
             val = dict(curves.get("val_loss", []))
             y = val.get(finding["epoch"])
+            # Unclipped: a label near a plot's edge is drawn whole, not cut to "underfittir".
             figure.add_trace(go.Scatter(
                 x=[finding["epoch"]], y=[y if y is not None else 0], mode="markers+text",
                 marker={"symbol": "x", "size": 11, "color": "#d62728"},
-                text=[finding["kind"]], textposition="top center",
+                text=[finding["kind"]], textposition="top center", cliponaxis=False,
                 hovertext=[finding["summary"]], hoverinfo="text", showlegend=False),
                 row=row, col=col)
     figure.update_yaxes(type="log")
     figure.update_xaxes(title_text="epoch")
     listing = "".join(
         f"<li><b>trial {n}</b>: {html.escape(f['summary'])}</li>"
-        for n in data.shown for f in findings_of(trials[n]))
+        for n in data.shown for f in data.findings.get(n, []))
     return (title + '<p class="note">Train loss (blue) is the epoch\'s running mean with '
             "dropout and augmentation on; validation loss (orange) is measured after the "
             "epoch. A red x marks each finding at its epoch; hover for the evidence.</p>"
@@ -286,17 +321,23 @@ def _top_count(data: ReportData) -> int:
 
 
 def _curve_title(trial: FrozenTrial, top: bool) -> str:
-    kinds = trial.user_attrs.get("findings", "none")
-    value = f"{trial.values[0]:.4f}" if trial.values else trial.state.name.lower()
-    return " ".join([f"#{trial.number}", *(["top"] if top else []), value]) + (
-        f": {kinds}" if kinds != "none" else "")
+    """'#4 top 0.0412', '#9 pruned at epoch 2', '#11 failed: divergence'."""
+    kinds = ", ".join(kinds_of(trial))
+    if trial.state.name == "COMPLETE":
+        what = ("top " if top else "") + f"{trial.values[0]:.4f}"
+    elif trial.state.name == "PRUNED":
+        epochs = trial.user_attrs.get("epochs_trained")
+        what = f"pruned at epoch {epochs}" if epochs else "pruned"
+    else:
+        what = trial.state.name.lower()
+    return f"#{trial.number} {what}" + (f": {kinds}" if kinds else "")
 
 
 def _findings(data: ReportData, t: Thresholds) -> str:
     finished = data.finished + [tr for tr in data.trials if tr.state.name == "FAIL"]
     rows = []
     for kind in KINDS:
-        flagged = [tr for tr in finished if any(f["kind"] == kind for f in findings_of(tr))]
+        flagged = [tr for tr in finished if kind in kinds_of(tr)]
         rows.append((kind, len(flagged), f"{len(flagged) / max(len(finished), 1):.0%}",
                      _ranges(flagged)))
     return ("<h2>Findings across the study</h2>"
@@ -344,7 +385,7 @@ def _audit(data: ReportData, t: Thresholds) -> str:
             f"{'none' if not any(v for _, v in rows) else rows}. Duplicate pairs: "
             f"{len(duplicates)}, {len(cross)} across the split (near-duplicate threshold "
             f"{audit.get('near_threshold')}). Largest class-share deviation between the "
-            f"parts: {audit.get('max_class_deviation', float('nan')):.4f}. Test set: "
+            f"parts: {audit.get('max_class_deviation', float('nan')):.4%}. Test set: "
             f"{audit.get('test_access', '')}")
     picture = ""
     if data.audit_picture:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 from optuna.trial import TrialState
 
 # The truth about a trial, in MLflow's words.
@@ -13,13 +16,24 @@ RUN_STATUS = {
 CHECKPOINT_PATH = "checkpoint/model_state.pt"
 # A trial's objective as run metrics (step 0), so the runs table and charts sort by it.
 OBJECTIVE_METRICS = ("best_val_loss", "best_val_acc", "best_epoch")
-# User attrs kept out of a run's tags: the findings with all their evidence can outgrow a tag
-# (8,000 characters); each finding's line is a tag of its own (`optuna.finding.<kind>`).
-UNTAGGED_ATTRS = ("findings_detail",)
+# A trial's findings with all their evidence, as an artifact of its run: they can outgrow a
+# tag (8,000 characters) and a dashboard row; each kind's first line is a tag of its own.
+FINDINGS_ARTIFACT = "findings.json"
 # The seed recipe's run (study/baseline.py) is no Optuna trial: it takes this number.
 BASELINE_NUMBER = -1
 # Experiments open in MLflow's classic ML view (runs table, charts), not its GenAI overview.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def finding_tags(findings: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """`optuna.finding.<kind>`: the first such finding's line (with folds, prefixed "fold k:"),
+    to filter on in the runs table."""
+    folds = {f.get("fold", 1) for f in findings}
+    tags: dict[str, str] = {}
+    for f in findings:
+        prefix = f"fold {f['fold']}: " if len(folds) > 1 else ""
+        tags.setdefault(f"optuna.finding.{f['kind']}", prefix + str(f["summary"]))
+    return tags
 
 
 def run_name(number: int) -> str:

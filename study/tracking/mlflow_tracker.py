@@ -6,6 +6,7 @@ threads or processes can never log into each other's runs.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -23,9 +24,10 @@ from study.tracking.layout import (
     BASELINE_NUMBER,
     CHECKPOINT_PATH,
     EXPERIMENT_KIND,
+    FINDINGS_ARTIFACT,
     OBJECTIVE_METRICS,
     RUN_STATUS,
-    UNTAGGED_ATTRS,
+    finding_tags,
     run_name,
     trial_run_name,
 )
@@ -170,14 +172,22 @@ class MlflowTracker:
         self._writer.flush()
 
     def end_trial(self, run_id: str, *, number: int, state: TrialState,
-                  attrs: Mapping[str, Any]) -> None:
+                  attrs: Mapping[str, Any],
+                  findings: Sequence[Mapping[str, Any]] = ()) -> None:
         """End trial NUMBER's run: ATTRS (the trial's user attrs) as `optuna.*` tags, its
-        objective as metrics the runs table sorts by, its state in its name and status."""
+        objective as metrics the runs table sorts by, its state in its name and status, and
+        FINDINGS as findings.json (with one `optuna.finding.<kind>` tag each kind)."""
         self._writer.flush()  # the run's metrics are stored before its status says it ended
+        if findings:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / FINDINGS_ARTIFACT
+                path.write_text(json.dumps(list(findings), indent=1, default=float))
+                self._outbox.send({"op": "artifact", "run": run_id, "file": str(path),
+                                   "artifact_path": None})
         self._outbox.send(batch_op(
             run_id, tags={"optuna.state": state.name,
-                          **{f"optuna.{k}": str(v) for k, v in attrs.items()
-                             if k not in UNTAGGED_ATTRS}},
+                          **{f"optuna.{k}": str(v) for k, v in attrs.items()},
+                          **finding_tags(findings)},
             metrics={k: float(attrs[k]) for k in OBJECTIVE_METRICS if k in attrs}))
         self._outbox.send({"op": "rename", "run": run_id,
                            "name": trial_run_name(number, state, attrs.get("epochs_trained"),

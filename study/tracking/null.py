@@ -40,7 +40,8 @@ class NullTracker:
         pass
 
     def end_trial(self, run_id: str, *, number: int, state: TrialState,
-                  attrs: Mapping[str, Any]) -> None:
+                  attrs: Mapping[str, Any],
+                  findings: Sequence[Mapping[str, Any]] = ()) -> None:
         pass
 
     def save_checkpoint(self, run_id: str, state: StateDict) -> None:

@@ -58,8 +58,10 @@ class Tracker(Protocol):
         ...
 
     def end_trial(self, run_id: str, *, number: int, state: TrialState,
-                  attrs: Mapping[str, Any]) -> None:
-        """End the run once all it logged is stored: STATE as its status, ATTRS as tags."""
+                  attrs: Mapping[str, Any],
+                  findings: Sequence[Mapping[str, Any]] = ()) -> None:
+        """End the run once all it logged is stored: STATE as its status, ATTRS as tags,
+        FINDINGS (each with its evidence) as the run's findings.json and one tag per kind."""
         ...
 
     def save_checkpoint(self, run_id: str, state: StateDict) -> None:

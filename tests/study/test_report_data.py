@@ -9,6 +9,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from study.detectors import Thresholds
 from study.report_data import DIAGNOSED_TRIALS, TOP_TRIALS, shown_trials, wilson_interval
 
 
@@ -89,3 +90,48 @@ def test_the_report_shows_batch_sizes_as_numbers_and_the_rate_as_lr() -> None:
     assert _shown(trials[0])["batch_size"] == 512 and _shown(trials[0])["lr"] == 0.01
     assert "batch_size 64, 512" in _ranges(trials)  # as the console says, in numeric order
     assert "lr 0.01-0.02" in _ranges(trials)  # whatever the optimizer's own rate is called
+
+
+def _scheduled(number: int, scheduler: str, value: float, *, pruned_at: int | None = None,
+               kinds: str = "none") -> optuna.trial.FrozenTrial:
+    params: dict[str, str | float] = {"scheduler": scheduler, "dropout": 0.1 * (number % 5)}
+    dists: dict[str, optuna.distributions.BaseDistribution] = {
+        "scheduler": optuna.distributions.CategoricalDistribution(["cosine", "plateau"]),
+        "dropout": optuna.distributions.FloatDistribution(0.0, 0.5)}
+    trial = optuna.trial.create_trial(
+        state=TrialState.PRUNED if pruned_at else TrialState.COMPLETE, value=value,
+        params=params, distributions=dists, intermediate_values={pruned_at or 8: value},
+        user_attrs={"findings": kinds, "final_gap": 0.01 * number,
+                    "epochs_trained": pruned_at or 8})
+    trial.number = number
+    return trial
+
+
+def test_the_scheduler_question_compares_complete_trials_and_ends_with_a_verdict() -> None:
+    from study.report_data import collect
+    from study.report_html import _curve_title, render
+
+    study = optuna.create_study()
+    trials = [_scheduled(0, "cosine", 0.04), _scheduled(1, "cosine", 0.05),
+              _scheduled(2, "cosine", 0.06),
+              _scheduled(3, "plateau", 2.03, pruned_at=2, kinds="overfitting")]
+    for trial in trials:
+        study.add_trial(trial)
+    page = render(collect(study, storage="sqlite:///x.db", client=None))
+    questions = page.split('<section id="questions">', 1)[1].split("</section>", 1)[0]
+    # Plateau's only trial was pruned at epoch 2: its loss is left out, and said to be.
+    assert "1 pruned trial left out" in questions and "2.03" not in questions
+    assert questions.count('<p class="answer">') == 3  # every question ends with a verdict
+    assert "Too few trials to tell: two schedulers need 3 complete trials each " \
+           "(complete trials per scheduler: cosine 3)." in questions
+    assert _curve_title(study.trials[3], top=False) == "#3 pruned at epoch 2: overfitting"
+    assert _curve_title(study.trials[0], top=True) == "#0 top 0.0400"
+
+
+def test_the_audit_deviation_reads_in_percent_as_the_audit_command_prints_it() -> None:
+    from study.report_data import collect
+    from study.report_html import _audit
+
+    data = collect(optuna.create_study(), storage="sqlite:///x.db", client=None)
+    data.audit = {"index_overlaps": {}, "duplicates": [], "max_class_deviation": 8.3e-5}
+    assert "parts: 0.0083%." in _audit(data, Thresholds())
