@@ -266,8 +266,8 @@ def _regularisation(data: ReportData) -> str:
     verdict = regularisation_verdict(gaps, {"dropout": values["dropout"],
                                             "weight decay": values["weight_decay"]})
     note = (f"{sum(overfit)} of {len(trials)} complete trials overfit"
-            + (f"; {left_out} pruned trials left out (their gap is from an earlier epoch)"
-               if left_out else "") + ".")
+            + (f"; {left_out} pruned trial{'s' if left_out != 1 else ''} left out (a pruned "
+               f"trial's gap is from an earlier epoch)" if left_out else "") + ".")
     return (title + f'<p class="note">{html.escape(note)}</p>' + _figure(figure)
             + f'<p class="answer">{html.escape(verdict)}</p>')
 

@@ -230,6 +230,31 @@ def test_dashboard_api_matches_the_optuna_storage(made: MadeStudy, dashboard: st
             "device"} <= study_attrs
 
 
+@pytest.mark.browser
+def test_a_trial_s_user_attributes_keep_to_a_line_each_in_the_dashboard(
+    made: MadeStudy, dashboard: str, page: Page
+) -> None:
+    page.set_viewport_size({"width": 1400, "height": 900})
+    page.goto(dashboard + "dashboard")
+    page.get_by_text(re.compile(r"^\d+\. mnist$")).click()
+    page.goto(page.url.rstrip("/") + "/trials")
+    # The diverged trial: its finding's evidence made the longest attr, as JSON, before.
+    page.get_by_text("Trial 3", exact=True).first.click()
+    trial = made.trials()[3]
+    assert trial.user_attrs["findings"] == "divergence"
+    label = page.get_by_text("User Attributes", exact=True)
+    expect(label).to_be_visible()
+    # The dashboard lists a trial's user attrs as one paragraph each, "key value".
+    lines = label.locator("xpath=..").locator("p").all()[1:]
+    assert len(lines) == len(trial.user_attrs)  # every attr, each on its own line
+    assert [line.inner_text().split(" ", 1)[0] for line in lines] == sorted(trial.user_attrs)
+    heights = [line.bounding_box()["height"] for line in lines]  # type: ignore[index]
+    # One line each at this width (the findings' JSON evidence is in MLflow now, not an attr
+    # of 150-750 px): none wraps onto a second line.
+    assert max(heights) < 1.5 * min(heights), heights
+    _shot(page, "dashboard-trial-attrs.png")
+
+
 # --- MLflow UI --------------------------------------------------------------------------------
 
 @pytest.mark.browser
@@ -279,16 +304,22 @@ def test_the_printed_link_opens_the_runs_table_sorted_by_the_objective(
     page.keyboard.press("Escape")
     expect(page.get_by_role("button", name="Sort: best_val_loss")).to_be_visible()
     # The grid keeps its rows in the DOM in any order; each carries its place in row-index.
-    placed = {}
+    placed, parent_at = {}, None
     for row in page.locator("[role=row][row-index]").all():
-        found = re.search(r"trial-\d{4} [a-z@ 0-9]+?(?=\n|$)", row.inner_text())
+        text, at = row.inner_text(), int(row.get_attribute("row-index") or 0)
+        found = re.search(r"trial-\d{4} [a-z@ 0-9]+?(?=\n|$)", text)
         if found:
-            placed[int(row.get_attribute("row-index") or 0)] = found.group(0).strip()
+            placed[at] = found.group(0).strip()
+        elif re.search(r"\bmnist@\d{8}-\d{6}", text):
+            parent_at = at
     names = [placed[i] for i in sorted(placed)]
     ranked = sorted((t for t in made.trials() if "best_val_loss" in t.user_attrs),
                     key=lambda t: t.user_attrs["best_val_loss"])
     numbers = [int(name[6:10]) for name in names]
     assert numbers[:len(ranked)] == [t.number for t in ranked]  # best first, as Optuna ranks
+    # The parent run's study.best_val_loss is another metric: it never ranks among its trials.
+    ranked_at = sorted(placed)[:len(ranked)]
+    assert parent_at is not None and parent_at > max(ranked_at)
     assert names[0] == f"trial-{ranked[0].number:04d} complete"  # the state in the name
     assert any(name.startswith("trial-0002 pruned@") for name in names)
     _shot(page, "mlflow-ui-sorted.png")
