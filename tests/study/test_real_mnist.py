@@ -42,18 +42,19 @@ def test_the_first_command_s_two_minute_study_reaches_98_3_percent_on_the_test_s
 
     study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{tmp_path}/optuna.db")
     # The warm start's two recipes, then the search: 7 trials on an idle 2-core machine. On a
-    # loaded one (CI runs two test workers beside it) the first recipe's 40 epochs fill most
-    # of the two minutes, and the second starts before the deadline.
-    assert len(study.trials) >= 2
-    states = [t.state for t in study.trials]
+    # loaded one (CI runs two test workers beside it) the first recipe's 40 epochs can fill
+    # the two minutes; the second recipe then waits, enqueued, for the next run.
+    ran = [t for t in study.trials if t.state != TrialState.WAITING]
+    assert len(study.trials) >= 2 and len(ran) >= 1
+    assert all(t.state.is_finished() for t in ran)  # nothing left RUNNING
     # Successive halving stopped some at a rung, where a third trial reached one.
-    assert TrialState.PRUNED in states or len(study.trials) == 2
-    spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials
+    assert TrialState.PRUNED in {t.state for t in ran} or len(ran) < 3
+    spans = [(t.datetime_complete - t.datetime_start).total_seconds() for t in ran
              if t.datetime_complete is not None and t.datetime_start is not None]
-    assert len(spans) == len(study.trials)  # every trial finished
+    assert len(spans) == len(ran)
     assert sum(spans) < 120  # one at a time, inside the budget
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
-    for trial in study.trials:
+    for trial in ran:
         history = client.get_metric_history(trial.user_attrs["mlflow_run_id"], "val_loss")
         assert len(history) == trial.user_attrs["epochs_trained"]  # per-epoch history
 
