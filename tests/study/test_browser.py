@@ -255,6 +255,18 @@ def test_a_trial_s_user_attributes_keep_to_a_line_each_in_the_dashboard(
     _shot(page, "dashboard-trial-attrs.png")
 
 
+def test_the_report_s_importances_are_the_dashboard_s(made: MadeStudy, dashboard: str) -> None:
+    from study.report_data import collect
+
+    study_id = _get_json(dashboard + "api/studies")["study_summaries"][0]["study_id"]
+    [shown] = _get_json(f"{dashboard}api/studies/{study_id}/param_importances")[
+        "param_importances"]
+    study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{made.root / STORAGE}")
+    report = collect(study, storage="", client=None).importances
+    assert report is not None
+    assert report == pytest.approx({i["name"]: i["importance"] for i in shown})  # one evaluator
+
+
 # --- MLflow UI --------------------------------------------------------------------------------
 
 @pytest.mark.browser
