@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from study.baseline import stored_baseline
 from study.redaction import redact, redact_text
+from study.report_verdicts import Z_95
 from study.result import RESULT_ATTR
 from study.tracking.layout import FINDINGS_ARTIFACT
 
@@ -34,7 +35,6 @@ TOP_TRIALS = 3  # learning curves of the best few trials
 DIAGNOSED_TRIALS = 6  # and of this many diagnosed ones, one per kind first
 CURVES = ("train_loss", "val_loss", "val_acc", "lr_now")
 AUDIT_JSON, AUDIT_PICTURE = "audit/audit.json", "audit/closest_pairs.png"
-Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
 @dataclass

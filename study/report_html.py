@@ -174,9 +174,9 @@ def _scheduler(data: ReportData) -> str:
     figure.update_layout(title="validation loss of the best complete trial per scheduler",
                          xaxis_title="epoch", yaxis_title="val loss", yaxis_type="log")
     left_out = sum(pruned.values())
-    note = (f"{left_out} pruned trial{'s' if left_out != 1 else ''} left out: a pruned "
-            f"trial's loss is from the epoch it was stopped at, not comparable with a "
-            f"complete trial's best. " if left_out else "")
+    note = (f"{_count(left_out, 'pruned trial')} left out: a pruned trial's loss is from "
+            f"the epoch it was stopped at, not comparable with a complete trial's best. "
+            if left_out else "")
     importance = (data.importances or {}).get("scheduler")
     if importance is not None:
         note += (f"The scheduler's importance is {importance:.2f} of the total (rank "
@@ -266,8 +266,8 @@ def _regularisation(data: ReportData) -> str:
     verdict = regularisation_verdict(gaps, {"dropout": values["dropout"],
                                             "weight decay": values["weight_decay"]})
     note = (f"{sum(overfit)} of {len(trials)} complete trials overfit"
-            + (f"; {left_out} pruned trial{'s' if left_out != 1 else ''} left out (a pruned "
-               f"trial's gap is from an earlier epoch)" if left_out else "") + ".")
+            + (f"; {_count(left_out, 'pruned trial')} left out (a pruned trial's gap is "
+               f"from an earlier epoch)" if left_out else "") + ".")
     return (title + f'<p class="note">{html.escape(note)}</p>' + _figure(figure)
             + f'<p class="answer">{html.escape(verdict)}</p>')
 
@@ -362,6 +362,11 @@ def _ranges(trials: Sequence[FrozenTrial]) -> str:
         else:  # batch sizes as numbers, in their order: 64, 512, not 0064, 0512
             parts.append(f"{name} {', '.join(str(v) for v in sorted(set(values)))}")
     return "; ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 pruned trial', '3 pruned trials'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _shown(trial: FrozenTrial) -> dict[str, Any]:

@@ -15,7 +15,7 @@ MIN_GROUP = 3  # trials a group needs before its best few say anything
 TOP = 3  # a group's best trials: the spread among them is what one more trial could move
 FEW = 5  # under this many trials a side, a difference is a hint, not a finding
 MIN_CORRELATION_TRIALS = 8
-Z_95 = 1.959964
+Z_95 = 1.959964  # the normal quantile of a two-sided 95% interval
 
 
 def _counts(groups: Mapping[str, Sequence[float]]) -> str:
