@@ -81,8 +81,8 @@ def search_in_cohorts(study: optuna.Study, objective: Objective, *, cohort_size:
     if objective.data.k == 1:
         _Holdout(study, objective, trial_done, budget).run()
         return
-    while (room := budget.room(running=0)) > 0:
-        _Round(study, objective, trial_done, budget).run(room)
+    while budget.room(running=0) > 0:
+        _Round(study, objective, trial_done, budget).run()
 
 
 class _Budget:
@@ -134,10 +134,18 @@ class _Search:
                 self._tell(number, TrialState.FAIL, reason=f"interrupted: {type(exc).__name__}")
             raise
 
-    def _ask(self, count: int) -> dict[Shape, list[TrialRun]]:
-        """COUNT new trials, asked and started one by one, by shape (batch size, norm)."""
+    def _ask(self, *, running: int) -> dict[Shape, list[TrialRun]]:
+        """New trials beside RUNNING members, asked and started one by one while the budget has
+        room, by shape (batch size, norm).
+
+        The room is counted again before each ask: counted once for K, two workers that both
+        saw K free places would each start K and overrun --n-trials by up to K; counted before
+        each, a worker overruns by one at most, as study.optimize's workers do (README).
+        """
         started: dict[Shape, list[TrialRun]] = {}
-        for _ in range(count):
+        asked = 0
+        while self.budget.room(running=running + asked) > 0:
+            asked += 1
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", message=_ASK_BEATS_HERE, category=UserWarning)
                 trial = self.study.ask()
@@ -274,8 +282,7 @@ class _Holdout(_Search):
 
     def _fill(self) -> None:
         running = sum(len(c.members) for c in self.cohorts.values())
-        room = self.budget.room(running=running)
-        for shape, runs in sorted(self._ask(room).items()):
+        for shape, runs in sorted(self._ask(running=running).items()):
             if shape in self.cohorts:
                 logger.info("%s %s the cohort at batch size %d, norm %s", _trials(runs),
                             "joins" if len(runs) == 1 else "join", *shape)
@@ -285,12 +292,12 @@ class _Holdout(_Search):
 
 
 class _Round(_Search):
-    """Cross-validated trials: ROOM trials asked at once, each batch size's group trained as a
-    cohort fold after fold (a member leaves when pruned or failed, none joins)."""
+    """Cross-validated trials: up to K trials asked at once, each batch size's group trained as
+    a cohort fold after fold (a member leaves when pruned or failed, none joins)."""
 
-    def run(self, room: int) -> None:
+    def run(self) -> None:
         with self._guarded():
-            for _, group in sorted(self._ask(room).items()):
+            for _, group in sorted(self._ask(running=0).items()):
                 self._train(group)
 
     def _train(self, group: list[TrialRun]) -> None:

@@ -201,6 +201,28 @@ def test_the_budget_counts_every_trial(search_data: SearchData, tracker: MlflowT
     assert len(study.trials) == 6  # the budget is the study's total, as MaxTrialsCallback's
 
 
+def test_trials_another_worker_starts_mid_ask_leave_no_room(
+    search_data: SearchData, tracker: MlflowTracker, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Another worker on the same storage starts two trials just after this one starts its
+    # first: the budget of 3 is taken, so this worker asks no second or third member.
+    study = _study()
+    objective = _objective(search_data, tracker)
+    start = objective.start
+
+    def first_then_another_worker(trial: optuna.Trial) -> TrialRun:
+        run = start(trial)
+        if trial.number == 0:
+            other = optuna.load_study(study_name=study.study_name, storage=study._storage)
+            other.ask(), other.ask()
+        return run
+
+    monkeypatch.setattr(objective, "start", first_then_another_worker)
+    search_in_cohorts(study, objective, cohort_size=3, n_trials=3, timeout=None)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE, TrialState.RUNNING,
+                                               TrialState.RUNNING]  # theirs still run
+
+
 def test_a_storage_that_beats_gets_no_warning_that_ask_cannot_beat(
         search_data: SearchData, tracker: MlflowTracker, tmp_path: Path) -> None:
     # The cohort driver beats for every trial it asks; Optuna's warning would say otherwise.

@@ -99,8 +99,9 @@ def test_workers_training_cohorts_keep_the_budget_and_never_repeat(tmp_path: Pat
                                          "--cohort-size", "3", "--data-dir", str(data)])
     study = _load(url, "mnist")
     trials = study.get_trials(deepcopy=False)
-    # Each worker asks only for the room left, counting the other's running trials.
-    assert len(trials) == 7 and all(t.state == TrialState.COMPLETE for t in trials)
+    # Each worker counts the room left, the other's running trials too, before each ask: two
+    # racing for the last place may both take it (README: N to N + W - 1 trials), no more.
+    assert 7 <= len(trials) <= 8 and all(t.state == TrialState.COMPLETE for t in trials)
     assert repeated_parameter_sets(trials) == []  # a cohort's members and both workers differ
     assert_evaluated_once(outputs, study=study,
                           tracking_uri=f"sqlite:///{tmp_path}/mlflow/mlflow.db")
