@@ -33,6 +33,16 @@ def test_normalizer_fit_stats() -> None:
     assert normalizer.std == pytest.approx(np.sqrt(0.1875))  # population std, same scale
 
 
+def test_normalizer_fit_from_the_histogram_equals_the_pixelwise_moments() -> None:
+    images = np.random.default_rng(1).integers(0, 256, size=(500, 28, 28), dtype=np.uint8)
+    scaled = images.astype(np.float64) / 255.0
+    normalizer = Normalizer.fit(images)
+    assert normalizer.mean == pytest.approx(scaled.mean(), rel=1e-12)
+    assert normalizer.std == pytest.approx(scaled.std(), rel=1e-12)
+    with pytest.raises(ValueError, match="uint8"):  # the histogram has 256 levels only
+        Normalizer.fit(scaled)
+
+
 def test_normalizer_apply() -> None:
     images = np.random.default_rng(0).integers(0, 256, size=(6, 28, 28), dtype=np.uint8)
     normalizer = Normalizer.fit(images)
