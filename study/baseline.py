@@ -19,8 +19,9 @@ from typing import Any
 
 import optuna
 
+from study.engine_types import Hyperparams
 from study.objective import Objective
-from study.search_space import Hyperparams
+from study.record import BASELINE_ATTR, stored_baseline
 from study.tracking.layout import BASELINE_NUMBER
 
 logger = logging.getLogger(__name__)
@@ -28,12 +29,6 @@ logger = logging.getLogger(__name__)
 SEED_RECIPE = Hyperparams(lr=0.05, optimizer="sgd", batch_size=64, dropout=0.0,
                           weight_decay=0.0, scheduler="step", momentum=0.0,
                           scheduler_params={"step_size": 5, "step_gamma": 0.5})
-BASELINE_ATTR = "baseline"  # the study user attr that keeps its result
-
-
-def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:
-    baseline = study.user_attrs.get(BASELINE_ATTR)
-    return dict(baseline) if isinstance(baseline, dict) else None
 
 
 def train_baseline(study: optuna.Study, objective: Objective) -> dict[str, Any]:

@@ -42,11 +42,12 @@ from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from study.cohort.engine import Cohort, Member
+from study.engine_types import EpochMetrics
 from study.interrupts import interruptibly
 from study.liveness import periodically
 from study.objective import Objective, TrialRun
 from study.storage import FINISHED
-from study.training import EpochMetrics, NonFiniteLossError
+from study.training import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from models import MODELS
 from study.detectors import Thresholds
+from study.engine_types import AMP_MODES, COMPILE_MODES
 from study.errors import ConfigError
 from study.plan import parse_duration
 from study.search_space import SearchSpace
@@ -21,8 +22,6 @@ from study.strategy import PRUNERS, SAMPLERS
 # Models, samplers, pruners (and schedulers, in SearchSpace) are checked against the registries
 # that build them, all cheap to import: no second list of their names to forget here.
 DEVICES = ("auto", "cpu", "cuda")
-AMP_MODES = ("none", "bf16")
-COMPILE_MODES = ("none", "default", "reduce-overhead")  # torch.compile modes; none = eager
 
 DEFAULT_N_TRIALS = 30  # the trial budget when neither --n-trials nor --timeout is given
 # --max-epochs when neither a flag nor the TOML file gives it: enough for each network to reach

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import optuna
 
-    from study.training import EpochMetrics
+    from study.engine_types import EpochMetrics
 
 logger = logging.getLogger("study")
 

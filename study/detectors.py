@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from study.errors import ConfigError
 
 if TYPE_CHECKING:  # the config imports the thresholds: no torch for `--help`
-    from study.training import EpochMetrics
+    from study.engine_types import EpochMetrics
 
 MAD_TO_SD = 1.4826  # a normal sample's median absolute deviation times this is its sd
 

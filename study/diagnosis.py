@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from optuna.trial import TrialState
 
-from study.training import EpochMetrics
+from study.engine_types import EpochMetrics
 
 # Any reasonable MNIST network fits >= 97% of its training images within a few epochs; below
 # this it has not learned the training data (too small a learning rate, too much regularisation).

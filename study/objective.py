@@ -40,12 +40,13 @@ from study.detectors import (
 )
 from study.diagnosis import diagnose, pruner_evidence
 from study.early_stopping import EarlyStopping
+from study.engine_types import EpochMetrics, Hyperparams, TrainOptions
 from study.errors import StudyError
 from study.interrupts import interruptibly
 from study.liveness import WORKER_ATTR
-from study.search_space import Hyperparams, SearchSpace, suggest
+from study.search_space import SearchSpace, suggest
 from study.tracking import StateDict, Tracker
-from study.training import EpochMetrics, NonFiniteLossError, TrainOptions, train
+from study.training import NonFiniteLossError, train
 
 
 def split_tags(data: SearchData) -> dict[str, str]:

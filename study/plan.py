@@ -22,7 +22,7 @@ from study.errors import ConfigError
 
 if TYPE_CHECKING:
     from data_pipeline.tensors import Fold
-    from study.search_space import Hyperparams
+    from study.engine_types import Hyperparams
 
 # Successive halving's shape: the first comparison at epoch FIRST_RUNG (an epoch-1 ranking is
 # poor, strategy.FIRST_DECISION), then one at every REDUCTION_FACTOR times as many epochs.

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from study.redaction import redact
 
 if TYPE_CHECKING:
-    from study.runner import StudySummary
+    from study.result import StudySummary
 
 
 def format_summary(s: StudySummary) -> str:

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from study.baseline import stored_baseline
+from study.record import RESULT_ATTR, stored_baseline
 from study.redaction import redact, redact_text
 from study.report_verdicts import Z_95
-from study.result import RESULT_ATTR
 from study.tracking.layout import FINDINGS_ARTIFACT
 
 if TYPE_CHECKING:

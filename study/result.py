@@ -5,24 +5,45 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from study.baseline import stored_baseline
 from study.evaluation import Evaluation
+from study.record import RESULT_ATTR, stored_baseline
 from study.search_space import hyperparams_from_params
 from study.storage import stored_identity, with_recorded_since
 
-if TYPE_CHECKING:
-    from study.runner import StudySummary
-
-RESULT_ATTR = "result"
 # What a rerun must share with the run that evaluated the study, short of reading the data
 # (the data and split fingerprints need the files, the test file among them).
 _SETTINGS = ("model", "hidden", "max_epochs", "seed", "val_fraction", "cv_folds", "search_space",
              "early_stopping", "prune_diagnosed", "warm_start")
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """What a `run` prints and publishes: the study's states, its best trial and that trial's
+    one test-set evaluation."""
+
+    study_name: str
+    storage: str
+    state_counts: dict[str, int]
+    best_trial: int
+    best_params: dict[str, Any]
+    best_val_loss: float
+    best_val_acc: float
+    test: Evaluation
+    device: str
+    trials_run_now: int
+    seconds: float
+    mlflow_parent_run_id: str = ""
+    cv_folds: int | None = None
+    registered_model: str = ""  # models:/NAME/VERSION of the best trial's model, if logged
+    baseline: dict[str, Any] | None = None  # the seed recipe's scores (study/baseline.py)
+    notes: list[str] = field(default_factory=list)
+
 
 
 def store_result(study: optuna.Study, summary: StudySummary) -> None:
@@ -57,8 +78,6 @@ def evaluated_result(study: optuna.Study, *, n_trials: int, identity: dict[str, 
 
 def summary_from_result(study: optuna.Study, result: dict[str, Any], *, storage: str,
                         cv_folds: int | None, seconds: float) -> StudySummary:
-    from study.runner import StudySummary
-
     best = study.best_trial
     counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
     return StudySummary(

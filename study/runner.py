@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +34,13 @@ from data_pipeline import (
     prepare_audited_data,
 )
 from data_pipeline.pictures import PICTURE, write_closest_pairs
-from study.baseline import stored_baseline, train_baseline
+from study.baseline import train_baseline
 from study.cohort.memory import evaluation_bytes, free_bytes, largest_cohort, member_bytes
 from study.cohort_search import DEFAULT_COHORT_SIZE, search_in_cohorts
 from study.config import StudyConfig, check_batch_sizes
 from study.console import progress
 from study.device import resolve_device
+from study.engine_types import Hyperparams
 from study.errors import ConfigError, TrackingError
 from study.evaluation import Evaluation, Restored, evaluate_best
 from study.interrupts import deferred_interrupts, raise_pending_interrupt
@@ -58,10 +59,11 @@ from study.objective import make_objective, model_kwargs, report_steps
 from study.plan import Plan, measure_epoch_seconds, rungs
 from study.provenance import code_version, package_versions
 from study.publish import publish_study
+from study.record import stored_baseline
 from study.redaction import redact, redact_text
 from study.report import baseline_line
-from study.result import evaluated_result, store_result, summary_from_result
-from study.search_space import Hyperparams, hyperparams_from_params
+from study.result import StudySummary, evaluated_result, store_result, summary_from_result
+from study.search_space import hyperparams_from_params
 from study.storage import (
     FINISHED,
     GRACE_SECONDS,
@@ -83,26 +85,6 @@ logger = logging.getLogger(__name__)
 SPOOLED_RUNS_ATTR = "mlflow_spooled_runs"
 CONFIG_PARAM_PREFIX = "config."  # the parent run's params of the study's settings
 STUDY_METRIC_PREFIX = "study."  # the parent run's metrics the trials also have by name
-
-
-@dataclass(frozen=True)
-class StudySummary:
-    study_name: str
-    storage: str
-    state_counts: dict[str, int]
-    best_trial: int
-    best_params: dict[str, Any]
-    best_val_loss: float
-    best_val_acc: float
-    test: Evaluation
-    device: str
-    trials_run_now: int
-    seconds: float
-    mlflow_parent_run_id: str = ""
-    cv_folds: int | None = None
-    registered_model: str = ""  # models:/NAME/VERSION of the best trial's model, if logged
-    baseline: dict[str, Any] | None = None  # the seed recipe's scores (study/baseline.py)
-    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

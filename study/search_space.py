@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from models.registry import NORMS
+from study.engine_types import Hyperparams
 from study.errors import ConfigError
 
 if TYPE_CHECKING:  # only in hints: the CLI parses its flags without importing optuna
@@ -185,45 +186,6 @@ def _check_choices(name: str, chosen: tuple[str, ...], allowed: Collection[str])
     if not chosen or bad:
         raise ConfigError(f"{name} must be a non-empty subset of {list(allowed)}, but got "
                           f"{list(chosen)}")
-
-
-@dataclass(frozen=True)
-class Hyperparams:
-    """One trial's hyperparameters. Its fields are exactly what the trainer needs."""
-
-    lr: float
-    optimizer: str
-    batch_size: int
-    dropout: float
-    weight_decay: float
-    scheduler: str
-    momentum: float | None = None  # SGD only
-    scheduler_params: Mapping[str, float] = field(default_factory=dict)
-    norm: str = "none"  # the network's normalisation layers (models.NORMS)
-    augment: str = "none"  # train-only augmentation (AUGMENTS), with its strengths:
-    augment_params: Mapping[str, float] = field(default_factory=dict)
-
-    def model_kwargs(self) -> dict[str, Any]:
-        """What of these the network is built with (models.build), beside the study's own."""
-        return {"dropout": self.dropout, "norm": self.norm}
-
-    def as_params(self) -> dict[str, float | int | str]:
-        """Flat name -> value, the same names Optuna records (MLflow params, summaries)."""
-        params: dict[str, float | int | str] = {
-            "lr": self.lr,
-            "optimizer": self.optimizer,
-            "batch_size": self.batch_size,
-            "dropout": self.dropout,
-            "weight_decay": self.weight_decay,
-            "scheduler": self.scheduler,
-            "norm": self.norm,
-            "augment": self.augment,
-        }
-        if self.momentum is not None:
-            params["sgd_momentum"] = self.momentum
-        params.update(self.scheduler_params)
-        params.update(self.augment_params)
-        return params
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: SearchSpace, *, max_epochs: int) -> Hyperparams:

@@ -9,11 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from study.strategy import sampler_seed
+
+def sampler_seed(seed: int, trial_number: int) -> int:
+    """The sampler's seed for one trial: distinct per trial number, fixed by the study seed."""
+    return int(np.random.SeedSequence((seed, trial_number)).generate_state(1)[0])
 
 
 class PerTrialSeedSampler(optuna.samplers.BaseSampler):

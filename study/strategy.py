@@ -107,13 +107,6 @@ def repeated_parameter_sets(trials: Sequence[FrozenTrial]) -> list[tuple[int, in
     return pairs
 
 
-def sampler_seed(seed: int, trial_number: int) -> int:
-    """The sampler's seed for one trial: distinct per trial number, fixed by the study seed."""
-    import numpy as np
-
-    return int(np.random.SeedSequence((seed, trial_number)).generate_state(1)[0])
-
-
 # No pruner judges a trial before its second epoch (or fold): schedulers such as OneCycle and
 # small learning rates start slow on purpose, and epoch 1 ranks trials poorly. With a first
 # rung at epoch 1, Hyperband cut the eventual best trial of the benchmark's reference study

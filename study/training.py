@@ -7,8 +7,8 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import cast
 
 import torch
@@ -19,36 +19,12 @@ from torch.optim import lr_scheduler
 # From the module itself, not the package: the engine needs torch alone (no scikit-learn).
 from data_pipeline.tensors import Fold, TensorSet, shuffled_batches
 from study.augment import Augmentation, transform
-from study.config import AMP_MODES, COMPILE_MODES
-from study.search_space import Hyperparams
+from study.engine_types import EpochMetrics, Hyperparams, TrainOptions
 from study.signals import DEAD_SLICE, DeadUnits, SignalProbe, dead_units, signal_values
 
 logger = logging.getLogger(__name__)
 
 EVAL_BATCH_SIZE = 8192  # evaluation needs no gradients: big slices, few kernel launches
-
-
-@dataclass(frozen=True)
-class TrainOptions:
-    """How the step runs, never what it learns. The defaults are the plain fp32 eager loop."""
-
-    amp: str = "none"  # "bf16": forward and loss under bfloat16 autocast (for GPUs; CPUs work)
-    compile_mode: str = "none"  # a torch.compile mode; "reduce-overhead" adds CUDA graphs
-    compile_backend: str = "inductor"  # "aot_eager" traces without generating code (tests)
-    fused_optimizer: bool = True  # one fused kernel per step, not a loop over the parameters
-    # A cohort's step captured as a CUDA graph and replayed (study/cohort/graph.py); CUDA only,
-    # ignored elsewhere. Off until a GPU measures that it pays (python -m study.bench.cohort).
-    cuda_graph: bool = False
-    # Per-epoch gradient norms, update ratios and dead units (study/signals.py): what the
-    # detectors read. Off only to measure what they cost (python -m study.bench.signals).
-    signals: bool = True
-
-    def __post_init__(self) -> None:
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp must be one of {list(AMP_MODES)}, but got amp={self.amp!r}")
-        if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(f"compile_mode must be one of {list(COMPILE_MODES)}, but got "
-                             f"compile_mode={self.compile_mode!r}")
 
 
 def set_cpu_threads(threads: int) -> None:
@@ -71,39 +47,6 @@ class NonFiniteLossError(RuntimeError):
     def __init__(self, *, epoch: int, which: str, value: float) -> None:
         super().__init__(f"{which} loss became {value} in epoch {epoch}: training diverged")
         self.epoch = epoch
-
-
-@dataclass(frozen=True)
-class EpochMetrics:
-    epoch: int  # 1-based
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    lr: float  # the learning rate of the epoch's last optimizer step
-    seconds: float
-    # grad_norm, update_ratio and dead_relu, overall and per layer (study/signals.py); empty
-    # where they were not measured (signals off, or a step replayed from a CUDA graph).
-    signals: Mapping[str, float] = field(default_factory=dict)
-
-    @property
-    def gap(self) -> float:
-        """Validation minus training loss. The training loss is the epoch's running mean with
-        dropout and augmentation on, so a small negative gap is normal early on."""
-        return self.val_loss - self.train_loss
-
-    def as_dict(self) -> dict[str, float]:
-        return {
-            "train_loss": self.train_loss,
-            "train_acc": self.train_acc,
-            "val_loss": self.val_loss,
-            "val_acc": self.val_acc,
-            # Not "lr": that is the sampled rate, a param; this is the schedule's rate now.
-            "lr_now": self.lr,
-            "epoch_seconds": self.seconds,
-            "loss_gap": self.gap,
-            **self.signals,
-        }
 
 
 def build_optimizer(

@@ -34,7 +34,7 @@ from tests.synthetic import write_synthetic_mnist
 
 if TYPE_CHECKING:
     from study.config import StudyConfig
-    from study.runner import StudySummary
+    from study.result import StudySummary
 
 # The default space before the budget plan (the benchmark's reference space). Unit tests that
 # give parameters by hand (a FixedTrial's "scheduler": "none") are written against it.
@@ -147,7 +147,8 @@ def finished_study_in(root: Path) -> FinishedStudy:
 
 def evaluated_here(config: StudyConfig, **kwargs: Any) -> StudySummary:
     """run_study for a test's only worker, which evaluates its study itself."""
-    from study.runner import StudySummary, run_study
+    from study.result import StudySummary
+    from study.runner import run_study
 
     summary = run_study(config, **kwargs)
     assert isinstance(summary, StudySummary), summary

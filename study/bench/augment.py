@@ -20,7 +20,7 @@ import models
 from data_pipeline.tensors import Fold
 from study.bench import side_by_side
 from study.bench.side_by_side import load_fold, time_interleaved
-from study.search_space import Hyperparams
+from study.engine_types import Hyperparams
 from study.training import set_cpu_threads, train
 
 STRENGTHS = {"none": {}, "rotate": {"aug_degrees": 10.0},

@@ -37,14 +37,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from study.bench.report_budget import BUDGET_NAME, SIDES, table
+
 logger = logging.getLogger("study.bench.budget")
 
-SIDES = ("budgeted", "conventional", "previous", "hand", "tpe-independent", "random")
 PAIRS = (("budgeted", "conventional"), ("previous", "hand"),
          ("tpe-independent", "random"))  # started together
 SAMPLER_SIDES = ("tpe-independent", "random")  # the budgeted default under another sampler
 TARGET_ACC = 0.98
-BUDGET_NAME = "budget_benchmarks.json"
 HAND_CONFIG = Path(__file__).resolve().parents[1] / "examples" / "mlp_accuracy.toml"
 
 
@@ -92,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if path.exists():
             result = merged(json.loads(path.read_text()), result)
         path.write_text(json.dumps(result, indent=2) + "\n")
-        from study.bench.report_cohort import rerender
+        from study.bench.report import rerender
 
         rerender(args.out)
         print(f"wrote {path}")
@@ -302,44 +302,6 @@ def conventional_study(data_dir: Path, *, seed: int, budget: float,
             "best_val_acc": best["acc"], "test_acc": test_acc,
             "first_98_s": None if math.isinf(first[0]) else first[0],
             "best_params": best["params"]}
-
-
-def table(result: dict[str, Any]) -> str:
-    """Markdown: one row per side and seed, then each side's mean test accuracy."""
-    lines = ["| side | seed | test acc | best val loss | trials | epochs | first 98% val |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in result["rows"]:
-        first = "never" if r["first_98_s"] is None else f"{r['first_98_s']:.0f} s"
-        if r.get("first_98_search_s") is not None:
-            first += f" ({r['first_98_search_s']:.0f} s into the search)"
-        lines.append(f"| {r['side']} | {r['seed']} | {r['test_acc']:.2%} | "
-                     f"{r['best_val_loss']:.4f} | {r['trials']} | {r['epochs']} | {first} |")
-    lines += ["", "| side | mean test acc | lowest | seeds |", "| --- | ---: | ---: | ---: |"]
-    for side in SIDES:
-        accs = [r["test_acc"] for r in result["rows"] if r["side"] == side]
-        if accs:
-            lines.append(f"| {side} | {sum(accs) / len(accs):.2%} | {min(accs):.2%} | "
-                         f"{len(accs)} |")
-    return "\n".join(lines)
-
-
-def budget_sections(out_dir: Path) -> list[str]:
-    """The markdown section of OUT_DIR/budget_benchmarks.json (none: no lines)."""
-    path = out_dir / BUDGET_NAME
-    if not path.exists():
-        return []
-    from study.plan import format_duration
-
-    result = json.loads(path.read_text())
-    commands = result.get("commands", [result.get("command")])
-    return [f"## A time budget: {format_duration(result['budget_s'])} per side, one core each",
-            "",
-            f"{', then '.join(f'`{c}`' for c in commands)} (`{BUDGET_NAME}`; torch "
-            f"{result['versions']['torch']}, Optuna {result['versions']['optuna']}). Two sides "
-            "at a time, each pinned to its own core: budgeted with conventional, previous with "
-            "hand, tpe-independent with random. First 98% val: "
-            "seconds from the process's start to the first epoch at 98.0% validation "
-            "accuracy.", "", table(result), ""]
 
 
 def _versions() -> dict[str, str]:

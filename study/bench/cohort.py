@@ -40,10 +40,11 @@ import torch
 import models
 from data_pipeline.mnist import find_mnist
 from data_pipeline.tensors import Fold, Normalizer, to_tensor_set
-from study.bench.report_cohort import engine_table, rerender
+from study.bench.report import rerender
+from study.bench.report_cohort import engine_table
 from study.cohort.engine import Cohort, Member
-from study.search_space import Hyperparams
-from study.training import EpochMetrics, TrainOptions, set_cpu_threads, train
+from study.engine_types import EpochMetrics, Hyperparams, TrainOptions
+from study.training import set_cpu_threads, train
 
 logger = logging.getLogger("study.bench.cohort")
 

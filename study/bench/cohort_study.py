@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from study.bench.report_cohort import STUDY_NAME, rerender, study_table
+from study.bench.report import rerender
+from study.bench.report_cohort import STUDY_NAME, study_table
 from study.bench.settings import preset
 from study.bench.studies import StudyRunner
 from study.bench.worker import StudyResult

@@ -26,8 +26,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 import models
 from data_pipeline import MnistFiles, Partition
+from study.engine_types import Hyperparams
 from study.objective import trial_seed
-from study.search_space import Hyperparams, SearchSpace, suggest
+from study.search_space import SearchSpace, suggest
 from study.training import build_optimizer, build_scheduler
 
 # The constants every MNIST tutorial normalises with (fitted on all 60k training images).

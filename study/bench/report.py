@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from study.bench import SECTIONS
-from study.bench.budget import budget_sections
+from study.bench.report_budget import budget_sections
 from study.bench.report_cohort import cohort_sections
 from study.bench.report_sections import RENDERERS
 from study.bench.report_targets import targets
@@ -76,3 +76,14 @@ def _machine(m: dict[str, Any]) -> list[str]:
             f"| torch default threads | {m['torch_default_threads']} |",
             f"| versions | {versions} |",
             f"| code | {m['code_version']} |", ""]
+
+
+def rerender(out_dir: Path) -> Path | None:
+    """Re-render OUT_DIR/benchmarks.md from its benchmarks.json and the cohort files; None
+    when OUT_DIR has no benchmarks.json (nothing of `python -m study.bench` to keep)."""
+    path = out_dir / JSON_NAME
+    if not path.exists():
+        return None
+    markdown = out_dir / MARKDOWN_NAME
+    markdown.write_text(render(json.loads(path.read_text()), out_dir=out_dir))
+    return markdown

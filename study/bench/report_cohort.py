@@ -90,16 +90,3 @@ def _by_size(epochs: dict[str, int] | None) -> str:
     if not epochs:
         return "-"
     return ", ".join(f"{size}: {count}" for size, count in epochs.items())
-
-
-def rerender(out_dir: Path) -> Path | None:
-    """Re-render OUT_DIR/benchmarks.md from its benchmarks.json and the cohort files; None
-    when OUT_DIR has no benchmarks.json (nothing of `python -m study.bench` to keep)."""
-    from study.bench.report import JSON_NAME, MARKDOWN_NAME, render
-
-    path = out_dir / JSON_NAME
-    if not path.exists():
-        return None
-    markdown = out_dir / MARKDOWN_NAME
-    markdown.write_text(render(json.loads(path.read_text()), out_dir=out_dir))
-    return markdown

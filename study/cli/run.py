@@ -11,16 +11,9 @@ from typing import Any
 from models import MODELS
 from study.cli.flags import add_data_arguments, add_leakage_arguments, config_values
 from study.cli.logs import quiet_libraries
-from study.config import (
-    AMP_MODES,
-    COMPILE_MODES,
-    DEFAULT_MAX_EPOCHS,
-    DEFAULT_N_TRIALS,
-    DEVICES,
-    StudyConfig,
-    resolve_config,
-)
+from study.config import DEFAULT_MAX_EPOCHS, DEFAULT_N_TRIALS, DEVICES, StudyConfig, resolve_config
 from study.detectors import Thresholds
+from study.engine_types import AMP_MODES, COMPILE_MODES
 from study.report import format_summary
 from study.search_space import SearchSpace
 from study.store_checks import check_storage_url, check_tracking_uri

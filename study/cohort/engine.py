@@ -28,16 +28,9 @@ from study.cohort.graph import WARMUP_STEPS, CapturedStep, on_side_stream
 from study.cohort.optim import StackedOptimizer
 from study.cohort.schedule import MemberSchedules
 from study.cohort.stack import StackedModel, StateDict
-from study.search_space import Hyperparams
+from study.engine_types import EpochMetrics, Hyperparams, TrainOptions
 from study.signals import DEAD_SLICE, SignalProbe, dead_units, signal_values
-from study.training import (
-    EVAL_BATCH_SIZE,
-    EpochMetrics,
-    NonFiniteLossError,
-    TrainOptions,
-    autocast,
-    background,
-)
+from study.training import EVAL_BATCH_SIZE, NonFiniteLossError, autocast, background
 
 
 @dataclass(frozen=True)

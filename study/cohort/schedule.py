@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from study.search_space import Hyperparams
+from study.engine_types import Hyperparams
 from study.training import _Schedule, _step_epoch_scheduler, build_optimizer, build_scheduler
 
 

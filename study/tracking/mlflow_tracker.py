@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from optuna.trial import TrialState
 
+from study.engine_types import EpochMetrics
 from study.errors import TrackingError
 from study.redaction import redact, redact_text
 from study.spool import Spool, is_spooled, read_ops, study_spool_dir
@@ -42,7 +43,6 @@ from study.tracking.store import (
     store_lock,
 )
 from study.tracking.writer import BackgroundWriter
-from study.training import EpochMetrics
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -16,8 +16,8 @@ from study import training
 from study.augment import Augmentation, sampling_grid, transform
 from study.cohort import engine
 from study.cohort.engine import Cohort, Member
-from study.search_space import Hyperparams
-from study.training import EpochMetrics, evaluate, train
+from study.engine_types import EpochMetrics, Hyperparams
+from study.training import evaluate, train
 
 AFFINE = Augmentation("affine", degrees=15.0, translate=0.1, scale=0.1)
 MARK = 7.0  # no normalised MNIST pixel reaches it (white is about 2.8)

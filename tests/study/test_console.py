@@ -76,7 +76,7 @@ def test_with_a_budget_the_bar_shows_time_used_and_left(capsys: pytest.CaptureFi
     import optuna
 
     from study.console import Console
-    from study.training import EpochMetrics
+    from study.engine_types import EpochMetrics
 
     console = Console(total=None, max_epochs=40, bar=True, budget_seconds=600)
     study = optuna.create_study()

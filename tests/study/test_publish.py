@@ -35,7 +35,7 @@ from study.publish import (
     publish_study,
     registered_model_name,
 )
-from study.runner import StudySummary
+from study.result import StudySummary
 from study.search_space import SearchSpace
 from study.tracking import MlflowTracker, NullTracker
 from study.training import evaluate
@@ -272,6 +272,27 @@ def test_the_report_command_writes_the_same_report_from_the_stores(
     assert stored  # the stored result: the test set is not read again
     curves = 'id="curves"' in body and '"train_loss"' in body
     assert curves  # curves from the MLflow runs
+
+
+def test_the_report_command_reads_the_stores_without_torch(
+    published: Published, tmp_path: Path,
+) -> None:
+    # A 3-line attribute and the MLflow runs: reading them needs no torch (seconds of imports,
+    # once, through the baseline's trainer and the trackers' tensors). scikit-learn still
+    # loads: optuna.importance imports it for its fANOVA evaluator wherever it is installed.
+    config, out = published.config, tmp_path / "report.html"
+    args = ["report", "--study-name", config.study_name, "--storage", config.storage,
+            "--tracking-uri", config.tracking_uri, "--output", str(out)]
+    code = f"""
+import sys
+from study.cli import main
+code = main({args!r})
+print(code, [m for m in ("torch",) if m in sys.modules])
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.stdout.splitlines()[-1] == "0 []", done.stderr[-2000:]
+    assert 'id="curves"' in out.read_text()  # the whole report, curves from MLflow included
 
 
 @pytest.mark.parametrize("case", ["no storage", "no study"])

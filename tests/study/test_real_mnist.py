@@ -68,7 +68,7 @@ def test_an_augmented_and_a_batchnorm_trial_learn_real_mnist(real_mnist_dir: Pat
 
     from data_pipeline import find_mnist, prepare_search_data
     from models import build
-    from study.search_space import Hyperparams
+    from study.engine_types import Hyperparams
     from study.training import train
 
     files = find_mnist(real_mnist_dir, verify=True)

@@ -13,7 +13,7 @@ import pytest
 from study.evaluation import Evaluation
 from study.redaction import RedactingFilter, ambiguous_password, redact, redact_text
 from study.report import format_summary
-from study.runner import StudySummary
+from study.result import StudySummary
 
 SECRET = "s3cr3t"
 

@@ -6,11 +6,11 @@ from typing import Any
 import optuna
 import pytest
 
+from study.engine_types import Hyperparams
 from study.errors import ConfigError
 from study.search_space import (
     OPTIMIZERS,
     SCHEDULERS,
-    Hyperparams,
     SearchSpace,
     as_stored,
     batch_size_label,

@@ -9,9 +9,9 @@ from torch.nn import functional as F
 
 from data_pipeline import Fold, SearchData
 from models import build
-from study.search_space import Hyperparams
+from study.engine_types import Hyperparams, TrainOptions
 from study.signals import DEAD_SLICE, dead_units
-from study.training import TrainOptions, train
+from study.training import train
 
 
 def _param(model: nn.Module, name: str) -> nn.Parameter:

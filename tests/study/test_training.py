@@ -13,16 +13,8 @@ from torch.nn import functional as F
 from data_pipeline import Fold, SearchData
 from models import build
 from study import training
-from study.search_space import Hyperparams
-from study.training import (
-    EpochMetrics,
-    NonFiniteLossError,
-    TrainOptions,
-    build_optimizer,
-    evaluate,
-    set_cpu_threads,
-    train,
-)
+from study.engine_types import EpochMetrics, Hyperparams, TrainOptions
+from study.training import NonFiniteLossError, build_optimizer, evaluate, set_cpu_threads, train
 
 EPOCHS = 4
 

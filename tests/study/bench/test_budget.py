@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from study.bench import budget
+from study.bench import budget, report_budget
 from study.config import resolve_config
 from study.strategy import SAMPLERS
 from tests.helpers import STUDY_TRAIN_IMAGES
@@ -33,7 +33,7 @@ def test_the_table_gives_every_row_and_each_side_s_mean() -> None:
             for side, seed, acc, first in [("budgeted", 0, 0.99, 25.0),
                                            ("budgeted", 1, 0.985, 31.0),
                                            ("conventional", 0, 0.97, None)]]
-    text = budget.table({"rows": rows})
+    text = report_budget.table({"rows": rows})
     assert "| budgeted | 1 | 98.50% | 0.0500 | 9 | 90 | 31 s |" in text
     assert "| conventional | 0 | 97.00% | 0.0500 | 9 | 90 | never |" in text
     assert "| budgeted | 98.75% | 98.50% | 2 |" in text  # mean, lowest, seeds

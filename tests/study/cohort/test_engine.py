@@ -12,8 +12,8 @@ import torch
 import models
 from data_pipeline import Fold, SearchData
 from study.cohort.engine import Cohort, Member
-from study.search_space import Hyperparams
-from study.training import EpochMetrics, NonFiniteLossError, train
+from study.engine_types import EpochMetrics, Hyperparams
+from study.training import NonFiniteLossError, train
 
 EPOCHS = 3
 BATCH = 32

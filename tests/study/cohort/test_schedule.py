@@ -11,7 +11,8 @@ import torch
 from torch import nn
 
 from study.cohort.schedule import MemberSchedules
-from study.search_space import OPTIMIZERS, Hyperparams
+from study.engine_types import Hyperparams
+from study.search_space import OPTIMIZERS
 from study.training import SCHEDULERS, _step_epoch_scheduler, build_optimizer, build_scheduler
 
 EPOCHS, STEPS = 3, 5
