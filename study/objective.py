@@ -55,6 +55,19 @@ def split_tags(data: SearchData) -> dict[str, str]:
     return tags | ({"cv_folds": str(data.k)} if data.k > 1 else {})
 
 
+# A trial enqueued with this user attribute (the warm start's fast start) is never judged: it
+# trains to its end or to early stopping, and as successive halving's rungs hold the values of
+# the trials it judged, its losses enter none, where a schedule far steeper than the space's
+# would set a bar that no trial annealing over --max-epochs meets at the same epoch. (The
+# median pruner counts it once it completes: one trial's values among many.)
+UNJUDGED_ATTR = "unjudged"
+
+
+def judged(trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> bool:
+    """Whether the pruner may stop TRIAL (and so see its values at a rung)."""
+    return not trial.user_attrs.get(UNJUDGED_ATTR, False)
+
+
 def trial_seed(seed: int, number: int) -> int:
     """Distinct, reproducible seeds per (study seed, trial number)."""
     return seed * 1_000_003 + number
@@ -70,7 +83,7 @@ def pruned(trial: optuna.trial.BaseTrial, value: float, *, step: int,
     study = getattr(trial, "study", None)  # a FixedTrial has none
     others = [] if study is None else [
         t.intermediate_values[step] for t in study.get_trials(deepcopy=False)
-        if t.number != trial.number and step in t.intermediate_values]
+        if t.number != trial.number and step in t.intermediate_values and judged(t)]
     return optuna.TrialPruned(pruner_evidence(value, others, step=step, unit=unit))
 
 
@@ -227,7 +240,7 @@ class Objective:
             if fatal:
                 raise optuna.TrialPruned(f"diagnosed at epoch {metrics.epoch}: "
                                          f"{fatal[0].summary}")
-        if self.data.k == 1 and run.trial.should_prune():
+        if self.data.k == 1 and judged(run.trial) and run.trial.should_prune():
             raise pruned(run.trial, metrics.val_loss, step=metrics.epoch)
 
     def findings(self, run: TrialRun, i: int, *, diverged: bool = False) -> list[Finding]:
@@ -267,7 +280,7 @@ class Objective:
             "fold_val_loss": last.metrics.val_loss, "fold_val_acc": last.metrics.val_acc,
             "fold_best_epoch": last.metrics.epoch}, step=step)
         run.trial.report(mean_loss, step)
-        if step < self.data.k and run.trial.should_prune():  # the last fold: nothing to save
+        if step < self.data.k and judged(run.trial) and run.trial.should_prune():
             raise pruned(run.trial, mean_loss, step=step, unit="fold")
         if self.out_of_time() and step < self.data.k:  # a part of the folds is no score
             raise optuna.TrialPruned(f"the time budget ran out after fold {step} of "

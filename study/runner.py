@@ -77,7 +77,7 @@ from study.store_checks import check_storage_url, check_tracking_uri
 from study.strategy import make_pruner, make_sampler, startup_trials
 from study.tracking import MlflowTracker, Tracker
 from study.training import NonFiniteLossError
-from study.warm_start import enqueue_warm_start, fitted, recipes
+from study.warm_start import enqueue_warm_start, fitted, recipes, timing_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -242,8 +242,9 @@ def _plan(config: StudyConfig, data: SearchData, *, deadline: float | None) -> P
             ] if config.warm_start else []
     epoch_seconds = None
     if config.timeout is not None:
-        fit = fitted(next(iter(recipes(config.model).values())), config.search_space,
-                     max_epochs=config.max_epochs)
+        timed = timing_recipe(config.model)
+        fit = None if timed is None else fitted(timed, config.search_space,
+                                                max_epochs=config.max_epochs)
         hp = fit[0] if fit is not None else _median_point(config)
         epoch_seconds = measure_epoch_seconds(config.model, hp, data.fold(0),
                                               model_kwargs=model_kwargs(config))

@@ -384,11 +384,11 @@ def test_the_plan_is_the_first_line_of_the_search(finished_study: FinishedStudy)
     plan = [line for line in lines if "trials: up to 2 epochs a trial" in line]
     assert [line.split(" ", 1)[1] for line in plan] == [
         f"{FinishedStudy.N_TRIALS} trials: up to 2 epochs a trial "
-        f"(warm start: best known, seed recipe)"]
+        f"(warm start: fast start, best known, seed recipe)"]
     study = optuna.load_study(study_name="mnist",
                               storage=f"sqlite:///{finished_study.root}/optuna.db")
-    assert [t.user_attrs.get("warm_start", "")[:11] for t in study.trials[:2]] == [
-        "best known", "seed recipe"]
+    assert [t.user_attrs.get("warm_start", "").split(" (")[0] for t in study.trials[:3]] == [
+        "fast start", "best known", "seed recipe"]
 
 
 def test_a_budget_too_short_for_one_trial_is_refused_before_any_store(tmp_path: Path) -> None:
@@ -421,7 +421,7 @@ def test_a_timed_run_plans_its_budget_and_ends_at_it(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     plan = [line for line in result.stderr.splitlines() if " budget: " in line]
     assert len(plan) == 1 and "15 s budget: rungs at 2, 6, 18 of 40 epochs, about" in plan[0]
-    assert "warm start: best known, seed recipe" in plan[0]
+    assert "warm start: fast start, best known, seed recipe" in plan[0]
     assert "TEST accuracy" in result.stdout
     study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{tmp_path}/optuna.db")
     states = {t.state for t in study.trials}

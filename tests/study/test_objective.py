@@ -22,7 +22,7 @@ from data_pipeline import MnistFiles, Normalizer, SearchData, prepare_search_dat
 from study.early_stopping import EarlyStopping
 from study.errors import StudyError
 from study.evaluation import evaluate_best
-from study.objective import Objective, split_fold_states
+from study.objective import UNJUDGED_ATTR, Objective, split_fold_states
 from study.tracking import MlflowTracker, NullTracker, Tracker
 from study.training import NonFiniteLossError
 from tests.helpers import CLASSIC_SPACE
@@ -197,6 +197,25 @@ def test_a_trial_at_its_last_epoch_or_fold_completes_whatever_the_pruner_says(
     study.enqueue_trial(GOOD)
     study.optimize(_objective(data, tracker), n_trials=1)
     assert study.trials[0].state == TrialState.PRUNED
+
+
+def test_an_unjudged_trial_is_never_pruned_and_enters_no_rung(data: SearchData,
+                                                              tracker: MlflowTracker) -> None:
+    # The warm start's fast start: a pruner that stops every trial at step 1 lets it train on.
+    study = optuna.create_study(pruner=_PrunesAtStep(1))
+    study.enqueue_trial(GOOD, user_attrs={UNJUDGED_ATTR: True})
+    study.enqueue_trial(GOOD)
+    study.optimize(_objective(data, tracker), n_trials=2)
+    unjudged, judged = study.trials
+    assert unjudged.state == TrialState.COMPLETE  # every epoch (fold) reported, none judged
+    assert judged.state == TrialState.PRUNED  # the same pruner, the same parameters
+    # and its values are no evidence in the pruned trial's reason: the pruner never saw them
+    assert "no other trial there yet" in judged.user_attrs["diagnosis"]
+    # Successive halving keeps a rung's values in the system attrs of the trials it judged.
+    sha = optuna.create_study(pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1))
+    sha.enqueue_trial(GOOD, user_attrs={UNJUDGED_ATTR: True})
+    sha.optimize(_objective(data, tracker), n_trials=1)
+    assert not any(key.startswith("completed_rung") for key in sha.trials[0].system_attrs)
 
 
 def test_a_diverging_fold_fails_the_trial_with_its_reason(data: SearchData,
