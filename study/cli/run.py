@@ -134,6 +134,10 @@ def execute(args: argparse.Namespace) -> int:
     # So are the stores' URLs and paths (the runner checks them again, for its other callers).
     check_storage_url(config.storage)
     check_tracking_uri(config.tracking_uri)
+    if not config.download:  # and the data, where no download can bring it (numpy only)
+        from data_pipeline.mnist import locate_mnist
+
+        locate_mnist(config.data_dir, download=False, verify=not config.allow_noncanonical_data)
     from study.runner import EvaluatedElsewhere, run_study  # torch, optuna, mlflow load here
     from study.training import set_cpu_threads
 

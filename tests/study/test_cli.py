@@ -254,8 +254,9 @@ print(json.dumps({{"codes": codes, "parsed": parsed, "heavy": [m for m in {_HEAV
     ["--storage", "optuna.db"], ["--storage", "journal:/tmp"],
     ["--tracking-uri", "file:///tmp/x"], ["--tracking-uri", "sqlite:////proc/x/mlflow.db"],
     ["--storage", "postgresql://u@127.0.0.1:1/db"], ["--tracking-uri", "http://127.0.0.1:1"],
+    ["--data-dir", "/nonexistent/mnist", "--no-download"],
 ], ids=["storage-not-a-url", "journal-dir", "file-store", "tracking-unwritable",
-        "postgres-unreachable", "tracking-server-unreachable"])
+        "postgres-unreachable", "tracking-server-unreachable", "data-missing"])
 def test_a_bad_store_url_is_refused_before_torch_optuna_or_mlflow_load(args: list[str]) -> None:
     # The runner's imports take seconds: these errors used to wait for them (about 6 s).
     code = f"""

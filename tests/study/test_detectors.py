@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 import pytest
 
 from study.detectors import Context, Thresholds, detect, fluctuation_ratio
+from study.engine_types import EpochMetrics
 from study.errors import ConfigError
-from study.training import EpochMetrics
 
 CONTEXT = Context(val_size=6000, batch_size=64)
 
@@ -57,6 +57,17 @@ def test_a_rise_without_falling_train_loss_is_not_overfitting() -> None:
     history = curves([0.20, 0.10, 0.07, 0.065, 0.07, 0.08, 0.09],
                      [0.25, 0.10, 0.06, 0.040, 0.05, 0.06, 0.07])
     assert "overfitting" not in kinds(history)
+
+
+def test_a_network_that_has_not_fit_its_training_data_is_not_overfitting() -> None:
+    # The same curves as the overfitting case, at 60% training accuracy: a pruned trial's
+    # early epochs, say. Its rising validation loss is no memorisation of its training data.
+    history = curves([0.20, 0.10, 0.07, 0.065, 0.07, 0.08, 0.09],
+                     [0.25, 0.10, 0.06, 0.040, 0.03, 0.02, 0.01], train_acc=0.60)
+    assert "overfitting" not in kinds(history)
+    assert "overfitting" in kinds(curves([0.20, 0.10, 0.07, 0.065, 0.07, 0.08, 0.09],
+                                         [0.25, 0.10, 0.06, 0.040, 0.03, 0.02, 0.01],
+                                         train_acc=0.90))  # at the bar it counts
 
 
 def test_a_recovered_spike_is_flagged_with_what_coincided() -> None:

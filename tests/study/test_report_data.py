@@ -128,6 +128,39 @@ def test_the_scheduler_question_compares_complete_trials_and_ends_with_a_verdict
     assert _curve_title(study.trials[0], top=True) == "#0 top 0.0400"
 
 
+def _batched(number: int, batch: int, ratio: float | None, kinds: str = "none",
+             ) -> optuna.trial.FrozenTrial:
+    attrs: dict[str, Any] = {"findings": kinds, "epochs_trained": 8 if ratio else 3}
+    if ratio is not None:
+        attrs["fluctuation_ratio"] = ratio
+    trial = optuna.trial.create_trial(
+        value=0.05, params={"batch_size": batch}, user_attrs=attrs,
+        distributions={"batch_size": optuna.distributions.CategoricalDistribution([32, 128])},
+        intermediate_values={8: 0.05})
+    trial.number = number
+    return trial
+
+
+def test_the_batch_size_question_says_which_trials_it_left_out_and_why() -> None:
+    from study.report_data import collect
+    from study.report_html import render
+
+    study = optuna.create_study()
+    trials = [*(_batched(n, 128, 0.9 + 0.1 * n) for n in range(3)),
+              _batched(3, 32, 7.5, kinds="divergence, spike"),  # its wobble is the blow-up
+              _batched(4, 32, None)]  # 3 epochs: under the 5-epoch window
+    for trial in trials:
+        study.add_trial(trial)
+    page = render(collect(study, storage="sqlite:///x.db", client=None))
+    question = page.split("<h3>Does batch size change the noise?</h3>", 1)[1].split("<h3>")[0]
+    # Not silently dropped: the count and the reasons are on the page.
+    assert "3 of 5 finished trials measured; left out: 1 trained fewer than 5 epochs, " \
+           "1 diverging." in question
+    # The diverging trial is no evidence of noise at batch 32: the table has no row for 32.
+    assert "<td>32</td>" not in question and "<td>128</td>" in question
+    assert "Too few trials to tell" in question and "trials per batch size: 128 3" in question
+
+
 def test_the_audit_deviation_reads_in_percent_as_the_audit_command_prints_it() -> None:
     from study.report_data import collect
     from study.report_html import _audit
