@@ -9,6 +9,7 @@ import numpy as np
 import optuna
 import pytest
 from mlflow import MlflowClient
+from optuna.trial import TrialState
 from PIL import Image
 
 from data_pipeline import find_mnist
@@ -102,7 +103,7 @@ def test_run_with_drop_duplicates_logs_the_audit_and_tags_every_trial(tmp_path: 
     assert attrs["audit"]["sizes"] == {"train": 1571, "val": 525, "test": 100}  # train only
     assert {"code_version", "data_fingerprint", "package_versions"} <= set(attrs)  # provenance
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow/mlflow.db")
-    for trial in study.trials:
+    for trial in study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)):
         tags = client.get_run(trial.user_attrs["mlflow_run_id"]).data.tags
         assert tags["split_fingerprint"] == attrs["split_fingerprint"]  # one split for all
     parent = client.get_run(client.get_run(study.trials[0].user_attrs["mlflow_run_id"])

@@ -57,7 +57,8 @@ def test_a_killed_worker_is_failed_retried_and_closed_by_the_next_run(tmp_path: 
     data = write_synthetic_mnist(tmp_path / "data", n_train=2000)
     storage = f"sqlite:///{tmp_path}/optuna.db"
     args = ["run", "--data-dir", str(data), "--allow-noncanonical-data", "--no-progress",
-            "--max-epochs", "6", "--pruner", "none", "--hidden", "16"]
+            "--max-epochs", "6", "--pruner", "none", "--hidden", "16",
+            "--no-warm-start"]  # no queued recipe ahead of the retry
     worker = subprocess.Popen([sys.executable, "-m", "study", *args, "--n-trials", "50"],
                               cwd=tmp_path, env=_env(), text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
