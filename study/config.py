@@ -100,6 +100,10 @@ class StudyConfig:
     verbose: bool = False  # Optuna's own per-trial log lines too
     search_space: SearchSpace = field(default_factory=SearchSpace)
     diagnosis: Thresholds = field(default_factory=Thresholds)  # the detectors' thresholds
+    # The settings the user gave (command line, --config file, environment); the rest are
+    # today's defaults, which a resumed study replaces with the ones it was made with
+    # (record.adopt_stored_settings). None: every setting was given (a config built in code).
+    given: frozenset[str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.n_trials is not None:
@@ -159,7 +163,8 @@ class StudyConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view, as logged with every study."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name != "given"}  # where a value came from is no setting
         out["data_dir"] = str(self.data_dir)
         out["mlflow_spool"] = str(self.mlflow_spool)
         out["search_space"] = self.search_space.as_dict()
@@ -204,7 +209,8 @@ def resolve_config(
     if config_path is not None:
         values.update(load_toml(config_path))
     values.update({key: value for key, value in cli.items() if value is not None})
-    return _build(values, source=str(config_path) if config_path else "command line")
+    config = _build(values, source=str(config_path) if config_path else "command line")
+    return dataclasses.replace(config, given=frozenset(values))
 
 
 def load_toml(path: Path) -> dict[str, Any]:
@@ -220,7 +226,7 @@ def load_toml(path: Path) -> dict[str, Any]:
     if len(values) != len(raw):
         twice = sorted({k for k in raw if k.replace("-", "_") != k and k.replace("-", "_") in raw})
         raise ConfigError(f"{path}: {twice} given both with dashes and with underscores; keep one")
-    known = {f.name for f in dataclasses.fields(StudyConfig)}
+    known = {f.name for f in dataclasses.fields(StudyConfig)} - {"given"}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown keys {unknown}; valid keys are {sorted(known)}")

@@ -12,14 +12,9 @@ import optuna
 from optuna.trial import TrialState
 
 from study.evaluation import Evaluation
-from study.record import RESULT_ATTR, stored_baseline
+from study.record import IDENTITY_FIELDS, RESULT_ATTR, stored_baseline, with_recorded_since
 from study.search_space import hyperparams_from_params
-from study.storage import stored_identity, with_recorded_since
-
-# What a rerun must share with the run that evaluated the study, short of reading the data
-# (the data and split fingerprints need the files, the test file among them).
-_SETTINGS = ("model", "hidden", "max_epochs", "seed", "val_fraction", "cv_folds", "search_space",
-             "early_stopping", "prune_diagnosed", "warm_start")
+from study.storage import stored_identity
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ def evaluated_result(study: optuna.Study, *, n_trials: int, identity: dict[str, 
     does not record had their RECORDED_SINCE values)."""
     result = study.user_attrs.get(RESULT_ATTR)
     stored = with_recorded_since(stored_identity(study) or {}, recorded_since)
-    if result is None or any(stored.get(k) != identity.get(k) for k in _SETTINGS):
+    if result is None or any(stored.get(k) != identity.get(k) for k in IDENTITY_FIELDS):
         return None
     states = Counter(t.state for t in study.get_trials(deepcopy=False))
     finished = states[TrialState.COMPLETE] + states[TrialState.PRUNED] + states[TrialState.FAIL]

@@ -59,7 +59,12 @@ from study.objective import make_objective, model_kwargs, report_steps
 from study.plan import Plan, measure_epoch_seconds, rungs
 from study.provenance import code_version, package_versions
 from study.publish import publish_study
-from study.record import stored_baseline
+from study.record import (
+    IDENTITY_BEFORE_RECORDED,
+    adopt_stored_settings,
+    settings_identity,
+    stored_baseline,
+)
 from study.redaction import redact, redact_text
 from study.report import baseline_line
 from study.result import StudySummary, evaluated_result, store_result, summary_from_result
@@ -72,6 +77,7 @@ from study.storage import (
     count_finished,
     open_storage,
     open_study,
+    stored_identity,
 )
 from study.store_checks import check_storage_url, check_tracking_uri
 from study.strategy import make_pruner, make_sampler, startup_trials
@@ -96,23 +102,6 @@ class EvaluatedElsewhere:
     trials_run_now: int  # this worker's own
 
 
-def settings_identity(config: StudyConfig) -> dict[str, Any]:
-    """The settings a resumed study must share with the run that created it."""
-    return {
-        "model": config.model, "hidden": config.hidden, "max_epochs": config.max_epochs,
-        "seed": config.seed, "val_fraction": config.val_fraction, "cv_folds": config.cv_folds,
-        "search_space": config.search_space.as_dict(),
-        "early_stopping": [config.early_stopping_patience, config.early_stopping_min_delta],
-        "prune_diagnosed": config.prune_diagnosed, "warm_start": config.warm_start,
-    }
-
-
-# What a setting of the identity was in a study made before it was recorded there.
-IDENTITY_BEFORE_RECORDED = {"early_stopping": [0, 0.0], "prune_diagnosed": False,
-                            "warm_start": False,
-                            "search_space": {"norms": ["none"], "augments": ["none"]}}
-
-
 def identity(config: StudyConfig, data: SearchData) -> dict[str, Any]:
     """What a resumed study must share with the run that created it (JSON-comparable)."""
     return {**settings_identity(config), "data_fingerprint": data.data_fingerprint,
@@ -124,9 +113,16 @@ def run_study(config: StudyConfig, *,
     """Search, then evaluate the best trial once: here, unless another worker of the study is
     still searching (the last one evaluates) or is evaluating it now."""
     started = time.perf_counter()
-    finished = _already_evaluated(config, started=started)
-    if finished is not None:
-        return finished  # no data read, no MLflow run made, no model registered
+    existing = _existing_study(config)
+    if existing is not None:  # what it was made to search, where the user said nothing else
+        config, adopted = adopt_stored_settings(config, stored_identity(existing))
+        if adopted:
+            logger.info("study %r keeps the settings it was made with: %s (today's defaults "
+                        "differ; give them to change them, under another --study-name)",
+                        config.study_name, ", ".join(adopted))
+        finished = _already_evaluated(existing, config, started=started)
+        if finished is not None:
+            return finished  # no data read, no MLflow run made, no model registered
     deadline = None if config.timeout is None else started + config.timeout
     device = resolve_device(config.device)
     files, audited = _checked_inputs(config, device, tracked=tracker is None)  # prepare
@@ -299,17 +295,24 @@ def _start(study: optuna.Study, config: StudyConfig, tracker: Tracker, audited: 
     _take_stock(study)
 
 
-def _already_evaluated(config: StudyConfig, *, started: float) -> StudySummary | None:
-    """The stored result of a finished, evaluated study; None when there is work to do."""
+def _existing_study(config: StudyConfig) -> optuna.Study | None:
+    """The study CONFIG names, when its storage holds it; None for a new one (and no file is
+    created where there is none)."""
     url = config.storage
     for prefix in ("sqlite:///", "journal:"):
         if url.startswith(prefix) and not Path(url.removeprefix(prefix)).is_file():
             return None  # a new study: and opening would create the file
     try:
-        study = optuna.load_study(study_name=config.study_name, storage=open_storage(
+        return optuna.load_study(study_name=config.study_name, storage=open_storage(
             url, grace_seconds=config.heartbeat_grace))
     except KeyError:
         return None
+
+
+def _already_evaluated(study: optuna.Study, config: StudyConfig, *,
+                       started: float) -> StudySummary | None:
+    """The stored result of a finished, evaluated study; None when there is work to do."""
+    url = config.storage
     result = evaluated_result(study, n_trials=config.trial_limit() or 0,
                               identity=settings_identity(config),
                               recorded_since=IDENTITY_BEFORE_RECORDED)

@@ -17,6 +17,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from study.errors import StorageError
+from study.record import with_recorded_since
 from study.redaction import redact
 from study.store_checks import cannot_open, check_storage_url, with_driver
 
@@ -149,18 +150,6 @@ def _identity_attrs(identity: Mapping[str, Any]) -> dict[str, Any]:
         else:
             attrs[f"{IDENTITY_PREFIX}{key}"] = value
     return attrs
-
-
-def with_recorded_since(stored: Mapping[str, Any], since: Mapping[str, Any]) -> dict[str, Any]:
-    """STORED, with what SINCE says a setting was before it was recorded, where STORED lacks
-    it (inside tables too: a search space made before it had `norms`)."""
-    merged = dict(stored)
-    for key, value in since.items():
-        if key not in merged:
-            merged[key] = value
-        elif isinstance(value, Mapping) and isinstance(merged[key], Mapping):
-            merged[key] = with_recorded_since(merged[key], value)
-    return merged
 
 
 def stored_identity(study: optuna.Study) -> dict[str, Any] | None:

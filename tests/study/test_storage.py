@@ -9,13 +9,13 @@ import optuna
 import pytest
 
 from study.errors import ConfigError, StorageError
+from study.record import with_recorded_since
 from study.storage import (
     check_tracking_store,
     count_finished,
     open_storage,
     open_study,
     stored_identity,
-    with_recorded_since,
 )
 
 IDENTITY: dict[str, Any] = {"seed": 0, "val_fraction": 0.1, "search_space": {"lr": [1e-4, 1e-1]}}

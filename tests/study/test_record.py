@@ -1,0 +1,83 @@
+"""A study's identity: what it was made to search, kept when today's defaults change."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import optuna
+import pytest
+
+from study.config import StudyConfig, resolve_config
+from study.errors import StorageError
+from study.record import adopt_stored_settings, settings_identity
+from study.runner import run_study
+from study.search_space import SearchSpace
+from tests.helpers import CLASSIC_SPACE, STUDY_TRAIN_IMAGES
+from tests.synthetic import write_synthetic_mnist
+
+# Today's default space with one more scheduler: what a later release might ship.
+WIDER = dataclasses.replace(CLASSIC_SPACE, schedulers=(*CLASSIC_SPACE.schedulers, "exponential"))
+EVERY_SETTING = frozenset(f.name for f in dataclasses.fields(StudyConfig))
+
+
+def test_the_command_line_and_the_file_are_given_the_defaults_are_not(tmp_path: Path) -> None:
+    toml = tmp_path / "study.toml"
+    toml.write_text("max_epochs = 5\n[search_space]\nbatch_sizes = [64]\n")
+    config = resolve_config({"seed": 3, "hidden": None}, config_path=toml,
+                            env={"MNIST_STUDY_DATA_DIR": "/data"})
+    assert config.given == {"seed", "max_epochs", "search_space", "data_dir"}
+
+
+def test_a_default_that_changed_is_replaced_by_what_the_study_was_made_with() -> None:
+    made = StudyConfig(search_space=CLASSIC_SPACE, max_epochs=8)
+    today = dataclasses.replace(made, search_space=WIDER, max_epochs=40,
+                                given=frozenset({"n_trials"}))
+    config, adopted = adopt_stored_settings(today, settings_identity(made))
+    assert adopted == ["max_epochs", "search_space"]  # both were today's defaults
+    assert settings_identity(config) == settings_identity(made)  # the study resumes as made
+    assert config.n_trials == today.n_trials  # what is no identity stays today's
+    # A setting the user gave is the user's: compared (and refused) by open_study, not taken.
+    given = dataclasses.replace(today, given=frozenset({"search_space"}))
+    config, adopted = adopt_stored_settings(given, settings_identity(made))
+    assert adopted == ["max_epochs"] and config.search_space == WIDER
+    # A config built in code says what it means: nothing is adopted.
+    assert adopt_stored_settings(dataclasses.replace(today, given=None),
+                                 settings_identity(made)) == (dataclasses.replace(
+                                     today, given=None), [])
+
+
+def test_a_study_made_before_a_default_changed_resumes_and_searches_what_it_searched(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    made = StudyConfig(study_name="old", storage=storage,
+                       tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", data_dir=data,
+                       download=False, allow_noncanonical_data=True, n_trials=2, max_epochs=1,
+                       hidden=16, val_fraction=0.25, device="cpu", no_progress=True,
+                       warm_start=False, search_space=CLASSIC_SPACE,
+                       given=EVERY_SETTING)
+    run_study(made)
+    # The same command after an upgrade whose default space has another scheduler.
+    upgraded = dataclasses.replace(made, n_trials=4, search_space=WIDER,
+                                   given=EVERY_SETTING - {"search_space"})
+    with caplog.at_level(logging.INFO, logger="study.runner"):
+        summary = run_study(upgraded)
+    assert "keeps the settings it was made with: search_space" in caplog.text  # said, once
+    assert sum(summary.state_counts.values()) == 4  # resumed: two more trials, none refused
+    trials = optuna.load_study(study_name="old", storage=storage).trials
+    for trial in trials[2:]:  # the later trials search the stored space, not today's
+        choices = trial.distributions["scheduler"].choices  # type: ignore[attr-defined]
+        assert tuple(choices) == CLASSIC_SPACE.schedulers
+    # Given on the command line (or in a file), the wider space is refused as before.
+    with pytest.raises(StorageError, match="was made with other settings"):
+        run_study(dataclasses.replace(upgraded, n_trials=5, given=EVERY_SETTING))
+
+
+def test_a_stored_space_rebuilds_as_it_was_stored() -> None:
+    # as_dict and from_mapping are each other's inverse on any space, the default included.
+    for space in (SearchSpace(), CLASSIC_SPACE, WIDER):
+        rebuilt = SearchSpace.from_mapping(space.as_dict(), source="test")
+        assert rebuilt.as_dict() == space.as_dict()
