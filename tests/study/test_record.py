@@ -12,6 +12,7 @@ import pytest
 from study.config import StudyConfig, resolve_config
 from study.errors import StorageError
 from study.record import adopt_stored_settings, settings_identity
+from study.result import StudySummary
 from study.runner import run_study
 from study.search_space import SearchSpace
 from tests.helpers import CLASSIC_SPACE, STUDY_TRAIN_IMAGES
@@ -66,6 +67,7 @@ def test_a_study_made_before_a_default_changed_resumes_and_searches_what_it_sear
     with caplog.at_level(logging.INFO, logger="study.runner"):
         summary = run_study(upgraded)
     assert "keeps the settings it was made with: search_space" in caplog.text  # said, once
+    assert isinstance(summary, StudySummary)  # evaluated here, the one worker
     assert sum(summary.state_counts.values()) == 4  # resumed: two more trials, none refused
     trials = optuna.load_study(study_name="old", storage=storage).trials
     for trial in trials[2:]:  # the later trials search the stored space, not today's
