@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from models import MODELS
-from study.detectors import Thresholds
-from study.engine_types import AMP_MODES, COMPILE_MODES
+from study.diagnose.detectors import Thresholds
 from study.errors import ConfigError
-from study.plan import parse_duration
-from study.search_space import SearchSpace
-from study.strategy import PRUNERS, SAMPLERS
+from study.search.plan import parse_duration
+from study.search.search_space import SearchSpace
+from study.search.strategy import PRUNERS, SAMPLERS
+from study.train.engine_types import AMP_MODES, COMPILE_MODES
 
 # Models, samplers, pruners (and schedulers, in SearchSpace) are checked against the registries
 # that build them, all cheap to import: no second list of their names to forget here.
@@ -45,7 +45,7 @@ class StudyConfig:
     # timeout is given, when time alone is the budget (trial_limit).
     n_trials: int | None = None
     # This invocation's wall-time budget in seconds, from its start; the CLI and TOML also take
-    # "10m", "1h" (study.plan.parse_duration). At the deadline running trials end with their
+    # "10m", "1h" (study.search.plan.parse_duration). At the deadline running trials end with their
     # best epoch so far, and the best trial is evaluated.
     timeout: float | None = None
     # Long enough for the network to reach its ceiling (resolve_config takes the model's
@@ -56,7 +56,7 @@ class StudyConfig:
     hidden: int = 128  # width of the MLP's hidden layer / the CNN's head
     sampler: str = "tpe"
     pruner: str = "sha"
-    # The first trials are known-good recipes (study/warm_start.py), where the space holds
+    # The first trials are known-good recipes (study/search/warm_start.py), where the space holds
     # their choices; part of the study's identity.
     warm_start: bool = True
     device: str = "auto"
@@ -65,8 +65,9 @@ class StudyConfig:
     cpu_threads: int = 1
     amp: str = "none"  # "bf16": bfloat16 autocast in the training step (for GPUs)
     compile: str = "none"  # torch.compile mode of the model, compiled once per process
-    # Trials trained at once as one stacked model (study/cohort/); None: the device's default
-    # (study.cohort_search.DEFAULT_COHORT_SIZE); 1: one trial at a time through study.optimize.
+    # Trials trained at once as one stacked model (study/train/cohort/); None: the device's default
+    # (study.run.cohort_search.DEFAULT_COHORT_SIZE); 1: one trial at a time through
+    # study.optimize.
     cohort_size: int | None = None
     data_dir: Path = DEFAULT_DATA_DIR
     download: bool = True  # fetch MNIST through torchvision when DATA_DIR has none
@@ -87,10 +88,11 @@ class StudyConfig:
     early_stopping_patience: int = 8
     early_stopping_min_delta: float = 0.0
     # Also train the seed recipe on the study's split, shown beside the best trial
-    # (study/baseline.py): one more run of max_epochs, once per study.
+    # (study/run/baseline.py): one more run of max_epochs, once per study.
     baseline: bool = False
     # Prune a trial as soon as a detector finds it diverging or with dying ReLUs
-    # (study/detectors.py); off: those trials are left to the pruner, diagnosed at their end.
+    # (study/diagnose/detectors.py); off: those trials are left to the pruner, diagnosed at
+    # their end.
     prune_diagnosed: bool = False
     # Aligned, intensity-normalised distance (data_pipeline.duplicates) at or under which two
     # images are near duplicates; 0: exact only.

@@ -28,13 +28,13 @@ from filelock import FileLock
 
 from study.bench.settings import REFERENCE_SPACE
 from study.cli import main
-from study.liveness import EVALUATION_CLAIM
-from study.storage import TRACKING_URI_ATTR
+from study.store.liveness import EVALUATION_CLAIM
+from study.store.storage import TRACKING_URI_ATTR
 from tests.synthetic import write_synthetic_mnist
 
 if TYPE_CHECKING:
     from study.config import StudyConfig
-    from study.result import StudySummary
+    from study.store.result import StudySummary
 
 # The default space before the budget plan (the benchmark's reference space). Unit tests that
 # give parameters by hand (a FixedTrial's "scheduler": "none") are written against it.
@@ -147,8 +147,8 @@ def finished_study_in(root: Path) -> FinishedStudy:
 
 def evaluated_here(config: StudyConfig, **kwargs: Any) -> StudySummary:
     """run_study for a test's only worker, which evaluates its study itself."""
-    from study.result import StudySummary
-    from study.runner import run_study
+    from study.run.runner import run_study
+    from study.store.result import StudySummary
 
     summary = run_study(config, **kwargs)
     assert isinstance(summary, StudySummary), summary

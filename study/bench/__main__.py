@@ -91,8 +91,8 @@ def _run(args: argparse.Namespace, argv: list[str], *, workdir: Path,
     from study.bench.report import merge
     from study.bench.settings import preset
     from study.config import ENV_VARS, StudyConfig
-    from study.device import resolve_device
-    from study.training import set_cpu_threads
+    from study.train.device import resolve_device
+    from study.train.training import set_cpu_threads
 
     data_dir = args.data_dir or Path(os.environ.get(ENV_VARS["data_dir"], StudyConfig().data_dir))
     files = find_mnist(data_dir, verify=not args.allow_noncanonical_data)

@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from study.plan import parse_duration
+    from study.search.plan import parse_duration
 
     budget = parse_duration(args.budget)
     if args.side == "conventional":
@@ -227,7 +227,7 @@ def conventional_study(data_dir: Path, *, seed: int, budget: float,
     import models
     from data_pipeline import find_mnist
     from study.bench.conventional import evaluate, torchvision_root, train_epoch
-    from study.training import set_cpu_threads
+    from study.train.training import set_cpu_threads
 
     set_cpu_threads(1)
     deadline = started + budget

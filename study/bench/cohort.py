@@ -5,9 +5,10 @@ Needs torch alone (no Optuna, MLflow or scikit-learn), so the GPU machine runs i
     python -m study.bench.cohort --data-dir ../shared/data [--device cuda] [--out docs]
 
 For each network, batch size and K, in interleaved repetitions: one epoch of today's loop
-(study/training.py train(), one trial) and one epoch of a cohort of K (study/cohort/), on the
-same slice of the training images, with the same threads. Members alternate SGD with momentum
-and Adam (both optimizer families run), lr/weight decay differ per member, dropout 0.2.
+(study/train/training.py train(), one trial) and one epoch of a cohort of K
+(study/train/cohort/), on the same slice of the training images, with the same threads.
+Members alternate SGD with momentum and Adam (both optimizer families run), lr/weight decay
+differ per member, dropout 0.2.
 Throughput is in trial-epochs per second, scaled to a 54,000-image epoch (the default holdout
 split) from the slice actually timed. Prints a table; with --out, writes
 OUT/cohort_benchmarks_DEVICE_Nt.json and re-renders OUT/benchmarks.md with it.
@@ -42,9 +43,9 @@ from data_pipeline.mnist import find_mnist
 from data_pipeline.tensors import Fold, Normalizer, to_tensor_set
 from study.bench.report import rerender
 from study.bench.report_cohort import engine_table
-from study.cohort.engine import Cohort, Member
-from study.engine_types import EpochMetrics, Hyperparams, TrainOptions
-from study.training import set_cpu_threads, train
+from study.train.cohort.engine import Cohort, Member
+from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
+from study.train.training import set_cpu_threads, train
 
 logger = logging.getLogger("study.bench.cohort")
 

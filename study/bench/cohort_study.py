@@ -7,8 +7,8 @@ the same study (TPE, median pruner, N trials, E epochs, untracked) runs in a fre
 search wall time, trial-epochs trained, and the best validation loss found. Asking K trials
 at once costs the sampler information (it proposes a round's trials before any of them has
 reported), and the median pruner has no finished trial to compare the first cohort with (it
-counts the running ones at the first decision epoch: study/peer_pruner.py); the best losses of
-the seeds show whether that costs the search anything. Prints a table; with --out,
+counts the running ones at the first decision epoch: study/search/peer_pruner.py); the best
+losses of the seeds show whether that costs the search anything. Prints a table; with --out,
 writes OUT/cohort_study_benchmarks.json and re-renders OUT/benchmarks.md with it.
 """
 

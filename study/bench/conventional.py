@@ -26,10 +26,10 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 import models
 from data_pipeline import MnistFiles, Partition
-from study.engine_types import Hyperparams
-from study.objective import trial_seed
-from study.search_space import SearchSpace, suggest
-from study.training import build_optimizer, build_scheduler
+from study.run.objective import trial_seed
+from study.search.search_space import SearchSpace, suggest
+from study.train.engine_types import Hyperparams
+from study.train.training import build_optimizer, build_scheduler
 
 # The constants every MNIST tutorial normalises with (fitted on all 60k training images).
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081

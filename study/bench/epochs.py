@@ -28,8 +28,8 @@ from data_pipeline import SearchData, find_mnist, prepare_search_data
 from study.bench import conventional
 from study.bench.settings import BenchSettings
 from study.config import StudyConfig
-from study.engine_types import Hyperparams, TrainOptions
-from study.training import build_optimizer, train
+from study.train.engine_types import Hyperparams, TrainOptions
+from study.train.training import build_optimizer, train
 
 logger = logging.getLogger(__name__)
 

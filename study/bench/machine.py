@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from study.provenance import code_version, package_versions
+from study.store.provenance import code_version, package_versions
 
 
 def describe(device: str, *, default_threads: int) -> dict[str, Any]:

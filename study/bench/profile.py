@@ -27,13 +27,13 @@ from data_pipeline import SearchData, find_mnist, prepare_search_data
 from study.bench.settings import REFERENCE_SPACE, BenchSettings
 from study.bench.timing import StudyClock, TimedTracker
 from study.config import StudyConfig
-from study.engine_types import Hyperparams, TrainOptions
-from study.objective import make_objective
-from study.search_space import as_stored
-from study.storage import open_storage
-from study.strategy import make_pruner, make_sampler
+from study.run.objective import make_objective
+from study.search.search_space import as_stored
+from study.search.strategy import make_pruner, make_sampler
+from study.store.storage import open_storage
 from study.tracking import MlflowTracker, Tracker
-from study.training import train
+from study.train.engine_types import Hyperparams, TrainOptions
+from study.train.training import train
 
 logger = logging.getLogger(__name__)
 

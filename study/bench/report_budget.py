@@ -35,7 +35,7 @@ def budget_sections(out_dir: Path) -> list[str]:
     path = out_dir / BUDGET_NAME
     if not path.exists():
         return []
-    from study.plan import format_duration
+    from study.search.plan import format_duration
 
     result = json.loads(path.read_text())
     commands = result.get("commands", [result.get("command")])

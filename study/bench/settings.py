@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from study.search_space import OPTIMIZERS, SCHEDULERS, SearchSpace
+from study.search.search_space import OPTIMIZERS, SCHEDULERS, SearchSpace
 
 # The reference study's space, the default before the budget plan (2026-12-02): one lr range
 # for every optimizer, all six schedulers and batch sizes, no BatchNorm or augmentation. The

@@ -19,7 +19,7 @@ from typing import Any
 
 from study.bench.settings import BenchSettings
 from study.bench.worker import StudyResult, StudySpec, TrialRecord, run_spec
-from study.strategy import FIRST_DECISION
+from study.search.strategy import FIRST_DECISION
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from study.engine_types import EpochMetrics
 from study.tracking import Tracker
+from study.train.engine_types import EpochMetrics
 
 
 @dataclass

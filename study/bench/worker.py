@@ -46,7 +46,7 @@ class StudySpec:
     target_acc: float | None = None
     amp: str = "none"
     compile: str = "none"
-    cohort_size: int = 1  # trials trained at once (study/cohort/); 1: the one-trial loop
+    cohort_size: int = 1  # trials trained at once (study/train/cohort/); 1: the one-trial loop
     rep: int = 0  # repetitions of one configuration are distinct studies
 
 
@@ -87,7 +87,7 @@ class StudyResult:
 
 
 def run_spec(spec: StudySpec) -> StudyResult:
-    from study.training import set_cpu_threads
+    from study.train.training import set_cpu_threads
 
     set_cpu_threads(spec.cpu_threads)
     runner = _run_project if spec.kind == "project" else _run_conventional
@@ -100,7 +100,7 @@ def run_spec(spec: StudySpec) -> StudyResult:
 
 def _run_project(spec: StudySpec) -> StudyResult:
     from study.config import StudyConfig
-    from study.runner import run_study
+    from study.run.runner import run_study
     from study.tracking import MlflowTracker, NullTracker
 
     clock = StudyClock(origin=time.perf_counter())
@@ -136,8 +136,8 @@ def _run_conventional(spec: StudySpec) -> StudyResult:
     from data_pipeline import stratified_split
     from study.bench.conventional import ConventionalObjective, mnist_labels
     from study.config import StudyConfig
-    from study.device import resolve_device
-    from study.strategy import make_pruner, make_sampler
+    from study.search.strategy import make_pruner, make_sampler
+    from study.train.device import resolve_device
 
     origin = time.perf_counter()
     defaults = StudyConfig()  # the project's split and width, so both search the same problem

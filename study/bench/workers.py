@@ -23,8 +23,8 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from study.storage import FINISHED, open_storage
-from study.strategy import repeated_parameter_sets
+from study.search.strategy import repeated_parameter_sets
+from study.store.storage import FINISHED, open_storage
 
 
 def run_workers(*, n_workers: int, storage: str, name: str, workdir: Path,

@@ -17,10 +17,10 @@ from types import ModuleType
 from data_pipeline.errors import DataError  # not `data_pipeline`: that would load torch
 from study.cli import audit, dashboard, report, run, sync, ui
 from study.cli.logs import InterruptedTrialFilter
-from study.console import Format, Handler, KnownWarnings
 from study.errors import StudyError
-from study.interrupts import Terminated
-from study.redaction import RedactingFilter, redact_text
+from study.run.console import Format, Handler, KnownWarnings
+from study.run.interrupts import Terminated
+from study.store.redaction import RedactingFilter, redact_text
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130

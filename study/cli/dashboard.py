@@ -7,8 +7,8 @@ import warnings
 from typing import Any
 
 from study.cli.flags import add_server_arguments, resolve_store
+from study.cli.servers import DASHBOARD_PORT
 from study.config import DEFAULT_STORAGE
-from study.servers import DASHBOARD_PORT
 
 NAME = "dashboard"
 
@@ -25,13 +25,13 @@ def add_parser(sub: Any) -> None:
 def execute(args: argparse.Namespace) -> int:
     import optuna  # seconds to import: not for --help
 
-    from study.redaction import redact
-    from study.servers import (
+    from study.cli.servers import (
         dashboard_server,
         exposure_warning,
         raise_on_sigterm,
         url_for,
     )
+    from study.store.redaction import redact
 
     # The heartbeat settings of our storage opener are experimental in Optuna: not news here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

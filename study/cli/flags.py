@@ -13,8 +13,8 @@ from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
+from study.cli.servers import LOCALHOST
 from study.config import StudyConfig, resolve_config
-from study.servers import LOCALHOST
 
 _DEFAULTS = StudyConfig()
 

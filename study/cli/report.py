@@ -1,4 +1,4 @@
-"""`mnist-study report`: the study as one offline HTML file (study/report_html.py)."""
+"""`mnist-study report`: the study as one offline HTML file (study/report/html.py)."""
 
 from __future__ import annotations
 
@@ -36,9 +36,9 @@ def add_parser(sub: Any) -> None:
 def execute(args: argparse.Namespace) -> int:
     from study.cli.logs import quiet_libraries
     from study.config import resolve_config
-    from study.redaction import redact
-    from study.report_data import collect
-    from study.report_html import write_report
+    from study.report.data import collect
+    from study.report.html import write_report
+    from study.store.redaction import redact
 
     quiet_libraries()
     config = resolve_config(config_values(args, exclude=_NOT_CONFIG), config_path=args.config,
@@ -55,8 +55,8 @@ def load_existing_study(name: str, storage: str) -> Any:
     """The study NAME in STORAGE; a clear error, and nothing created, when there is none."""
     import optuna
 
-    from study.redaction import redact
-    from study.storage import open_storage
+    from study.store.redaction import redact
+    from study.store.storage import open_storage
 
     for prefix in ("sqlite:///", "journal:"):
         if storage.startswith(prefix) and not Path(storage.removeprefix(prefix)).is_file():

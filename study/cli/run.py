@@ -12,12 +12,12 @@ from models import MODELS
 from study.cli.flags import add_data_arguments, add_leakage_arguments, config_values
 from study.cli.logs import quiet_libraries
 from study.config import DEFAULT_MAX_EPOCHS, DEFAULT_N_TRIALS, DEVICES, StudyConfig, resolve_config
-from study.detectors import Thresholds
-from study.engine_types import AMP_MODES, COMPILE_MODES
-from study.report import format_summary
-from study.search_space import SearchSpace
-from study.store_checks import check_storage_url, check_tracking_uri
-from study.strategy import PRUNERS, SAMPLERS
+from study.diagnose.detectors import Thresholds
+from study.report.summary import format_summary
+from study.search.search_space import SearchSpace
+from study.search.strategy import PRUNERS, SAMPLERS
+from study.store.store_checks import check_storage_url, check_tracking_uri
+from study.train.engine_types import AMP_MODES, COMPILE_MODES
 
 NAME = "run"
 _DEFAULTS = StudyConfig()
@@ -138,8 +138,8 @@ def execute(args: argparse.Namespace) -> int:
         from data_pipeline.mnist import locate_mnist
 
         locate_mnist(config.data_dir, download=False, verify=not config.allow_noncanonical_data)
-    from study.runner import EvaluatedElsewhere, run_study  # torch, optuna, mlflow load here
-    from study.training import set_cpu_threads
+    from study.run.runner import EvaluatedElsewhere, run_study  # torch, optuna, mlflow load here
+    from study.train.training import set_cpu_threads
 
     quiet_libraries(verbose=config.verbose)
     set_cpu_threads(config.cpu_threads)

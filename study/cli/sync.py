@@ -36,11 +36,11 @@ def execute(args: argparse.Namespace) -> int:
 
     from study.cli.logs import quiet_libraries
     from study.config import resolve_config
-    from study.redaction import redact
-    from study.runner import SPOOLED_RUNS_ATTR
-    from study.spool import pending, study_spool_dir
-    from study.storage import open_storage
+    from study.run.runner import SPOOLED_RUNS_ATTR
+    from study.store.redaction import redact
+    from study.store.storage import open_storage
     from study.tracking import MlflowTracker
+    from study.tracking.spool import pending, study_spool_dir
 
     quiet_libraries()
     cli = config_values(args)

@@ -7,8 +7,8 @@ from typing import Any
 
 from study.cli.flags import add_server_arguments, resolve_store
 from study.cli.logs import quiet_libraries
+from study.cli.servers import MLFLOW_PORT
 from study.config import DEFAULT_TRACKING_URI
-from study.servers import MLFLOW_PORT
 
 NAME = "ui"
 
@@ -23,8 +23,7 @@ def add_parser(sub: Any) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from study.redaction import redact
-    from study.servers import (
+    from study.cli.servers import (
         ServerError,
         ensure_port_free,
         experiment_links,
@@ -36,6 +35,7 @@ def execute(args: argparse.Namespace) -> int:
         url_for,
         wait_until_ready,
     )
+    from study.store.redaction import redact
 
     uri = resolve_store(args, "tracking_uri")
     command = mlflow_server_command(uri, host=args.host, port=args.port)

@@ -17,10 +17,8 @@ import numpy as np
 import torch
 from optuna.trial import TrialState
 
-from study.engine_types import EpochMetrics
 from study.errors import TrackingError
-from study.redaction import redact, redact_text
-from study.spool import Spool, is_spooled, read_ops, study_spool_dir
+from study.store.redaction import redact, redact_text
 from study.tracking.layout import (
     BASELINE_NUMBER,
     CHECKPOINT_PATH,
@@ -36,6 +34,7 @@ from study.tracking.ops import batch_op
 from study.tracking.outbox import Outbox
 from study.tracking.protocol import StateDict
 from study.tracking.registration import register_model
+from study.tracking.spool import Spool, is_spooled, read_ops, study_spool_dir
 from study.tracking.store import (
     bound_http_waits,
     experiment_artifact_location,
@@ -43,6 +42,7 @@ from study.tracking.store import (
     store_lock,
 )
 from study.tracking.writer import BackgroundWriter
+from study.train.engine_types import EpochMetrics
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

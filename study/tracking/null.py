@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from optuna.trial import TrialState
 
-from study.engine_types import EpochMetrics
 from study.errors import TrackingError
 from study.tracking.protocol import StateDict
+from study.train.engine_types import EpochMetrics
 
 
 class NullTracker:

@@ -1,4 +1,5 @@
-"""Tracker operations (the spool's op model, see study.spool): built here, applied to MLflow.
+"""Tracker operations (the spool's op model, see study.tracking.spool): built here, applied
+to MLflow.
 
 Every write the tracker makes is one of these plain dicts, whether it reaches the store at
 once or waits in a spool: one format, so a replay performs exactly what the run would have.
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from study.errors import TrackingError
-from study.spool import SPOOL_KEY_TAG, Op
+from study.tracking.spool import SPOOL_KEY_TAG, Op
 
 
 def batch_op(run_id: str, *, params: Mapping[str, Any] | None = None,
@@ -27,7 +28,7 @@ def batch_op(run_id: str, *, params: Mapping[str, Any] | None = None,
 
 
 def apply_op(client: Any, op: Op, runs: Mapping[str, str], *, spool_dir: Path | None) -> str | None:
-    """Perform one tracker operation (see study.spool) on CLIENT; the run id it created.
+    """Perform one tracker operation (see study.tracking.spool) on CLIENT; the run id it created.
 
     RUNS maps the keys of runs created from a spool to their MLflow ids. SPOOL_DIR is set when
     OP is replayed from a spool: such a run is looked up by its key tag before it is created,

@@ -2,8 +2,8 @@
 
 When a tracking server stops answering mid-study, the outbox goes *offline* for the rest of
 the process: the call that found out waited at most the bounded HTTP time once (store.py),
-then it and every later operation is appended to the study's spool (study.spool) and training
-goes on. `backfill` replays spools into the store once it answers again.
+then it and every later operation is appended to the study's spool (study.tracking.spool)
+and training goes on. `backfill` replays spools into the store once it answers again.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from study.errors import TrackingError
-from study.redaction import redact, redact_text
-from study.spool import Op, Spool, known_runs, pending, replay
+from study.store.redaction import redact, redact_text
 from study.tracking.ops import apply_op
+from study.tracking.spool import Op, Spool, known_runs, pending, replay
 
 logger = logging.getLogger(__name__)
 

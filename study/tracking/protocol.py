@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from optuna.trial import TrialState
 
-from study.engine_types import EpochMetrics
+from study.train.engine_types import EpochMetrics
 
 StateDict = dict[str, torch.Tensor]
 

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-ARCHITECTURE_KEY = "architecture"  # the model config's one key (study/registered_model.py)
+ARCHITECTURE_KEY = "architecture"  # the model config's one key (study/run/registered_model.py)
 
 
 def register_model(client: Any, model: torch.nn.Module, *, tracking_uri: str,

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from study.errors import TrackingError
-from study.store_checks import check_tracking_uri
+from study.store.store_checks import check_tracking_uri
 
 
 def artifact_root_for(tracking_uri: str) -> Path | None:

@@ -7,8 +7,8 @@ import threading
 from collections.abc import Callable
 
 from study.errors import TrackingError
-from study.redaction import redact_text
-from study.spool import Op
+from study.store.redaction import redact_text
+from study.tracking.spool import Op
 
 
 class BackgroundWriter:

@@ -12,12 +12,12 @@ from torch.nn import functional as F
 
 from data_pipeline import Fold, SearchData
 from models import build
-from study import training
-from study.augment import Augmentation, sampling_grid, transform
-from study.cohort import engine
-from study.cohort.engine import Cohort, Member
-from study.engine_types import EpochMetrics, Hyperparams
-from study.training import evaluate, train
+from study.train import training
+from study.train.augment import Augmentation, sampling_grid, transform
+from study.train.cohort import engine
+from study.train.cohort.engine import Cohort, Member
+from study.train.engine_types import EpochMetrics, Hyperparams
+from study.train.training import evaluate, train
 
 AFFINE = Augmentation("affine", degrees=15.0, translate=0.1, scale=0.1)
 MARK = 7.0  # no normalised MNIST pixel reaches it (white is about 2.8)

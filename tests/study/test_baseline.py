@@ -10,7 +10,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from study.baseline import SEED_RECIPE
+from study.search.warm_start import SEED_RECIPE
 from tests.helpers import STUDY_TRAIN_IMAGES, run_cli, small_run_args
 from tests.synthetic import write_synthetic_mnist
 

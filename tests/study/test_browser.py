@@ -26,8 +26,8 @@ from mlflow import MlflowClient
 from optuna.trial import FrozenTrial
 
 from data_pipeline import Normalizer, find_mnist, prepare_search_data, to_tensor_set
-from study.search_space import hyperparams_from_params
-from study.training import evaluate
+from study.search.search_space import hyperparams_from_params
+from study.train.training import evaluate
 from tests.helpers import (
     CLASSIC_SPACE,
     STUDY_TRAIN_IMAGES,
@@ -256,7 +256,7 @@ def test_a_trial_s_user_attributes_keep_to_a_line_each_in_the_dashboard(
 
 
 def test_the_report_s_importances_are_the_dashboard_s(made: MadeStudy, dashboard: str) -> None:
-    from study.report_data import collect
+    from study.report.data import collect
 
     study_id = _get_json(dashboard + "api/studies")["study_summaries"][0]["study_id"]
     [shown] = _get_json(f"{dashboard}api/studies/{study_id}/param_importances")[
@@ -435,7 +435,7 @@ def _listeners(port: int) -> set[str]:
 def test_the_report_opens_offline_with_every_section_and_no_console_error(
     made: MadeStudy, browser: Browser
 ) -> None:
-    from study.report_html import SECTIONS
+    from study.report.html import SECTIONS
 
     out = made.root / "report.html"
     written = subprocess.run([sys.executable, "-m", "study", "report", "--output", str(out)],

@@ -17,13 +17,13 @@ import torch
 from optuna.trial import TrialState
 
 from data_pipeline import MnistFiles, SearchData, prepare_search_data
-from study.cohort_search import _trials, search_in_cohorts
-from study.early_stopping import EarlyStopping
-from study.evaluation import evaluate_best
-from study.objective import Objective, TrialRun
-from study.strategy import FIRST_DECISION, make_pruner
+from study.run.cohort_search import _trials, search_in_cohorts
+from study.run.evaluation import evaluate_best
+from study.run.objective import Objective, TrialRun
+from study.search.early_stopping import EarlyStopping
+from study.search.strategy import FIRST_DECISION, make_pruner
 from study.tracking import MlflowTracker, Tracker
-from study.training import NonFiniteLossError
+from study.train.training import NonFiniteLossError
 from tests.helpers import CLASSIC_SPACE
 
 GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",
@@ -110,7 +110,8 @@ def test_the_first_cohort_prunes_its_members_against_each_other(
     search_data: SearchData, tracker: MlflowTracker,
 ) -> None:
     # No trial has finished when a cohort's first members reach the first decision epoch:
-    # Optuna's median rule would let all six train to the end. Peers count (study.peer_pruner).
+    # Optuna's median rule would let all six train to the end. Peers count
+    # (study.search.peer_pruner).
     good = [{**GOOD, "lr": lr} for lr in (1e-3, 2e-3, 3e-3, 5e-3)]
     slow = HOPELESS_AT_32
     # It reports first: judged only after all its peers have reported the epoch too.

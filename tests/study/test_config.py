@@ -15,10 +15,10 @@ from study.config import (
     check_batch_sizes,
     resolve_config,
 )
-from study.detectors import Thresholds
+from study.diagnose.detectors import Thresholds
 from study.errors import ConfigError
-from study.search_space import SCHEDULERS, SearchSpace
-from study.strategy import PRUNERS, SAMPLERS
+from study.search.search_space import SCHEDULERS, SearchSpace
+from study.search.strategy import PRUNERS, SAMPLERS
 
 
 def _toml(tmp_path: Path, body: str) -> Path:

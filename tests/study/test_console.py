@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from study.console import Format, KnownWarnings
+from study.run.console import Format, KnownWarnings
 from tests.helpers import STUDY_TRAIN_IMAGES, FinishedStudy
 from tests.synthetic import write_synthetic_mnist
 
@@ -66,17 +66,17 @@ def test_known_warnings_are_dropped_and_others_kept() -> None:
 
 @pytest.mark.parametrize("level", [logging.INFO])
 def test_info_lines_carry_no_level_or_logger_name(level: int) -> None:
-    line = Format().format(logging.LogRecord("study.runner", level, __file__, 1, "hello", None,
+    line = Format().format(logging.LogRecord("study.run.runner", level, __file__, 1, "hello", None,
                                              None))
-    assert TIME.match(line) and line.endswith(" hello") and "study.runner" not in line
+    assert TIME.match(line) and line.endswith(" hello") and "study.run.runner" not in line
 
 
 def test_with_a_budget_the_bar_shows_time_used_and_left(capsys: pytest.CaptureFixture[str],
                                                        ) -> None:
     import optuna
 
-    from study.console import Console
-    from study.engine_types import EpochMetrics
+    from study.run.console import Console
+    from study.train.engine_types import EpochMetrics
 
     console = Console(total=None, max_epochs=40, bar=True, budget_seconds=600)
     study = optuna.create_study()
@@ -96,7 +96,7 @@ def test_with_a_budget_the_bar_shows_time_used_and_left(capsys: pytest.CaptureFi
 def test_a_trial_the_budget_ended_says_so(caplog: pytest.LogCaptureFixture) -> None:
     import optuna
 
-    from study.console import Console
+    from study.run.console import Console
 
     console = Console(total=None, max_epochs=40, bar=False, budget_seconds=60)
     study = optuna.create_study()
@@ -112,8 +112,8 @@ def test_a_pruned_trial_s_line_says_pruned_once_and_fits_a_terminal(
         caplog: pytest.LogCaptureFixture) -> None:
     import optuna
 
-    from study.console import Console
-    from study.diagnosis import pruner_evidence
+    from study.diagnose.diagnosis import pruner_evidence
+    from study.run.console import Console
 
     console = Console(total=30, max_epochs=40, bar=False)
     study = optuna.create_study()

@@ -21,9 +21,9 @@ from sqlalchemy.exc import OperationalError
 
 from study.config import StudyConfig
 from study.errors import ConfigError
-from study.liveness import RunningTrial, describe_running
-from study.runner import _budget_notes
-from study.storage import open_storage
+from study.run.runner import _budget_notes
+from study.store.liveness import RunningTrial, describe_running
+from study.store.storage import open_storage
 from tests.synthetic import write_synthetic_mnist
 
 

@@ -8,9 +8,9 @@ from collections.abc import Mapping, Sequence
 
 import pytest
 
-from study.detectors import Context, Thresholds, detect, fluctuation_ratio
-from study.engine_types import EpochMetrics
+from study.diagnose.detectors import Context, Thresholds, detect, fluctuation_ratio
 from study.errors import ConfigError
+from study.train.engine_types import EpochMetrics
 
 CONTEXT = Context(val_size=6000, batch_size=64)
 

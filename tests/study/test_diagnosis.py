@@ -7,10 +7,10 @@ import pytest
 from optuna.trial import TrialState
 
 from data_pipeline import SearchData
-from study.diagnosis import diagnose, pruner_evidence
-from study.engine_types import EpochMetrics
-from study.objective import Objective
+from study.diagnose.diagnosis import diagnose, pruner_evidence
+from study.run.objective import Objective
 from study.tracking import NullTracker
+from study.train.engine_types import EpochMetrics
 from tests.helpers import CLASSIC_SPACE
 
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from study.early_stopping import EarlyStopping
+from study.search.early_stopping import EarlyStopping
 
 
 @pytest.mark.parametrize(("patience", "min_delta", "losses", "stops"), [

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-from study.liveness import (
+from study.store.liveness import (
     EVALUATION_CLAIM,
     WORKER_PREFIX,
     Worker,

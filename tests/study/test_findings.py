@@ -13,10 +13,10 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from data_pipeline import MnistFiles, SearchData, prepare_search_data
-from study.objective import Objective, TrialRun
+from study.run.objective import Objective, TrialRun
 from study.tracking import MlflowTracker
 from study.tracking.layout import FINDINGS_ARTIFACT
-from study.training import NonFiniteLossError
+from study.train.training import NonFiniteLossError
 from tests.helpers import CLASSIC_SPACE
 
 GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",

@@ -15,14 +15,14 @@ from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from study.config import StudyConfig
-from study.interrupts import (
+from study.run.interrupts import (
     SIGNALS,
     Terminated,
     deferred_interrupts,
     interruptibly,
     raise_pending_interrupt,
 )
-from study.runner import run_study
+from study.run.runner import run_study
 from study.tracking import MlflowTracker
 from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.synthetic import write_synthetic_mnist

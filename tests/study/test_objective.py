@@ -19,12 +19,13 @@ import torch
 from optuna.trial import TrialState
 
 from data_pipeline import MnistFiles, Normalizer, SearchData, prepare_search_data
-from study.early_stopping import EarlyStopping
 from study.errors import StudyError
-from study.evaluation import evaluate_best
-from study.objective import UNJUDGED_ATTR, Objective, split_fold_states
+from study.run.evaluation import evaluate_best
+from study.run.objective import Objective, split_fold_states
+from study.search.early_stopping import EarlyStopping
+from study.search.warm_start import UNJUDGED_ATTR
 from study.tracking import MlflowTracker, NullTracker, Tracker
-from study.training import NonFiniteLossError
+from study.train.training import NonFiniteLossError
 from tests.helpers import CLASSIC_SPACE
 
 GOOD = {"optimizer": "adam", "scheduler": "none", "lr": 3e-3, "batch_size": "0032",

@@ -8,7 +8,7 @@ import random
 
 import optuna
 
-from study.peer_pruner import PeerMedianPruner
+from study.search.peer_pruner import PeerMedianPruner
 
 WARMUP = 2
 

@@ -8,7 +8,7 @@ import pytest
 
 from study.config import DEFAULT_N_TRIALS, StudyConfig, resolve_config
 from study.errors import ConfigError
-from study.plan import Plan, expected_epochs, format_duration, parse_duration, rungs
+from study.search.plan import Plan, expected_epochs, format_duration, parse_duration, rungs
 
 
 @pytest.mark.parametrize(("text", "seconds"), [

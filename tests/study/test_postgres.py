@@ -24,8 +24,8 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from study.storage import open_storage
-from study.strategy import repeated_parameter_sets
+from study.search.strategy import repeated_parameter_sets
+from study.store.storage import open_storage
 from study.tracking import MlflowTracker
 from tests.helpers import (
     STUDY_TRAIN_IMAGES,
@@ -192,7 +192,7 @@ def test_workers_starting_together_on_an_empty_postgres_database_all_open_it(
 ) -> None:
     urls = [create_database(postgres_url, f"empty_{uuid.uuid4().hex[:8]}") for _ in range(4)]
     try:
-        errors = _all_at_once(tmp_path, imports="from study.storage import open_storage",
+        errors = _all_at_once(tmp_path, imports="from study.store.storage import open_storage",
                               action="open_storage", targets=urls)
     finally:
         for url in urls:

@@ -27,18 +27,18 @@ from data_pipeline import (
     to_tensor_set,
 )
 from study.config import StudyConfig, resolve_config
-from study.evaluation import Evaluation, Restored, restore_best
-from study.publish import (
+from study.run.evaluation import Restored, restore_best
+from study.run.publish import (
     CONFIG_PATH,
     REPORT_PATH,
     config_toml,
     publish_study,
     registered_model_name,
 )
-from study.result import StudySummary
-from study.search_space import SearchSpace
+from study.search.search_space import SearchSpace
+from study.store.result import Evaluation, StudySummary
 from study.tracking import MlflowTracker, NullTracker
-from study.training import evaluate
+from study.train.training import evaluate
 from tests.helpers import STUDY_TRAIN_IMAGES, evaluated_here
 from tests.synthetic import write_synthetic_mnist
 
@@ -238,7 +238,7 @@ def test_registered_model_loads_and_predicts_with_pickle_forbidden(
 
 def test_run_logs_one_offline_report_with_every_section(published: Published,
                                                         tmp_path: Path) -> None:
-    from study.report_html import SECTIONS
+    from study.report.html import SECTIONS
 
     client = MlflowClient(published.config.tracking_uri)
     path = Path(client.download_artifacts(published.summary.mlflow_parent_run_id, REPORT_PATH,

@@ -11,10 +11,10 @@ import pytest
 
 from study.config import StudyConfig, resolve_config
 from study.errors import StorageError
-from study.record import adopt_stored_settings, settings_identity
-from study.result import StudySummary
-from study.runner import run_study
-from study.search_space import SearchSpace
+from study.run.runner import run_study
+from study.search.search_space import SearchSpace
+from study.store.record import adopt_stored_settings, settings_identity
+from study.store.result import StudySummary
 from tests.helpers import CLASSIC_SPACE, STUDY_TRAIN_IMAGES
 from tests.synthetic import write_synthetic_mnist
 
@@ -64,7 +64,7 @@ def test_a_study_made_before_a_default_changed_resumes_and_searches_what_it_sear
     # The same command after an upgrade whose default space has another scheduler.
     upgraded = dataclasses.replace(made, n_trials=4, search_space=WIDER,
                                    given=EVERY_SETTING - {"search_space"})
-    with caplog.at_level(logging.INFO, logger="study.runner"):
+    with caplog.at_level(logging.INFO, logger="study.run.runner"):
         summary = run_study(upgraded)
     assert "keeps the settings it was made with: search_space" in caplog.text  # said, once
     assert isinstance(summary, StudySummary)  # evaluated here, the one worker

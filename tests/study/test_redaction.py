@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from study.evaluation import Evaluation
-from study.redaction import RedactingFilter, ambiguous_password, redact, redact_text
-from study.report import format_summary
-from study.result import StudySummary
+from study.report.summary import format_summary
+from study.store.redaction import RedactingFilter, ambiguous_password, redact, redact_text
+from study.store.result import Evaluation, StudySummary
 
 SECRET = "s3cr3t"
 

@@ -9,8 +9,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from study.detectors import Thresholds
-from study.report_data import DIAGNOSED_TRIALS, TOP_TRIALS, shown_trials, wilson_interval
+from study.diagnose.detectors import Thresholds
+from study.report.data import DIAGNOSED_TRIALS, TOP_TRIALS, shown_trials, wilson_interval
 
 
 def test_the_wilson_interval_of_a_test_accuracy() -> None:
@@ -42,8 +42,8 @@ def test_the_curves_shown_are_the_top_trials_then_one_per_finding_kind_first() -
 
 
 def test_without_mlflow_the_report_says_so_and_draws_validation_curves() -> None:
-    from study.report_data import collect
-    from study.report_html import SECTIONS, render
+    from study.report.data import collect
+    from study.report.html import SECTIONS, render
 
     study = optuna.create_study()
     for trial in (_trial(0, 0.2, []), _trial(1, 0.1, ["overfitting"])):
@@ -61,7 +61,7 @@ def test_a_trial_the_mlflow_store_has_no_curves_of_is_said_and_drawn_from_optuna
 ) -> None:
     from mlflow import MlflowClient
 
-    from study.report_data import collect
+    from study.report.data import collect
 
     study = optuna.create_study()
     trial = _trial(0, 0.1, [])
@@ -76,7 +76,7 @@ def test_a_trial_the_mlflow_store_has_no_curves_of_is_said_and_drawn_from_optuna
 def test_the_report_shows_batch_sizes_as_numbers_and_the_rate_as_lr() -> None:
     import optuna
 
-    from study.report_html import _ranges, _shown
+    from study.report.html import _ranges, _shown
 
     def trial(batch: str, lr: float) -> optuna.trial.FrozenTrial:
         params: dict[str, str | float] = {
@@ -108,8 +108,8 @@ def _scheduled(number: int, scheduler: str, value: float, *, pruned_at: int | No
 
 
 def test_the_scheduler_question_compares_complete_trials_and_ends_with_a_verdict() -> None:
-    from study.report_data import collect
-    from study.report_html import _curve_title, render
+    from study.report.data import collect
+    from study.report.html import _curve_title, render
 
     study = optuna.create_study()
     trials = [_scheduled(0, "cosine", 0.04), _scheduled(1, "cosine", 0.05),
@@ -142,8 +142,8 @@ def _batched(number: int, batch: int, ratio: float | None, kinds: str = "none",
 
 
 def test_the_batch_size_question_says_which_trials_it_left_out_and_why() -> None:
-    from study.report_data import collect
-    from study.report_html import render
+    from study.report.data import collect
+    from study.report.html import render
 
     study = optuna.create_study()
     trials = [*(_batched(n, 128, 0.9 + 0.1 * n) for n in range(3)),
@@ -162,8 +162,8 @@ def test_the_batch_size_question_says_which_trials_it_left_out_and_why() -> None
 
 
 def test_the_audit_deviation_reads_in_percent_as_the_audit_command_prints_it() -> None:
-    from study.report_data import collect
-    from study.report_html import _audit
+    from study.report.data import collect
+    from study.report.html import _audit
 
     data = collect(optuna.create_study(), storage="sqlite:///x.db", client=None)
     data.audit = {"index_overlaps": {}, "duplicates": [], "max_class_deviation": 8.3e-5}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from study.report_verdicts import (
+from study.report.verdicts import (
     batch_size_verdict,
     regularisation_verdict,
     scheduler_verdict,

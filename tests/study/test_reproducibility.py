@@ -11,7 +11,7 @@ from typing import Any
 import optuna
 import pytest
 
-import study.runner as runner
+import study.run.runner as runner
 from data_pipeline import IdxContent
 from data_pipeline import mnist as mnist_module
 from study.config import StudyConfig

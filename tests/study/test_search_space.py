@@ -6,9 +6,8 @@ from typing import Any
 import optuna
 import pytest
 
-from study.engine_types import Hyperparams
 from study.errors import ConfigError
-from study.search_space import (
+from study.search.search_space import (
     OPTIMIZERS,
     SCHEDULERS,
     SearchSpace,
@@ -17,6 +16,7 @@ from study.search_space import (
     hyperparams_from_params,
     suggest,
 )
+from study.train.engine_types import Hyperparams
 from tests.helpers import CLASSIC_SPACE
 
 MAX_EPOCHS = 6
@@ -282,7 +282,7 @@ def test_a_study_made_with_plain_batch_sizes_keeps_them() -> None:
 
 
 def test_every_scheduler_has_a_builder_under_the_same_name() -> None:
-    from study.training import SCHEDULERS as BUILDERS
+    from study.train.training import SCHEDULERS as BUILDERS
 
     # A scheduler is its suggestions here and its builder in training: neither half alone.
     assert list(BUILDERS) == list(SCHEDULERS)
@@ -294,7 +294,7 @@ def test_each_scheduler_s_builder_takes_the_parameters_its_space_suggests(
 ) -> None:
     import torch
 
-    from study.training import build_scheduler
+    from study.train.training import build_scheduler
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     hp = suggest(study.ask(), SearchSpace(schedulers=(scheduler,)), max_epochs=MAX_EPOCHS)

@@ -21,8 +21,7 @@ from mlflow import MlflowClient
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from study.cli import main
-from study.errors import StudyError
-from study.servers import (
+from study.cli.servers import (
     LOCALHOST,
     ServerError,
     mlflow_server_command,
@@ -31,6 +30,7 @@ from study.servers import (
     url_for,
     wait_until_ready,
 )
+from study.errors import StudyError
 from tests.helpers import cli_env, free_port
 from tests.servers import STOP_SECONDS, CliServer, group_alive, start_cli_server
 

@@ -9,9 +9,9 @@ from torch.nn import functional as F
 
 from data_pipeline import Fold, SearchData
 from models import build
-from study.engine_types import Hyperparams, TrainOptions
-from study.signals import DEAD_SLICE, dead_units
-from study.training import train
+from study.train.engine_types import Hyperparams, TrainOptions
+from study.train.signals import DEAD_SLICE, dead_units
+from study.train.training import train
 
 
 def _param(model: nn.Module, name: str) -> nn.Parameter:

@@ -9,8 +9,8 @@ import optuna
 import pytest
 
 from study.errors import ConfigError, StorageError
-from study.record import with_recorded_since
-from study.storage import (
+from study.store.record import with_recorded_since
+from study.store.storage import (
     check_tracking_store,
     count_finished,
     open_storage,

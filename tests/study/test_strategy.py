@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from study.errors import ConfigError
-from study.strategy import FIRST_DECISION, PRUNERS, SAMPLERS, make_pruner, make_sampler
+from study.search.strategy import FIRST_DECISION, PRUNERS, SAMPLERS, make_pruner, make_sampler
 
 MAX_EPOCHS = 8
 
@@ -56,7 +56,7 @@ def test_one_epoch_studies_get_a_valid_pruner(pruner: str) -> None:
 
 
 def test_the_registries_are_read_without_optuna() -> None:
-    code = ("import sys\nfrom study.strategy import PRUNERS, SAMPLERS\n"
+    code = ("import sys\nfrom study.search.strategy import PRUNERS, SAMPLERS\n"
             "print(list(SAMPLERS), list(PRUNERS), 'optuna' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

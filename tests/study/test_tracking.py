@@ -10,12 +10,12 @@ import torch
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from study.engine_types import EpochMetrics
 from study.errors import TrackingError
-from study.spool import SPOOL_KEY_TAG, Op
-from study.store_checks import HEALTH_TIMEOUT
+from study.store.store_checks import HEALTH_TIMEOUT
 from study.tracking import MlflowTracker, NullTracker
+from study.tracking.spool import SPOOL_KEY_TAG, Op
 from study.tracking.writer import BackgroundWriter
+from study.train.engine_types import EpochMetrics
 
 
 def _metrics(epoch: int, val_loss: float) -> EpochMetrics:

@@ -12,9 +12,15 @@ from torch.nn import functional as F
 
 from data_pipeline import Fold, SearchData
 from models import build
-from study import training
-from study.engine_types import EpochMetrics, Hyperparams, TrainOptions
-from study.training import NonFiniteLossError, build_optimizer, evaluate, set_cpu_threads, train
+from study.train import training
+from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
+from study.train.training import (
+    NonFiniteLossError,
+    build_optimizer,
+    evaluate,
+    set_cpu_threads,
+    train,
+)
 
 EPOCHS = 4
 
@@ -345,7 +351,7 @@ def test_fused_and_for_loop_optimizers_agree(fold: Fold) -> None:
 
 def test_config_options_reach_every_train_call(search_data: SearchData) -> None:
     from study.config import StudyConfig
-    from study.objective import make_objective
+    from study.run.objective import make_objective
     from study.tracking import NullTracker
 
     seen: list[TrainOptions] = []

@@ -6,12 +6,12 @@ import dataclasses
 
 import optuna
 
-from study.baseline import SEED_RECIPE
-from study.objective import UNJUDGED_ATTR
-from study.search_space import SearchSpace, hyperparams_from_params, suggest
-from study.warm_start import (
+from study.search.search_space import SearchSpace, hyperparams_from_params, suggest
+from study.search.warm_start import (
     BEST_KNOWN,
     FAST_START,
+    SEED_RECIPE,
+    UNJUDGED_ATTR,
     WARM_START_ATTR,
     enqueue_warm_start,
     fitted,

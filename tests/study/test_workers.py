@@ -17,9 +17,9 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from study.seeded_sampler import sampler_seed
-from study.storage import open_storage
-from study.strategy import make_sampler, repeated_parameter_sets
+from study.search.seeded_sampler import sampler_seed
+from study.search.strategy import make_sampler, repeated_parameter_sets
+from study.store.storage import open_storage
 from study.tracking import MlflowTracker
 from tests.helpers import STUDY_TRAIN_IMAGES, assert_evaluated_once, cli_env
 from tests.synthetic import write_synthetic_mnist

@@ -11,7 +11,7 @@ import pytest
 
 from study.bench import budget, report_budget
 from study.config import resolve_config
-from study.strategy import SAMPLERS
+from study.search.strategy import SAMPLERS
 from tests.helpers import STUDY_TRAIN_IMAGES
 from tests.synthetic import write_synthetic_mnist
 

@@ -6,8 +6,8 @@ import pytest
 from optuna.trial import TrialState
 
 from study.bench.timing import StudyClock, TimedTracker
-from study.engine_types import EpochMetrics
 from study.tracking import NullTracker
+from study.train.engine_types import EpochMetrics
 
 
 def _epoch(epoch: int, val_acc: float) -> EpochMetrics:

@@ -11,9 +11,9 @@ import torch
 
 import models
 from data_pipeline import Fold, SearchData
-from study.cohort.engine import Cohort, Member
-from study.engine_types import EpochMetrics, Hyperparams
-from study.training import NonFiniteLossError, train
+from study.train.cohort.engine import Cohort, Member
+from study.train.engine_types import EpochMetrics, Hyperparams
+from study.train.training import NonFiniteLossError, train
 
 EPOCHS = 3
 BATCH = 32

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 import models
-from study.cohort.memory import evaluation_bytes, largest_cohort, member_bytes
+from study.train.cohort.memory import evaluation_bytes, largest_cohort, member_bytes
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)  # one image as the networks take it
 

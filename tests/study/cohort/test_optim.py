@@ -9,8 +9,8 @@ from collections.abc import Sequence
 import pytest
 import torch
 
-from study.cohort.fused import MemberOptimizers
-from study.cohort.optim import StackedOptimizer
+from study.train.cohort.fused import MemberOptimizers
+from study.train.cohort.optim import StackedOptimizer
 
 SHAPES = [(12, 10), (12,), (3, 12), (3,)]  # an MLP's weight, bias, weight, bias per member
 STEPS = 20
@@ -35,7 +35,7 @@ both = pytest.mark.parametrize("cls", [StackedOptimizer, MemberOptimizers],
 
 def _solo(kind: str, params: list[torch.Tensor], *, lr: float, wd: float, momentum: float,
           fused: bool) -> torch.optim.Optimizer:
-    speed = True if fused else None  # as study.training.build_optimizer does
+    speed = True if fused else None  # as study.train.training.build_optimizer does
     if kind == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd, fused=speed)
     cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from study.cohort.schedule import MemberSchedules
-from study.engine_types import Hyperparams
-from study.search_space import OPTIMIZERS
-from study.training import SCHEDULERS, _step_epoch_scheduler, build_optimizer, build_scheduler
+from study.search.search_space import OPTIMIZERS
+from study.train.cohort.schedule import MemberSchedules
+from study.train.engine_types import Hyperparams
+from study.train.training import SCHEDULERS, _step_epoch_scheduler, build_optimizer, build_scheduler
 
 EPOCHS, STEPS = 3, 5
 # plateau_patience 0: a loss that fails to improve once already cuts the rate.

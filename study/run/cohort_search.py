@@ -1,0 +1,351 @@
+"""The search in cohorts: up to K asked trials trained together, recorded as solo trials are.
+
+Optuna's ask/tell drives it. Up to --cohort-size trials run at once (the sampler sees the
+running ones: TPE's constant liar keeps them apart); those of one batch size train as one
+stacked model (study/train/cohort/). Every epoch each member is reported to its own trial; a pruned,
+diverged or finished member is told at once and leaves the stack at the epoch boundary, the
+others go on untouched. The Objective's steps record each trial, so a trial of a cohort has
+the same attributes, MLflow run and checkpoint as a solo one.
+
+Members must share a batch size and an architecture (norm: BatchNorm or not), and six sizes
+drawn independently would split 16 trials into groups of two or three, which gain little from
+stacking. So one trial in K draws its batch size and norm from the sampler as usual and the
+next K-1 take them (Optuna's PartialFixedSampler), every other parameter sampled freely; a
+trial whose values were given (enqueued) keeps them. The sampler's random start-up trials are
+the exception: each draws its own, in small cohorts. Fixed from the first trial, the first
+cohort gave TPE one batch size to learn from, and it drew that size again for the rest of the
+study (the study-level benchmark, python -m study.bench.cohort_study, saw a whole study at
+batch 1024). The search sees a new batch size every K trials after the start-up; the benchmark
+measures what that costs in best validation loss.
+
+With a holdout split the places that leaving members free are filled at once with newly asked
+trials, which join the cohort of their batch size (or start one): the cohorts stay full until
+the budget or the time runs out, and a new batch size's cohort fills as the last one's
+drains. Cross-validated trials train fold after fold, so their cohorts run in rounds: K
+trials asked, each batch size's group trained through all folds, then the next round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import optuna
+from optuna.samplers import PartialFixedSampler
+from optuna.storages import fail_stale_trials
+
+# Private, but the only name for storages that beat: what study.optimize uses itself.
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
+
+from study.run.interrupts import interruptibly
+from study.run.objective import Objective, TrialRun
+from study.store.liveness import periodically
+from study.store.storage import FINISHED
+from study.train.cohort.engine import Cohort, Member
+from study.train.engine_types import EpochMetrics
+from study.train.training import NonFiniteLossError
+
+logger = logging.getLogger(__name__)
+
+# study.ask on a storage that beats warns that heartbeats belong to study.optimize; this driver
+# beats for every trial it asked (_heartbeats), so the warning is not true here.
+_ASK_BEATS_HERE = r"Heartbeat of storage is supposed to be used with Study\.optimize"
+
+TrialDone = Callable[[optuna.Study, FrozenTrial], None]
+# What the members of one stack share: one batch gather per step, one architecture. One trial
+# in K draws them; the next K-1 take them.
+SHARED = ("batch_size", "norm")
+Shape = tuple[int, str]  # a cohort's (batch size, norm)
+# --cohort-size when none is given, per device type. CPU: 1, though K = 16 trains 1.5x (one
+# thread) to 2.1x (two) the trial-epochs per second: one batch size per K trials narrows the
+# search (README's Performance section), so cohorts are opt-in. CUDA: not measured yet.
+DEFAULT_COHORT_SIZE = {"cpu": 1, "cuda": 1}
+
+
+def search_in_cohorts(study: optuna.Study, objective: Objective, *, cohort_size: int,
+                      n_trials: int | None, timeout: float | None, free_draws: int = 0,
+                      trial_done: TrialDone = lambda study, trial: None) -> None:
+    """Ask, train and tell cohorts until the study has N_TRIALS (every worker's, finished or
+    running; None: no limit) or TIMEOUT seconds have passed, as study.optimize with
+    MaxTrialsCallback would.
+
+    Trials numbered below FREE_DRAWS (the sampler's random start-up) each draw their own
+    batch size and norm; after them, one trial in K draws and the next K-1 take its values.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    budget = _Budget(study, cohort_size=cohort_size, n_trials=n_trials, deadline=deadline,
+                     free_draws=free_draws)
+    if objective.data.k == 1:
+        _Holdout(study, objective, trial_done, budget).run()
+        return
+    while budget.room(running=0) > 0:
+        _Round(study, objective, trial_done, budget).run()
+
+
+class _Budget:
+    """How many more trials may start now: the free places among K, the study's budget (every
+    worker's trials, finished or running) and the time left."""
+
+    def __init__(self, study: optuna.Study, *, cohort_size: int, n_trials: int | None,
+                 deadline: float | None, free_draws: int = 0) -> None:
+        self.study, self.cohort_size, self.n_trials = study, cohort_size, n_trials
+        self.deadline, self.free_draws = deadline, free_draws
+
+    def room(self, *, running: int) -> int:
+        """Trials that may start beside RUNNING members of this process's cohorts."""
+        if self.cohort_size <= running or (
+                self.deadline is not None and time.monotonic() >= self.deadline):
+            return 0  # no place free: no need to ask the storage (each epoch, per cohort)
+        fail_stale_trials(self.study)  # as study.optimize does before each trial
+        free = self.cohort_size - running
+        if self.n_trials is None:
+            return free
+        taken = len(self.study.get_trials(deepcopy=False,
+                                          states=(*FINISHED, TrialState.RUNNING)))
+        return max(min(free, self.n_trials - taken), 0)
+
+
+class _Search:
+    """What both ways of training cohorts share: asking and starting trials (one batch size
+    per K trials), recording epochs, telling trials, and failing every open trial when
+    interrupted."""
+
+    def __init__(self, study: optuna.Study, objective: Objective, trial_done: TrialDone,
+                 budget: _Budget) -> None:
+        self.study, self.objective, self.trial_done = study, objective, trial_done
+        self.budget = budget
+        self.open: dict[int, optuna.Trial] = {}  # asked and not yet told (heartbeats read it)
+        self.runs: dict[int, TrialRun] = {}  # started (suggested, MLflow run open)
+        self.asked = 0  # trials this search asked: each K-th draws its batch size freely
+        # The last drawn values of SHARED, as trials store them; the next K-1 trials take them.
+        self.shared: dict[str, object] | None = None
+
+    @contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Heartbeats for every open trial; on Ctrl-C, SIGTERM or a bug, none stays RUNNING."""
+        try:
+            with _heartbeats(self.study, self.open):
+                yield
+        except BaseException as exc:
+            for number in list(self.open):
+                self._tell(number, TrialState.FAIL, reason=f"interrupted: {type(exc).__name__}")
+            raise
+
+    def _ask(self, *, running: int) -> dict[Shape, list[TrialRun]]:
+        """New trials beside RUNNING members, asked and started one by one while the budget has
+        room, by shape (batch size, norm).
+
+        The room is counted again before each ask: counted once for K, two workers that both
+        saw K free places would each start K and overrun --n-trials by up to K; counted before
+        each, a worker overruns by one at most, as study.optimize's workers do (README).
+        """
+        started: dict[Shape, list[TrialRun]] = {}
+        asked = 0
+        while self.budget.room(running=running + asked) > 0:
+            asked += 1
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_ASK_BEATS_HERE, category=UserWarning)
+                trial = self.study.ask()
+            self.open[trial.number] = trial
+            if trial.number < self.budget.free_draws:  # the sampler's random start-up
+                run = self._start(trial, fixed=None)
+                started.setdefault(_shape(run), []).append(run)
+                continue
+            fixed = self.asked % self.budget.cohort_size != 0 and self.shared is not None
+            self.asked += 1
+            run = self._start(trial, fixed=self.shared if fixed else None)
+            if not fixed:
+                self.shared = {name: trial.params[name] for name in SHARED}
+            started.setdefault(_shape(run), []).append(run)
+        return started
+
+    def _start(self, trial: optuna.Trial, *, fixed: dict[str, object] | None) -> TrialRun:
+        """Start (suggest) TRIAL, with FIXED's parameters (stored values) unless None (an
+        enqueued trial keeps its own)."""
+        base = self.study.sampler
+        if fixed is not None:  # (its ExperimentalWarning: study/cli/logs.py mutes them)
+            self.study.sampler = PartialFixedSampler(fixed, base)
+        try:
+            run = self.runs[trial.number] = self.objective.start(trial)
+        finally:
+            self.study.sampler = base
+        return run
+
+    def _epoch(self, cohort: Cohort, results: dict[object, EpochMetrics | NonFiniteLossError],
+               ) -> list[TrialRun]:
+        """Record one epoch of COHORT: members whose trial ended leave, and so do those that
+        trained all their epochs on this fold or stopped early; the latter are returned (not
+        pruned on it)."""
+        recorded = {key: result for key, result in results.items()
+                    if self._record(cohort, key, result)}
+        # Judged only once every member has reported: each is compared with all its peers.
+        leaving = [key for key in results
+                   if key not in recorded or not self._judge(key, recorded[key])]
+        cohort.remove(leaving)
+        # Finished: trained all its epochs, or stopped early (its fold ends, as a solo one's).
+        trained_all = set(cohort.finished())
+        finished = [key for key in recorded if key not in leaving and isinstance(key, int) and (
+            key in trained_all or self.objective.stops_early(self.runs[key]))]
+        cohort.remove(finished)
+        return [self.runs[key] for key in finished
+                if isinstance(key, int) and self._fold_done(self.runs[key])]
+
+    def _fold_done(self, run: TrialRun) -> bool:
+        """Record a trained fold; False when the trial is pruned on it (and told so)."""
+        try:
+            self.objective.fold_done(run)
+        except optuna.TrialPruned as exc:
+            self._tell(run.trial.number, TrialState.PRUNED, reason=str(exc))
+            return False
+        return True
+
+    def _members(self, runs: list[TrialRun], i: int) -> list[Member]:
+        """RUNS' networks and batch orders for fold I, built as their solo trials build them."""
+        members = []
+        for run in runs:
+            model, generator = self.objective.build(run, i)
+            members.append(Member(key=run.trial.number, hp=run.hp, model=model,
+                                  generator=generator))
+        return members
+
+    def _cohort(self, runs: list[TrialRun], i: int) -> Cohort:
+        logger.info("a cohort at batch size %d, norm %s: %s", runs[0].hp.batch_size,
+                    runs[0].hp.norm, _trials(runs))
+        return Cohort(self._members(runs, i), self.objective.data.fold(i),
+                      max_epochs=self.objective.max_epochs, options=self.objective.options)
+
+    def _record(self, cohort: Cohort, key: object,
+                result: EpochMetrics | NonFiniteLossError) -> bool:
+        """Record one member's epoch; False when it diverged (its trial FAIL, told)."""
+        assert isinstance(key, int)
+        if isinstance(result, NonFiniteLossError):
+            self._tell(key, TrialState.FAIL, reason=str(result), diverged=True)
+            return False
+        self.objective.record_epoch(self.runs[key], result, lambda: cohort.state(key))
+        return True
+
+    def _judge(self, key: object, result: EpochMetrics | NonFiniteLossError) -> bool:
+        """False when the pruner stops the member's trial (it is told PRUNED and leaves)."""
+        assert isinstance(key, int) and isinstance(result, EpochMetrics)
+        try:
+            self.objective.judge_epoch(self.runs[key], result)
+        except optuna.TrialPruned as exc:
+            self._tell(key, TrialState.PRUNED, reason=str(exc))
+            return False
+        return True
+
+    def _tell(self, number: int, state: TrialState, *, reason: str,
+              diverged: bool = False) -> None:
+        trial = self.open.pop(number)
+        run = self.runs.get(number)
+        value = None
+        if run is not None:
+            if state == TrialState.COMPLETE:
+                value = self.objective.complete(run)
+            else:
+                self.objective.stop(run, state, reason=reason, diverged=diverged)
+        elif state == TrialState.FAIL:
+            trial.set_user_attr("fail_reason", reason)  # asked, never started
+        frozen = self.study.tell(trial, value, state=state if value is None else None)
+        self.trial_done(self.study, frozen)
+
+
+class _Holdout(_Search):
+    """One fold: cohorts kept full, a new trial joining the cohort of its shape (batch size,
+    norm) at the epoch boundary where a place frees up; the cohorts take turns, an epoch each."""
+
+    def __init__(self, study: optuna.Study, objective: Objective, trial_done: TrialDone,
+                 budget: _Budget) -> None:
+        super().__init__(study, objective, trial_done, budget)
+        self.cohorts: dict[Shape, Cohort] = {}  # by shape, each with members
+
+    def run(self) -> None:
+        with self._guarded():
+            self._fill()
+            for shape, results in interruptibly(self._epochs()):
+                cohort = self.cohorts[shape]
+                for run in self._epoch(cohort, results):
+                    self._tell(run.trial.number, TrialState.COMPLETE, reason="")
+                if not cohort.members:
+                    del self.cohorts[shape]
+                self._fill()
+
+    def _epochs(self) -> Iterator[tuple[Shape, dict[object, EpochMetrics | NonFiniteLossError]]]:
+        while self.cohorts:
+            for shape in sorted(self.cohorts):
+                cohort = self.cohorts.get(shape)
+                if cohort is not None:
+                    yield shape, dict(cohort.run_epoch())
+
+    def _fill(self) -> None:
+        running = sum(len(c.members) for c in self.cohorts.values())
+        for shape, runs in sorted(self._ask(running=running).items()):
+            if shape in self.cohorts:
+                logger.info("%s %s the cohort at batch size %d, norm %s", _trials(runs),
+                            "joins" if len(runs) == 1 else "join", *shape)
+                self.cohorts[shape].add(self._members(runs, 0))
+            else:
+                self.cohorts[shape] = self._cohort(runs, 0)
+
+
+class _Round(_Search):
+    """Cross-validated trials: up to K trials asked at once, each batch size's group trained as
+    a cohort fold after fold (a member leaves when pruned or failed, none joins)."""
+
+    def run(self) -> None:
+        with self._guarded():
+            for _, group in sorted(self._ask(running=0).items()):
+                self._train(group)
+
+    def _train(self, group: list[TrialRun]) -> None:
+        active, folds = list(group), self.objective.data.k
+        for i in range(folds):
+            if not active:
+                return
+            cohort = self._cohort(active, i)
+            trained: list[TrialRun] = []
+            for results in interruptibly(_epochs(cohort)):
+                trained += self._epoch(cohort, results)
+            active = trained
+        for run in active:
+            self._tell(run.trial.number, TrialState.COMPLETE, reason="")
+
+
+def _shape(run: TrialRun) -> Shape:
+    return run.hp.batch_size, run.hp.norm
+
+
+def _epochs(cohort: Cohort) -> Iterator[dict[object, EpochMetrics | NonFiniteLossError]]:
+    """Epochs while the cohort has members (finished ones leave between epochs)."""
+    while cohort.members:
+        yield dict(cohort.run_epoch())
+
+
+def _trials(runs: list[TrialRun]) -> str:
+    """"trial 8" or "trials 8, 9 and 10"."""
+    numbers = [str(r.trial.number) for r in runs]
+    if len(numbers) == 1:
+        return f"trial {numbers[0]}"
+    return f"trials {', '.join(numbers[:-1])} and {numbers[-1]}"
+
+
+@contextmanager
+def _heartbeats(study: optuna.Study, trials: dict[int, optuna.Trial]) -> Iterator[None]:
+    """What study.optimize's heartbeat thread does for its one trial, for every open trial."""
+    storage = study._storage  # Optuna exposes the heartbeat only through its storage
+    if not isinstance(storage, BaseHeartbeat) or (
+            interval := storage.get_heartbeat_interval()) is None:
+        yield
+        return
+
+    def beat() -> None:
+        for trial in list(trials.values()):
+            storage.record_heartbeat(trial._trial_id)
+
+    beat()  # at once, as Optuna's own heartbeat thread does
+    with periodically(interval, beat, name="cohort-heartbeats"):
+        yield

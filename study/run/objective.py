@@ -1,0 +1,394 @@
+"""The objective: suggest, build, train over the folds, report, prune, track. Glue only.
+
+Holdout is one fold. A trial trains one model per fold, each from the same initial weights
+and batch order (the trial's seed), and is scored by the mean of the folds' best-epoch
+validation losses. With one fold the pruner watches epochs: the trial reports each epoch's
+validation loss at step = epoch. With K folds it watches folds: after each fold the trial
+reports the mean score of the folds done so far at step = folds done (1..K), so the pruner's
+resource unit is a fold (hyperband/sha get max_resource = K).
+
+MLflow, in the trial's run: one fold's epochs as "<metric>" over step = epoch; K folds' as
+"fold{k}/<metric>", and after each fold, over step = fold number, "fold_val_loss",
+"fold_val_acc", "fold_best_epoch" of that fold and "val_loss"/"val_acc": the running means
+Optuna saw. The checkpoint holds each fold's best weights: as they are for one fold, under
+"fold{k}." for K.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import optuna
+import torch
+from optuna.trial import TrialState
+
+import models
+from data_pipeline import SearchData
+from study.config import StudyConfig
+from study.diagnose.detectors import (
+    Context,
+    Finding,
+    Thresholds,
+    detect,
+    findings_attrs,
+    findings_detail,
+)
+from study.diagnose.diagnosis import diagnose, pruner_evidence
+from study.errors import StudyError
+from study.run.interrupts import interruptibly
+from study.search.early_stopping import EarlyStopping
+from study.search.search_space import SearchSpace, suggest
+from study.search.warm_start import judged
+from study.store.liveness import WORKER_ATTR
+from study.tracking import StateDict, Tracker
+from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
+from study.train.training import NonFiniteLossError, train
+
+
+def split_tags(data: SearchData) -> dict[str, str]:
+    """Every trial's run carries them: all trials of a study searched on the identical split."""
+    tags = {"split_fingerprint": data.split_fingerprint, "data_fingerprint": data.data_fingerprint}
+    return tags | ({"cv_folds": str(data.k)} if data.k > 1 else {})
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """Distinct, reproducible seeds per (study seed, trial number)."""
+    return seed * 1_000_003 + number
+
+
+class _Finish(Protocol):
+    def __call__(self, state: TrialState, *, reason: str, diverged: bool = False) -> None: ...
+
+
+def pruned(trial: optuna.trial.BaseTrial, value: float, *, step: int,
+           unit: str = "epoch") -> optuna.TrialPruned:
+    """The prune, saying what the pruner saw: this trial's value among the others at STEP."""
+    study = getattr(trial, "study", None)  # a FixedTrial has none
+    others = [] if study is None else [
+        t.intermediate_values[step] for t in study.get_trials(deepcopy=False)
+        if t.number != trial.number and step in t.intermediate_values and judged(t)]
+    return optuna.TrialPruned(pruner_evidence(value, others, step=step, unit=unit))
+
+
+@contextmanager
+def ending_run(finish: _Finish) -> Iterator[None]:
+    """FINISH the trial's MLflow run with the state Optuna will record, however it stops early.
+
+    Pruned is PRUNED, a NaN loss a FAIL Optuna catches, anything else (Ctrl-C, a bug) a FAIL
+    that propagates: in no case may the run stay RUNNING.
+    """
+    try:
+        yield
+    except optuna.TrialPruned as exc:
+        finish(TrialState.PRUNED, reason=str(exc))
+        raise
+    except NonFiniteLossError as exc:
+        finish(TrialState.FAIL, reason=str(exc), diverged=True)
+        raise
+    except BaseException as exc:
+        finish(TrialState.FAIL, reason=f"interrupted: {type(exc).__name__}")
+        raise
+
+
+@dataclass
+class FoldResult:
+    """One fold of a trial: its best epoch so far and a CPU copy of the weights behind it."""
+
+    metrics: EpochMetrics | None = None
+    state: StateDict | None = None
+    history: list[EpochMetrics] = field(default_factory=list)  # every epoch, for the diagnosis
+    reported: bool = False  # Optuna has seen this fold's score (an epoch, or the whole fold)
+    stopped_epoch: int | None = None  # the epoch early stopping ended it at, if it did
+    out_of_time: bool = False  # the time budget, not early stopping, ended it there
+
+    def update(self, metrics: EpochMetrics, state: Callable[[], StateDict]) -> None:
+        """Record an epoch; STATE gives a CPU copy of its weights, asked only for a new best."""
+        self.history.append(metrics)
+        if self.metrics is None or metrics.val_loss < self.metrics.val_loss:
+            self.metrics = metrics
+            self.state = state()
+
+
+@dataclass
+class TrialRun:
+    """One trial in progress: its hyperparameters, MLflow run and folds so far."""
+
+    trial: optuna.trial.BaseTrial
+    hp: Hyperparams
+    run_id: str
+    folds: list[FoldResult] = field(default_factory=list)
+
+
+def cpu_state(model: torch.nn.Module) -> StateDict:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+@dataclass(kw_only=True)
+class Objective:
+    """One trial: a model per fold of DATA, trained and reported as the module doc says.
+
+    Called with a trial, it trains the trial's folds one after another (study.optimize).
+    Its steps (start, epoch_done, fold_done, complete, stop) are also what a cohort of
+    trials trained together drives, so both ways record a trial identically.
+    """
+
+    data: SearchData  # the folds only: the search cannot reach the test set
+    space: SearchSpace
+    model_name: str
+    model_kwargs: Mapping[str, Any]
+    max_epochs: int
+    seed: int
+    tracker: Tracker
+    options: TrainOptions = field(default_factory=TrainOptions)  # how steps run (amp, compile)
+    early_stopping: EarlyStopping = field(default_factory=EarlyStopping)  # off by default
+    thresholds: Thresholds = field(default_factory=Thresholds)  # the detectors'
+    prune_diagnosed: bool = False  # prune on a divergence or dying-ReLU finding, at once
+    # Each epoch's metrics as they come, with the trial's number: the console's status line.
+    on_epoch: Callable[[int, EpochMetrics], None] = field(default=lambda number, metrics: None)
+    # time.perf_counter() at which the time budget ends: a trial still training then stops
+    # after its epoch with its best epoch so far (holdout), or is pruned (cross-validation)
+    deadline: float | None = None
+
+    def __call__(self, trial: optuna.trial.BaseTrial) -> float:
+        return self.train_folds(self.start(trial))
+
+    def train_folds(self, run: TrialRun) -> float:
+        """Train RUN's folds one after another, recording them; its value."""
+        with ending_run(lambda state, **why: self.stop(run, state, **why)):
+            for i in range(self.data.k):
+                model, generator = self.build(run, i)
+                fold = self.data.fold(i)  # device slices, normalised on its train part
+                for metrics in interruptibly(train(model, run.hp, fold,
+                                                   max_epochs=self.max_epochs,
+                                                   generator=generator, options=self.options)):
+                    self.epoch_done(run, metrics, lambda: cpu_state(model))
+                    if self.stops_early(run):
+                        break
+                self.fold_done(run)
+        return self.complete(run)
+
+    def start(self, trial: optuna.trial.BaseTrial, hp: Hyperparams | None = None) -> TrialRun:
+        """Suggest the trial's hyperparameters (unless HP gives them) and open its MLflow
+        run."""
+        hp = hp if hp is not None else suggest(trial, self.space, max_epochs=self.max_epochs)
+        run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params(),
+                                          tags=split_tags(self.data))
+        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr(WORKER_ATTR, self.tracker.parent_run_id)  # whose process runs it
+        return TrialRun(trial=trial, hp=hp, run_id=run_id)
+
+    def build(self, run: TrialRun, i: int) -> tuple[torch.nn.Module, torch.Generator]:
+        """Fold I's network and batch-order generator; fold I begins.
+
+        Every fold starts from the same weights and batch order: the trial's seed.
+        """
+        run.folds.append(FoldResult())
+        seed = trial_seed(self.seed, run.trial.number)
+        torch.manual_seed(seed)  # init and dropout
+        generator = torch.Generator().manual_seed(seed)
+        model = models.build(self.model_name, **run.hp.model_kwargs(), **self.model_kwargs)
+        return model.to(self.data.fold(i).train.y.device), generator
+
+    def epoch_done(self, run: TrialRun, metrics: EpochMetrics,
+                   state: Callable[[], StateDict]) -> None:
+        """Record an epoch of the current fold; with one fold, report it (may prune)."""
+        self.record_epoch(run, metrics, state)
+        self.judge_epoch(run, metrics)
+
+    def record_epoch(self, run: TrialRun, metrics: EpochMetrics,
+                     state: Callable[[], StateDict]) -> None:
+        """epoch_done's first half: log the epoch and, with one fold, report it to Optuna.
+
+        A cohort records every member's epoch before judging any, so that each member is
+        judged against all its peers' values at that epoch (study.search.peer_pruner).
+        """
+        result = run.folds[-1]
+        prefix = "" if self.data.k == 1 else f"fold{len(run.folds)}/"
+        self.tracker.log_epoch(run.run_id, metrics, prefix=prefix)
+        self.on_epoch(run.trial.number, metrics)
+        result.update(metrics, state)
+        if self.data.k == 1:  # one fold: the pruner watches its epochs
+            result.reported = True
+            run.trial.report(metrics.val_loss, metrics.epoch)
+
+    def judge_epoch(self, run: TrialRun, metrics: EpochMetrics) -> None:
+        """epoch_done's second half: raise TrialPruned if the pruner stops the trial here, or
+        (--prune-diagnosed) a detector finds it diverging or dying. A trial at its last epoch
+        has nothing left to save: it is never pruned there, it completes."""
+        if metrics.epoch >= self.max_epochs:
+            return
+        if self.prune_diagnosed:
+            fatal = [f for f in self.findings(run, len(run.folds) - 1)
+                     if f.kind in FATAL_FINDINGS]
+            if fatal:
+                raise optuna.TrialPruned(f"diagnosed at epoch {metrics.epoch}: "
+                                         f"{fatal[0].summary}")
+        if self.data.k == 1 and judged(run.trial) and run.trial.should_prune():
+            raise pruned(run.trial, metrics.val_loss, step=metrics.epoch)
+
+    def findings(self, run: TrialRun, i: int, *, diverged: bool = False) -> list[Finding]:
+        """The detectors' findings on fold I's epochs so far."""
+        context = Context(val_size=len(self.data.partition.val[i]),
+                          batch_size=run.hp.batch_size, norm=run.hp.norm, diverged=diverged,
+                          lr=run.hp.lr)
+        return detect(run.folds[i].history, context, self.thresholds)
+
+    def stops_early(self, run: TrialRun) -> bool:
+        """Whether early stopping ends the current fold now (noted on it), before its last
+        epoch; asked after the pruner, for a trial the pruner kept."""
+        fold = run.folds[-1]
+        if len(fold.history) >= self.max_epochs:
+            return False
+        if self.out_of_time():
+            fold.stopped_epoch, fold.out_of_time = len(fold.history), True
+            return True
+        if not self.early_stopping.stops([m.val_loss for m in fold.history]):
+            return False
+        fold.stopped_epoch = len(fold.history)
+        return True
+
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.perf_counter() >= self.deadline
+
+    def fold_done(self, run: TrialRun) -> None:
+        """The current fold trained all its epochs; with K folds, report (may prune)."""
+        if self.data.k == 1:
+            return
+        last = run.folds[-1]
+        assert last.metrics is not None  # max_epochs >= 1: every finished fold has a best epoch
+        last.reported = True
+        mean_loss, step = _mean(run.folds, "val_loss"), len(run.folds)
+        self.tracker.log_metrics(run.run_id, {
+            "val_loss": mean_loss, "val_acc": _mean(run.folds, "val_acc"),
+            "fold_val_loss": last.metrics.val_loss, "fold_val_acc": last.metrics.val_acc,
+            "fold_best_epoch": last.metrics.epoch}, step=step)
+        run.trial.report(mean_loss, step)
+        if step < self.data.k and judged(run.trial) and run.trial.should_prune():
+            raise pruned(run.trial, mean_loss, step=step, unit="fold")
+        if self.out_of_time() and step < self.data.k:  # a part of the folds is no score
+            raise optuna.TrialPruned(f"the time budget ran out after fold {step} of "
+                                     f"{self.data.k}")
+
+    def complete(self, run: TrialRun) -> float:
+        """Every fold done: checkpoint, record COMPLETE, and the trial's value."""
+        self.tracker.save_checkpoint(run.run_id, merge_fold_states(run.folds))
+        self.stop(run, TrialState.COMPLETE, reason="")
+        return _mean(run.folds, "val_loss")
+
+    def stop(self, run: TrialRun, state: TrialState, *, reason: str,
+             diverged: bool = False) -> None:
+        """The trial's user attributes (mirrored on its MLflow run), whatever stopped it.
+
+        Scores summarise what Optuna saw: with K folds, the folds finished; with one, the
+        best epoch so far. The one place a per-trial attribute is set.
+        """
+        folds, trial = run.folds, run.trial
+        seen = [f for f in folds if f.reported]
+        attrs: dict[str, Any] = {"epochs_trained": sum(len(f.history) for f in folds),
+                                 "diagnosis": _diagnosis(folds, state, reason, diverged)}
+        last = len(folds) - 1
+        per_fold = [self.findings(run, i, diverged=diverged and i == last)
+                    for i in range(len(folds))]
+        attrs.update(findings_attrs(
+            per_fold, [f.history for f in folds],
+            val_sizes=[len(v) for v in self.data.partition.val], thresholds=self.thresholds))
+        if seen:
+            attrs.update(best_val_loss=_mean(seen, "val_loss"),
+                         best_val_acc=_mean(seen, "val_acc"))
+        if self.data.k == 1 and seen and seen[0].metrics is not None:
+            attrs["best_epoch"] = seen[0].metrics.epoch
+        if self.data.k == 1 and folds and folds[0].stopped_epoch is not None:
+            attrs["stopped_epoch"] = folds[0].stopped_epoch  # early stopping's, or the budget's
+            if folds[0].out_of_time:
+                attrs["stopped_by"] = "time budget"
+        if self.data.k > 1 and any(f.stopped_epoch is not None for f in folds):
+            # per fold: the epoch early stopping ended it at, 0 for a fold that ran to the end
+            attrs["fold_stopped_epochs"] = [f.stopped_epoch or 0 for f in folds]
+        if self.data.k > 1:
+            attrs.update(folds_done=len(seen),
+                         fold_val_losses=[f.metrics.val_loss for f in seen if f.metrics],
+                         fold_best_epochs=[f.metrics.epoch for f in seen if f.metrics])
+        if state == TrialState.FAIL:
+            attrs["fail_reason"] = reason
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        self.tracker.end_trial(run.run_id, number=trial.number, state=state, attrs=attrs,
+                               findings=findings_detail(per_fold))
+
+
+# What --prune-diagnosed prunes on: no later epoch can bring such a trial back.
+FATAL_FINDINGS = ("divergence", "dying_relu")
+
+
+def _diagnosis(folds: list[FoldResult], state: TrialState, reason: str, diverged: bool) -> str:
+    """Each fold's curves read on their own: a finished fold as COMPLETE, the last as STATE."""
+    if not folds:
+        return diagnose([], state=state, reason=reason, diverged=diverged)
+    last = len(folds) - 1
+    verdicts = [diagnose(f.history, state=state if i == last else TrialState.COMPLETE,
+                         reason=reason if i == last else "", diverged=diverged and i == last)
+                for i, f in enumerate(folds)]
+    if len(verdicts) == 1:
+        return verdicts[0]
+    return "; ".join(f"fold {i + 1}: {v}" for i, v in enumerate(verdicts))
+
+
+def _mean(folds: list[FoldResult], metric: str) -> float:
+    return statistics.fmean(getattr(f.metrics, metric) for f in folds if f.metrics is not None)
+
+
+def merge_fold_states(folds: list[FoldResult]) -> StateDict:
+    """One checkpoint: one fold's weights as they are, K folds' under 'fold{k}.' (k from 1)."""
+    if len(folds) == 1:
+        return dict(folds[0].state or {})
+    return {f"fold{k + 1}.{name}": tensor for k, fold in enumerate(folds)
+            for name, tensor in (fold.state or {}).items()}
+
+
+def split_fold_states(state: StateDict, k: int) -> list[StateDict]:
+    """The K state dicts merge_fold_states packed; a key of no fold is a clear error."""
+    if k == 1:
+        if any(key.startswith("fold") and "." in key for key in state):
+            raise StudyError("the checkpoint holds fold models of a cross-validated trial; "
+                             "was the study made with --cv-folds?")
+        return [state]
+    folds: list[StateDict] = [{} for _ in range(k)]
+    for key, tensor in state.items():
+        prefix, _, name = key.partition(".")
+        number = int(prefix.removeprefix("fold")) if prefix.startswith("fold") else 0
+        if not 1 <= number <= k:
+            raise StudyError(f"checkpoint key {key!r} is not of a {k}-fold cross-validated "
+                             f"trial; was the study made with another --cv-folds?")
+        folds[number - 1][name] = tensor
+    return folds
+
+
+def report_steps(max_epochs: int, k: int) -> int:
+    """The steps a trial reports at, the pruner's resource: one fold's epochs, or K folds."""
+    return max_epochs if k == 1 else k
+
+
+def model_kwargs(config: StudyConfig) -> dict[str, Any]:
+    """The constructor arguments CONFIG gives the network (beyond the trial's dropout)."""
+    return {"hidden": config.hidden}
+
+
+def make_objective(
+    config: StudyConfig, data: SearchData, tracker: Tracker, *,
+    on_epoch: Callable[[int, EpochMetrics], None] = lambda number, metrics: None,
+    deadline: float | None = None,
+) -> Objective:
+    """The objective CONFIG describes, over DATA's folds."""
+    return Objective(data=data, space=config.search_space, model_name=config.model,
+                     model_kwargs=model_kwargs(config), max_epochs=config.max_epochs,
+                     seed=config.seed, tracker=tracker, on_epoch=on_epoch,
+                     options=TrainOptions(amp=config.amp, compile_mode=config.compile),
+                     early_stopping=EarlyStopping(config.early_stopping_patience,
+                                                  config.early_stopping_min_delta),
+                     thresholds=config.diagnosis, prune_diagnosed=config.prune_diagnosed,
+                     deadline=deadline)
