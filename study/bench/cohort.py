@@ -17,7 +17,10 @@ The GPU section, one command (a GPU machine with torch alone; MNIST's four IDX f
 DATA; about 5 minutes on an H100/H200 by our estimate, not yet measured):
 
     python -m study.bench.cohort --data-dir DATA --device cuda --reps 2 --amp both \
-        --cuda-graph both --out "$OUT" --docs docs/benchmarks.md
+        --cuda-graph both --out "$OUT"
+
+(OUT then holds cohort_benchmarks_cuda_1t.json: copied into docs/, the next re-render of
+docs/benchmarks.md shows it; a test parses this command, so it cannot rot again.)
 """
 
 from __future__ import annotations
@@ -206,8 +209,9 @@ def cases(device: torch.device, *, quick: bool) -> list[Case]:
             Case("cnn", 64, (1, 4, 8), 1_280)]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m study.bench.cohort", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m study.bench.cohort", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, required=True)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--reps", type=int, default=3)
@@ -219,6 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--allow-noncanonical-data", action="store_true")
     p.add_argument("--out", type=Path, help="write OUT/cohort_benchmarks_DEVICE_Nt.json and "
                    "re-render OUT/benchmarks.md (docs: the project's)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     set_cpu_threads(args.cpu_threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -57,3 +58,18 @@ def test_the_quick_cohort_benchmark_writes_its_table_into_the_report(tmp_path: P
 def test_a_cuda_graph_needs_a_gpu(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         cohort.main(["--data-dir", str(tmp_path), "--device", "cpu", "--cuda-graph", "on"])
+
+
+def test_the_prepared_gpu_command_parses() -> None:
+    # The one command a lent GPU runs, as its docstring gives it: it once passed a flag the
+    # parser did not define, and failed before measuring anything.
+    from study.bench import cohort
+
+    doc = cohort.__doc__ or ""
+    start = doc.index("    python -m study.bench.cohort --data-dir DATA --device cuda")
+    command = doc[start:doc.index("\n\n", start)].replace("\\\n", " ")
+    args = shlex.split(command)[3:]  # past "python -m study.bench.cohort"
+    parsed = cohort.build_parser().parse_args(
+        [a.replace("DATA", "/data").replace("$OUT", "/out") for a in args])
+    assert (parsed.device, parsed.amp, parsed.cuda_graph, str(parsed.out)) == (
+        "cuda", "both", "both", "/out")
