@@ -15,16 +15,34 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from study.search.strategy import repeated_parameter_sets
 from study.store.storage import FINISHED, open_storage
+
+
+def repeated_parameter_sets(trials: Sequence[FrozenTrial]) -> list[tuple[int, int]]:
+    """(first, repeat) trial numbers that share a parameter set, except a failed trial and the
+    retry that Optuna's heartbeat callback queues for it: what workers must never produce."""
+    seen: dict[tuple[tuple[str, Any], ...], int] = {}
+    pairs = []
+    for trial in sorted(trials, key=lambda t: t.number):
+        key = tuple(sorted(trial.params.items()))
+        if not key:
+            continue  # a queued retry that has not started
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+        if key in seen and seen[key] != retried:
+            pairs.append((seen[key], trial.number))
+        seen.setdefault(key, trial.number)
+    return pairs
+
 
 
 def run_workers(*, n_workers: int, storage: str, name: str, workdir: Path,

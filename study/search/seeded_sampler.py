@@ -33,10 +33,6 @@ class PerTrialSeedSampler(optuna.samplers.BaseSampler):
         self._seed = seed
         self._inner = build(seed)
 
-    @property
-    def inner(self) -> optuna.samplers.BaseSampler:
-        return self._inner
-
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self._inner = self._build(sampler_seed(self._seed, trial.number))
         self._inner.before_trial(study, trial)

@@ -7,15 +7,14 @@ A new sampler or pruner is a builder and one line in its table, here.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from study.errors import ConfigError
 from study.search.plan import FIRST_RUNG, REDUCTION_FACTOR
 
 if TYPE_CHECKING:
     import optuna
-    from optuna.trial import FrozenTrial
 
 
 def make_sampler(name: str, *, seed: int,
@@ -87,24 +86,6 @@ SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
     "tpe": _tpe, "tpe-independent": _tpe_independent, "random": _random, "gp": _gp,
     "cmaes": _cmaes,
 }
-
-
-def repeated_parameter_sets(trials: Sequence[FrozenTrial]) -> list[tuple[int, int]]:
-    """(first, repeat) trial numbers that share a parameter set, except a failed trial and the
-    retry that Optuna's heartbeat callback queues for it: what workers must never produce."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    seen: dict[tuple[tuple[str, Any], ...], int] = {}
-    pairs = []
-    for trial in sorted(trials, key=lambda t: t.number):
-        key = tuple(sorted(trial.params.items()))
-        if not key:
-            continue  # a queued retry that has not started
-        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-        if key in seen and seen[key] != retried:
-            pairs.append((seen[key], trial.number))
-        seen.setdefault(key, trial.number)
-    return pairs
 
 
 # No pruner judges a trial before its second epoch (or fold): schedulers such as OneCycle and

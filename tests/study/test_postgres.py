@@ -24,7 +24,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_s
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from study.search.strategy import repeated_parameter_sets
+from study.bench.workers import repeated_parameter_sets
 from study.store.storage import open_storage
 from study.tracking import MlflowTracker
 from tests.helpers import (

@@ -17,8 +17,9 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
+from study.bench.workers import repeated_parameter_sets
 from study.search.seeded_sampler import sampler_seed
-from study.search.strategy import make_sampler, repeated_parameter_sets
+from study.search.strategy import make_sampler
 from study.store.storage import open_storage
 from study.tracking import MlflowTracker
 from tests.helpers import STUDY_TRAIN_IMAGES, assert_evaluated_once, cli_env
