@@ -38,12 +38,11 @@ from optuna.samplers import PartialFixedSampler
 from optuna.storages import fail_stale_trials
 
 # Private, but the only name for storages that beat: what study.optimize uses itself.
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from study.run.interrupts import interruptibly
 from study.run.objective import Objective, TrialRun
-from study.store.liveness import periodically
+from study.store.liveness import beating
 from study.store.storage import FINISHED
 from study.train.cohort.engine import Cohort, Member
 from study.train.engine_types import EpochMetrics
@@ -52,7 +51,7 @@ from study.train.training import NonFiniteLossError
 logger = logging.getLogger(__name__)
 
 # study.ask on a storage that beats warns that heartbeats belong to study.optimize; this driver
-# beats for every trial it asked (_heartbeats), so the warning is not true here.
+# beats for every trial it asked (liveness.beating), so the warning is not true here.
 _ASK_BEATS_HERE = r"Heartbeat of storage is supposed to be used with Study\.optimize"
 
 TrialDone = Callable[[optuna.Study, FrozenTrial], None]
@@ -128,7 +127,7 @@ class _Search:
     def _guarded(self) -> Iterator[None]:
         """Heartbeats for every open trial; on Ctrl-C, SIGTERM or a bug, none stays RUNNING."""
         try:
-            with _heartbeats(self.study, self.open):
+            with beating(self.study, self.open):
                 yield
         except BaseException as exc:
             for number in list(self.open):
@@ -331,21 +330,3 @@ def _trials(runs: list[TrialRun]) -> str:
     if len(numbers) == 1:
         return f"trial {numbers[0]}"
     return f"trials {', '.join(numbers[:-1])} and {numbers[-1]}"
-
-
-@contextmanager
-def _heartbeats(study: optuna.Study, trials: dict[int, optuna.Trial]) -> Iterator[None]:
-    """What study.optimize's heartbeat thread does for its one trial, for every open trial."""
-    storage = study._storage  # Optuna exposes the heartbeat only through its storage
-    if not isinstance(storage, BaseHeartbeat) or (
-            interval := storage.get_heartbeat_interval()) is None:
-        yield
-        return
-
-    def beat() -> None:
-        for trial in list(trials.values()):
-            storage.record_heartbeat(trial._trial_id)
-
-    beat()  # at once, as Optuna's own heartbeat thread does
-    with periodically(interval, beat, name="cohort-heartbeats"):
-        yield

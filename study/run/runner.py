@@ -53,8 +53,10 @@ from study.store.liveness import (
     dead_workers,
     describe_running,
     evaluation_claim,
+    fail_trial,
     grace_seconds_of,
     mark_closed,
+    note_fail_reason,
     registered_worker,
     running_trials,
     still_searching,
@@ -357,16 +359,13 @@ def _take_stock(study: optuna.Study) -> None:
             reason = f"its worker stopped without a word: {dead[trial.worker]}"
             logger.warning("trial %d was RUNNING, but %s: it is failed and retried now",
                            trial.number, dead[trial.worker])
-            study._storage.set_trial_user_attr(trial.trial_id, "fail_reason", reason)
-            study._storage.set_trial_state_values(trial.trial_id, TrialState.FAIL)
-            retry(study, study._storage.get_trial(trial.trial_id))
+            retry(study, fail_trial(study, trial.trial_id, reason=reason))
             continue
         logger.warning("%s", describe_running(trial, grace_seconds=grace))
         if grace is not None and trial.heartbeat_age is not None \
                 and trial.heartbeat_age > grace:
-            study._storage.set_trial_user_attr(
-                trial.trial_id, "fail_reason",
-                f"its worker stopped without a word (heartbeat {trial.heartbeat_age:.0f} s old)")
+            note_fail_reason(study, trial.trial_id, f"its worker stopped without a word "
+                             f"(heartbeat {trial.heartbeat_age:.0f} s old)")
             stale = True
     if stale:  # failed and re-queued now, so that this run counts and retries it
         fail_stale_trials(study)

@@ -32,8 +32,12 @@ class PeerMedianPruner(optuna.pruners.MedianPruner):
     """optuna.pruners.MedianPruner (same arguments), whose "completed trials" at the first
     decision step (n_warmup_steps) also include the other RUNNING trials that reported it."""
 
+    def __init__(self, *, n_startup_trials: int = 5, n_warmup_steps: int = 0) -> None:
+        super().__init__(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps)
+        self._decision_step = n_warmup_steps  # its own copy: Optuna's is private
+
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        if trial.last_step != self._n_warmup_steps:
+        if trial.last_step != self._decision_step:
             return super().prune(study, trial)
         # Optuna's own rule, run on a view of the study: no copy of its arithmetic here.
         return super().prune(_WithPeers(study, trial), trial)  # type: ignore[arg-type]

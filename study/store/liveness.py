@@ -25,14 +25,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import optuna
 from optuna.storages import RDBStorage
-from optuna.trial import TrialState
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.trial import FrozenTrial, TrialState
 
 logger = logging.getLogger(__name__)
 
@@ -255,3 +256,35 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True  # someone else's process, alive
     return True
+
+
+@contextmanager
+def beating(study: optuna.Study, trials: Mapping[int, optuna.Trial]) -> Iterator[None]:
+    """What study.optimize's heartbeat thread does for its one trial, for every trial in
+    TRIALS (read at each beat: the caller adds and removes them) while the block runs."""
+    storage = study._storage  # Optuna exposes the heartbeat only through its storage
+    if not isinstance(storage, BaseHeartbeat) or (
+            interval := storage.get_heartbeat_interval()) is None:
+        yield
+        return
+
+    def beat() -> None:
+        for trial in list(trials.values()):
+            storage.record_heartbeat(trial._trial_id)
+
+    beat()  # at once, as Optuna's own heartbeat thread does
+    with periodically(interval, beat, name="cohort-heartbeats"):
+        yield
+
+
+def fail_trial(study: optuna.Study, trial_id: int, *, reason: str) -> FrozenTrial:
+    """Record the RUNNING trial TRIAL_ID as FAIL, saying why (its worker is gone); the failed
+    trial, for Optuna's retry callback to queue again."""
+    note_fail_reason(study, trial_id, reason)
+    study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    return study._storage.get_trial(trial_id)
+
+
+def note_fail_reason(study: optuna.Study, trial_id: int, reason: str) -> None:
+    """Why TRIAL_ID failed, or is about to (fail_stale_trials fails it next), in its attrs."""
+    study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
