@@ -59,9 +59,9 @@ TrialDone = Callable[[optuna.Study, FrozenTrial], None]
 # in K draws them; the next K-1 take them.
 SHARED = ("batch_size", "norm")
 Shape = tuple[int, str]  # a cohort's (batch size, norm)
-# --cohort-size when none is given, per device type. CPU: 1, though K = 16 trains 1.5x (one
-# thread) to 2.1x (two) the trial-epochs per second: one batch size per K trials narrows the
-# search (README's Performance section), so cohorts are opt-in. CUDA: not measured yet.
+# --cohort-size when none is given, per device type. CPU: 1, though a cohort of 16 trains
+# more trial-epochs per second: one batch size per K trials narrows the search (README's
+# Performance section has both), so cohorts are opt-in. CUDA: not measured yet.
 DEFAULT_COHORT_SIZE = {"cpu": 1, "cuda": 1}
 
 

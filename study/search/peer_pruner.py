@@ -4,7 +4,7 @@ prune its own members.
 Optuna's MedianPruner compares a trial with the COMPLETE trials at the same step. A cohort of K
 trials starts K at once, so its first K could never be pruned: no trial has finished when they
 reach the first decision epoch, and they all trained every epoch (the study-level benchmark
-counted 13-33% more trial-epochs in cohorts of 16 than one at a time). The trials running
+counted more trial-epochs in cohorts than one at a time: README, Performance). The trials running
 beside a trial have real values at that epoch too, so at the first decision epoch (the
 pruner's n_warmup_steps) this pruner counts them as well: the median is taken over the
 finished trials and the other running trials that reported the step.
@@ -12,9 +12,8 @@ finished trials and the other running trials that reported the step.
 Only there: no trial can be pruned before it, so the trials that reached it are an unselected
 sample. At later epochs the running trials are the survivors of these same decisions, and
 judging each against the survivors again halves a cohort every epoch: counting peers at every
-epoch pruned 86-89% of a 64-trial study's trials in cohorts of 16, against 45-77% one at a
-time, and its best validation loss was worse than every seed's one at a time but one. Later
-epochs use Optuna's rule unchanged.
+epoch pruned most of a study's trials and lost best validation loss against one trial at a
+time (README, Performance, has the figures). Later epochs use Optuna's rule unchanged.
 
 With one trial at a time nothing else runs, and the decisions are Optuna's exactly. Its own
 module because it subclasses Optuna's pruner: `strategy` stays importable without optuna.

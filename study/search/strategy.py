@@ -89,10 +89,9 @@ SAMPLERS: dict[str, Callable[[int, int], optuna.samplers.BaseSampler]] = {
 
 
 # No pruner judges a trial before its second epoch (or fold): schedulers such as OneCycle and
-# small learning rates start slow on purpose, and epoch 1 ranks trials poorly. With a first
-# rung at epoch 1, Hyperband cut the eventual best trial of the benchmark's reference study
-# (best val loss +12% vs no pruning, 64% fewer epochs); from epoch 2 on its best was 2.7%
-# better than no pruning's, at 34% fewer epochs and 53% less wall time (docs/benchmarks.md).
+# small learning rates start slow on purpose, and epoch 1 ranks trials poorly: with a first
+# rung at epoch 1, Hyperband cut the eventual best trial of the benchmark's reference study,
+# from epoch 2 on it kept it (docs/benchmarks.md, "Pruning saving", has the figures).
 FIRST_DECISION = 2
 
 

@@ -31,8 +31,8 @@ def set_cpu_threads(threads: int) -> None:
     """Intra-op threads for CPU work; 0 keeps torch's default (one per core).
 
     MNIST's matrices are small: on an idle 2-core machine a second thread gains the MLP little
-    or nothing, and beside one busy process its spinning OpenMP threads make an epoch 3-6x
-    slower (docs/benchmarks.md, section 1). More cores pay off as more study workers.
+    or nothing, and beside one busy process its spinning OpenMP threads make an epoch several
+    times slower (docs/benchmarks.md, section 1). More cores pay off as more study workers.
     """
     if threads < 0:
         raise ValueError(f"threads must be >= 0, but got {threads=}")
@@ -54,7 +54,7 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     params = model.parameters()
     # Fused kernels (CPU and CUDA) instead of torch's default loop of small ops per parameter:
-    # an Adam epoch of the MLP runs about 1.3x faster on the CPU (docs/benchmarks.md, sec. 6).
+    # one pass over memory per step, measured faster on the CPU (docs/benchmarks.md, sec. 6).
     speed = True if fused else None  # None: torch's default (for-loop or foreach)
     if hp.optimizer == "sgd":
         return torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum or 0.0,

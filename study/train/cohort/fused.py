@@ -144,7 +144,7 @@ def _member_views(params: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
 def _flat(t: torch.Tensor) -> torch.Tensor:
     """Stacked T as a [K, n] view whose rows run in memory order. A member's rows of a stacked
     weight may be laid out transposed (study.train.cohort.stack); torch's fused CPU kernels run
-    about 3x slower over such strides than over the same memory as one contiguous run.
+    several times slower over such strides than over the same memory as one contiguous run.
     Every update is elementwise, so the shape does not matter, only that the parameter,
     its gradient and its state run through memory in one order."""
     order = sorted(range(1, t.dim()), key=lambda d: (-t.stride()[d], d))

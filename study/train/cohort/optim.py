@@ -8,14 +8,11 @@ Mixed kinds: the members are split into two families, SGD and Adam/AdamW (AdamW 
 from Adam only in where the weight decay goes, which per-member coefficients express), and each
 family is updated over its own rows only: a view when its rows are one contiguous range (the
 engine can keep them so by ordering members by kind), else a gather into work tensors and a
-scatter back. That beat computing both rules over every row and choosing with torch.where.
-K=16 members of the 784-128-10 MLP, 1 CPU thread, busy 2-core machine, ms per step (two runs):
-8 SGD + 8 Adam/AdamW as contiguous views 4.8-5.7, interleaved (gathered) 7.2-8.2, torch.where
-10.6-11.7; all Adam 5.3-6.0, all SGD 2.6-3.9 (torch's fused Adam over the same 16 tensors,
-one learning rate for all: 1.2-1.7).
+scatter back. That beat computing both rules over every row and choosing with torch.where,
+in steps of 16 mixed members of the MLP timed on one CPU thread.
 
 Every whole-tensor intermediate goes to preallocated work tensors (out=, in place): on the CPU a
-fresh temporary the size of a stacked tensor cost more than the arithmetic (3-4x slower steps).
+fresh temporary the size of a stacked tensor cost more than the arithmetic.
 """
 
 from __future__ import annotations
