@@ -1,6 +1,6 @@
 """`python -m study ...` servers (dashboard, ui) in their own process groups, for the tests.
 
-Shared by tests/study/test_servers_cli.py and tests/study/test_browser.py.
+Shared by tests/study/cli/test_servers_cli.py and tests/study/cli/test_browser.py.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`mnist-study dashboard` and `mnist-study ui` as a user runs them: real processes, real ports.
 
 The server helpers (CliServer, start_cli_server) live in tests/servers.py, shared with
-tests/study/test_browser.py.
+tests/study/cli/test_browser.py.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 _sync_api = import_or_skip("playwright.sync_api", install='pip install -e ".[test]"')
 expect, sync_playwright = _sync_api.expect, _sync_api.sync_playwright
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SCREENSHOTS = REPO / "test-artifacts"  # git-ignored; the README's copies live in docs/
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -171,7 +171,7 @@ def test_optuna_s_private_api_is_reached_from_study_store_alone() -> None:
     # One owner for what may break with an Optuna release: the storage behind a study, a
     # trial's id, the heartbeat and RDB internals. Elsewhere the product uses the public API.
     private = re.compile(r"\._storage\b|\._trial_id\b|optuna\.storages\._|\._n_warmup_steps\b")
-    study_dir = Path(__file__).resolve().parents[2] / "study"
+    study_dir = Path(__file__).resolve().parents[3] / "study"
     found = sorted(
         f"{path.relative_to(study_dir)}:{n}"
         for path in study_dir.rglob("*.py") if path.parts[len(study_dir.parts)] != "store"
