@@ -21,9 +21,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from study.report.verdicts import Z_95
-from study.store.record import RESULT_ATTR, stored_baseline
+from study.store.record import FINDINGS_ARTIFACT, RESULT_ATTR, stored_baseline
 from study.store.redaction import redact, redact_text
-from study.tracking.layout import FINDINGS_ARTIFACT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -31,6 +31,10 @@ IDENTITY_BEFORE_RECORDED = {"early_stopping": [0, 0.0], "prune_diagnosed": False
 
 RESULT_ATTR = "result"  # the best trial's one test-set evaluation, for reruns to show
 BASELINE_ATTR = "baseline"  # the seed recipe's validation scores on the study's split
+# A trial's findings with all their evidence, an artifact of its MLflow run: they can outgrow
+# a tag (8,000 characters) and a dashboard row (the user attrs keep the kinds and one line;
+# each kind's first line is a tag of its own). The trackers write it, the report reads it.
+FINDINGS_ARTIFACT = "findings.json"
 
 
 def stored_baseline(study: optuna.Study) -> dict[str, Any] | None:

@@ -13,9 +13,6 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
-
 from study.tracking.layout import (
     CHECKPOINT_PATH,
     EXPERIMENT_KIND,
@@ -23,22 +20,15 @@ from study.tracking.layout import (
     RUN_STATUS,
     trial_run_name,
 )
+from study.tracking.mlflow_tracker import MlflowTracker
+from study.tracking.null import NullTracker
 from study.tracking.ops import apply_op
+from study.tracking.protocol import StateDict, Tracker
 from study.tracking.store import (
     artifact_root_for,
     bound_http_waits,
     experiment_artifact_location,
 )
-
-if TYPE_CHECKING:
-    from study.tracking.mlflow_tracker import MlflowTracker
-    from study.tracking.null import NullTracker
-    from study.tracking.protocol import StateDict, Tracker
-
-# The trackers hold tensors: imported on first use, so that a reader of a study's layout (the
-# report, `mnist-study report`) loads no torch.
-_LAZY = {"MlflowTracker": "mlflow_tracker", "NullTracker": "null", "StateDict": "protocol",
-         "Tracker": "protocol"}
 
 __all__ = [
     "CHECKPOINT_PATH",
@@ -55,11 +45,3 @@ __all__ = [
     "experiment_artifact_location",
     "trial_run_name",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-    globals()[name] = value  # the next lookup is a plain attribute
-    return value

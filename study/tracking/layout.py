@@ -16,9 +16,6 @@ RUN_STATUS = {
 CHECKPOINT_PATH = "checkpoint/model_state.pt"
 # A trial's objective as run metrics (step 0), so the runs table and charts sort by it.
 OBJECTIVE_METRICS = ("best_val_loss", "best_val_acc", "best_epoch")
-# A trial's findings with all their evidence, as an artifact of its run: they can outgrow a
-# tag (8,000 characters) and a dashboard row; each kind's first line is a tag of its own.
-FINDINGS_ARTIFACT = "findings.json"
 # The seed recipe's run (study/run/baseline.py) is no Optuna trial: it takes this number.
 BASELINE_NUMBER = -1
 # Experiments open in MLflow's classic ML view (runs table, charts), not its GenAI overview.

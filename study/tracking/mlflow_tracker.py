@@ -18,12 +18,12 @@ import torch
 from optuna.trial import TrialState
 
 from study.errors import TrackingError
+from study.store.record import FINDINGS_ARTIFACT
 from study.store.redaction import redact, redact_text
 from study.tracking.layout import (
     BASELINE_NUMBER,
     CHECKPOINT_PATH,
     EXPERIMENT_KIND,
-    FINDINGS_ARTIFACT,
     OBJECTIVE_METRICS,
     RUN_STATUS,
     finding_tags,

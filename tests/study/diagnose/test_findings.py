@@ -14,8 +14,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from data_pipeline import MnistFiles, SearchData, prepare_search_data
 from study.run.objective import Objective, TrialRun
+from study.store.record import FINDINGS_ARTIFACT
 from study.tracking import MlflowTracker
-from study.tracking.layout import FINDINGS_ARTIFACT
 from study.train.training import NonFiniteLossError
 from tests.helpers import CLASSIC_SPACE
 
