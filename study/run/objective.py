@@ -121,6 +121,7 @@ class TrialRun:
     trial: optuna.trial.BaseTrial
     hp: Hyperparams
     run_id: str
+    judged: bool = True  # whether the pruner may stop it (search.warm_start.judged), read once
     folds: list[FoldResult] = field(default_factory=list)
 
 
@@ -180,7 +181,7 @@ class Objective:
                                           tags=split_tags(self.data))
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr(WORKER_ATTR, self.tracker.parent_run_id)  # whose process runs it
-        return TrialRun(trial=trial, hp=hp, run_id=run_id)
+        return TrialRun(trial=trial, hp=hp, run_id=run_id, judged=judged(trial))
 
     def build(self, run: TrialRun, i: int) -> tuple[torch.nn.Module, torch.Generator]:
         """Fold I's network and batch-order generator; fold I begins.
@@ -228,7 +229,7 @@ class Objective:
             if fatal:
                 raise optuna.TrialPruned(f"diagnosed at epoch {metrics.epoch}: "
                                          f"{fatal[0].summary}")
-        if self.data.k == 1 and judged(run.trial) and run.trial.should_prune():
+        if self.data.k == 1 and run.judged and run.trial.should_prune():
             raise pruned(run.trial, metrics.val_loss, step=metrics.epoch)
 
     def findings(self, run: TrialRun, i: int, *, diverged: bool = False) -> list[Finding]:
@@ -268,7 +269,7 @@ class Objective:
             "fold_val_loss": last.metrics.val_loss, "fold_val_acc": last.metrics.val_acc,
             "fold_best_epoch": last.metrics.epoch}, step=step)
         run.trial.report(mean_loss, step)
-        if step < self.data.k and judged(run.trial) and run.trial.should_prune():
+        if step < self.data.k and run.judged and run.trial.should_prune():
             raise pruned(run.trial, mean_loss, step=step, unit="fold")
         if self.out_of_time() and step < self.data.k:  # a part of the folds is no score
             raise optuna.TrialPruned(f"the time budget ran out after fold {step} of "
