@@ -315,6 +315,14 @@ def test_the_printed_link_opens_the_runs_table_sorted_by_the_objective(
     page.get_by_role("button", name="Sort ascending").click()
     page.keyboard.press("Escape")
     expect(page.get_by_role("button", name="Sort: best_val_loss")).to_be_visible()
+    ranked = sorted((t for t in made.trials() if "best_val_loss" in t.user_attrs),
+                    key=lambda t: t.user_attrs["best_val_loss"])
+    # The button says so before the grid has re-sorted every row (a CI run on busy cores read
+    # the rows midway): wait for each place to show its trial, then read them all. A place
+    # is a row in each of the grid's column groups; the run's name is in one of them.
+    for place, trial in enumerate(ranked):
+        expect(page.locator(f"[role=row][row-index='{place}']").filter(
+            has_text=re.compile(r"trial-\d{4}"))).to_contain_text(f"trial-{trial.number:04d}")
     # The grid keeps its rows in the DOM in any order; each carries its place in row-index.
     placed, parent_at = {}, None
     for row in page.locator("[role=row][row-index]").all():
@@ -325,8 +333,6 @@ def test_the_printed_link_opens_the_runs_table_sorted_by_the_objective(
         elif re.search(r"\bmnist@\d{8}-\d{6}", text):
             parent_at = at
     names = [placed[i] for i in sorted(placed)]
-    ranked = sorted((t for t in made.trials() if "best_val_loss" in t.user_attrs),
-                    key=lambda t: t.user_attrs["best_val_loss"])
     numbers = [int(name[6:10]) for name in names]
     assert numbers[:len(ranked)] == [t.number for t in ranked]  # best first, as Optuna ranks
     # The parent run's study.best_val_loss is another metric: it never ranks among its trials.
