@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ from study.train.engine_types import AMP_MODES, COMPILE_MODES
 
 # Models, samplers, pruners (and schedulers, in SearchSpace) are checked against the registries
 # that build them, all cheap to import: no second list of their names to forget here.
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N", the N-th visible GPU
+_CUDA_INDEX = re.compile(r"cuda:(0|[1-9][0-9]*)")
 
 DEFAULT_N_TRIALS = 30  # the trial budget when neither --n-trials nor --timeout is given
 # --max-epochs when neither a flag nor the TOML file gives it: enough for each network to reach
@@ -65,6 +67,12 @@ class StudyConfig:
     cpu_threads: int = 1
     amp: str = "none"  # "bf16": bfloat16 autocast in the training step (for GPUs)
     compile: str = "none"  # torch.compile mode of the model, compiled once per process
+    # A cohort's full-batch steps captured as one CUDA graph and replayed (CUDA only; on the CPU
+    # a warning and eager steps). The cohort driver trains even a cohort of one then.
+    cuda_graph: bool = False
+    # Per-epoch gradient norms, update ratios and dead units, which the dying-ReLU and
+    # exploding-gradient detectors read; off saves their cost (docs/benchmarks.md).
+    signals: bool = True
     # Trials trained at once as one stacked model (study/train/cohort/); None: the device's default
     # (study.run.cohort_search.DEFAULT_COHORT_SIZE); 1: one trial at a time through
     # study.optimize.
@@ -135,6 +143,10 @@ class StudyConfig:
             raise ConfigError(f"compile={self.compile!r} compiles the one-trial loop: it needs "
                               f"cohort_size = 1 (--cohort-size 1), but got "
                               f"cohort_size={self.cohort_size}")
+        if self.compile != "none" and self.cuda_graph:
+            raise ConfigError(f"compile={self.compile!r} compiles the one-trial loop and "
+                              f"cuda_graph captures the cohort's step: choose one "
+                              f"(compile='reduce-overhead' makes CUDA graphs of its own)")
         if self.early_stopping_patience < 0:
             raise ConfigError(f"early_stopping_patience must be >= 0 (0: off), but got "
                               f"early_stopping_patience={self.early_stopping_patience}")
@@ -149,8 +161,11 @@ class StudyConfig:
         if not self.study_name.strip():
             raise ConfigError("study_name must not be empty")
         allowed: dict[str, Collection[str]] = {
-            "model": MODELS, "sampler": SAMPLERS, "pruner": PRUNERS, "device": DEVICES,
-            "amp": AMP_MODES, "compile": COMPILE_MODES}
+            "model": MODELS, "sampler": SAMPLERS, "pruner": PRUNERS, "amp": AMP_MODES,
+            "compile": COMPILE_MODES}
+        if self.device not in DEVICES and not _CUDA_INDEX.fullmatch(self.device):
+            raise ConfigError(f"device must be one of {list(DEVICES)} or cuda:N (N a GPU's "
+                              f"index, from 0), but got device={self.device!r}")
         for name, names in allowed.items():
             if getattr(self, name) not in names:
                 raise ConfigError(f"{name} must be one of {list(names)}, but got "

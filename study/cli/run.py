@@ -59,7 +59,8 @@ def add_parser(sub: Any) -> None:
                    f"(default {d.sampler})")
     p.add_argument("--pruner", choices=tuple(PRUNERS), help=f"pruner on validation loss "
                    f"(default {d.pruner})")
-    p.add_argument("--device", choices=DEVICES, help=f"auto = cuda when available "
+    p.add_argument("--device", metavar="{" + ",".join(DEVICES) + ",cuda:N}",
+                   help=f"auto = cuda when available; cuda:N = the N-th visible GPU "
                    f"(default {d.device})")
     p.add_argument("--cpu-threads", type=int, help=f"intra-op CPU threads; 0 = one per core "
                    f"(default {d.cpu_threads}: as fast for MNIST, robust on shared cores)")
@@ -68,6 +69,15 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--compile", choices=COMPILE_MODES, help=f"torch.compile mode, compiled once "
                    f"and reused by every trial; reduce-overhead adds CUDA graphs "
                    f"(default {d.compile})")
+    p.add_argument("--cuda-graph", action="store_const", const=True, help="capture a "
+                   "cohort's training step once as a CUDA graph and replay it (one launch a "
+                   "step instead of hundreds); trains through the cohort driver even at "
+                   "--cohort-size 1; a capture that fails warns once and steps eagerly "
+                   "(default: off; CUDA only)")
+    p.add_argument("--no-signals", dest="signals", action="store_const", const=False,
+                   help="skip the per-epoch gradient norms, update ratios and dead units "
+                   "(the dying-ReLU and exploding-gradient findings then cannot be made; "
+                   "default: measured)")
     p.add_argument("--cohort-size", type=int, help="K: up to K trials trained at once, "
                    "those of one batch size as one stacked model; one trial in K draws the "
                    "batch size, the next K-1 take it; 1 = one at a time (default: per "

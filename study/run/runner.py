@@ -133,6 +133,8 @@ def run_study(config: StudyConfig, *,
             return finished  # no data read, no MLflow run made, no model registered
     deadline = None if config.timeout is None else started + config.timeout
     device = resolve_device(config.device)
+    if config.cuda_graph and device.type != "cuda":
+        logger.warning("--cuda-graph needs a CUDA device: on %s every step runs eagerly", device)
     files, audited = _checked_inputs(config, device, tracked=tracker is None)  # prepare
     data = audited.data
     plan = _plan(config, data, deadline=deadline)  # refuses a budget too short for a trial
@@ -496,7 +498,7 @@ def _search(study: optuna.Study, config: StudyConfig, data: SearchData,
                   budget_seconds=plan.budget_seconds) as console:
         objective = make_objective(config, data, tracker, on_epoch=console.epoch,
                                    deadline=deadline)
-        if cohort_size > 1:
+        if cohort_size > 1 or config.cuda_graph:  # the graph is the cohort engine's
             logger.info("training up to %d trials at once (--cohort-size)", cohort_size)
             search_in_cohorts(study, objective, cohort_size=cohort_size,
                               n_trials=limit, timeout=timeout,

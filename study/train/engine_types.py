@@ -58,13 +58,12 @@ class TrainOptions:
 
     amp: str = "none"  # "bf16": forward and loss under bfloat16 autocast (for GPUs; CPUs work)
     compile_mode: str = "none"  # a torch.compile mode; "reduce-overhead" adds CUDA graphs
-    compile_backend: str = "inductor"  # "aot_eager" traces without generating code (tests)
-    fused_optimizer: bool = True  # one fused kernel per step, not a loop over the parameters
-    # A cohort's step captured as a CUDA graph and replayed (study/train/cohort/graph.py); CUDA
-    # only, ignored elsewhere. Off until a GPU measures that it pays (python -m study.bench.cohort).
+    # A cohort's full-batch steps captured once as a CUDA graph and replayed
+    # (study/train/cohort/graph.py): --cuda-graph. CUDA only; a capture that fails warns once
+    # and the cohort goes on eagerly.
     cuda_graph: bool = False
-    # Per-epoch gradient norms, update ratios and dead units (study/train/signals.py): what the
-    # detectors read. Off only to measure what they cost (python -m study.bench.signals).
+    # Per-epoch gradient norms, update ratios and dead units (study/train/signals.py), which
+    # the detectors of dying ReLUs and exploding gradients read: --no-signals skips them.
     signals: bool = True
 
     def __post_init__(self) -> None:

@@ -154,7 +154,7 @@ def train(
     (the default is the plain fp32 eager loop), never what it learns.
     """
     device = data.train.y.device
-    optimizer = build_optimizer(model, hp, fused=options.fused_optimizer)
+    optimizer = build_optimizer(model, hp)
     steps_per_epoch = math.ceil(len(data.train) / hp.batch_size)
     schedule = build_scheduler(optimizer, hp, max_epochs=max_epochs,
                                steps_per_epoch=steps_per_epoch)
@@ -274,7 +274,7 @@ def compile_for_trials(model: nn.Module, options: TrainOptions) -> nn.Module:
         return model
     dropout_rate_as_buffer(model)
     mode = None if options.compile_mode == "default" else options.compile_mode
-    compiled = torch.compile(model, mode=mode, dynamic=True, backend=options.compile_backend)
+    compiled = torch.compile(model, mode=mode, dynamic=True)
     return cast(nn.Module, compiled)
 
 

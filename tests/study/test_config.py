@@ -190,6 +190,9 @@ def test_bad_types(tmp_path: Path, line: str, shown: str) -> None:
         ("pruner = 'always'", "pruner='always'"),
         ("model = 'resnet'", "model='resnet'"),
         ("device = 'tpu'", "device='tpu'"),
+        ("device = 'cuda:x'", "device='cuda:x'"),
+        ("device = 'cuda:-1'", "device='cuda:-1'"),
+        ("compile = 'default'\ncuda_graph = true", "choose one"),
         ("study_name = '  '", "study_name must not be empty"),
         ("timeout = nan", "timeout=nan"),
         ("timeout = inf", "timeout=inf"),
@@ -203,6 +206,11 @@ def test_invalid_values(tmp_path: Path, line: str, shown: str) -> None:
     # Well-typed but invalid values are refused, showing the bad value.
     with pytest.raises(ConfigError, match=shown):
         resolve_config({}, config_path=path, env={})
+
+
+def test_a_gpu_is_named_by_its_index() -> None:
+    for device in ("cuda:0", "cuda:3", "cuda", "cpu", "auto"):
+        assert resolve_config({"device": device}, config_path=None, env={}).device == device
 
 
 def test_invalid_cli_value_shown() -> None:

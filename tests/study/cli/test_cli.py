@@ -378,6 +378,17 @@ def test_a_cohort_too_big_for_memory_is_refused_in_one_line(tmp_path: Path) -> N
     assert sorted(p.name for p in workdir.iterdir()) == []  # refused before any store
 
 
+def test_cuda_graph_on_the_cpu_warns_once_and_trains_eagerly(tmp_path: Path) -> None:
+    data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
+    result = run_main(tmp_path, *small_run_args("--data-dir", str(data), "--n-trials", "2",
+                                               "--no-warm-start", "--cuda-graph"))
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "--cuda-graph" in line]
+    assert len(warnings) == 1 and "needs a CUDA device: on cpu every step runs eagerly" in \
+        warnings[0]
+    assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 2
+
+
 @pytest.mark.slow
 def test_the_plan_is_the_first_line_of_the_search(finished_study: FinishedStudy) -> None:
     # A trial count, no budget: the count, the epochs, and the recipes the study starts from.

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -11,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from data_pipeline import Fold, SearchData
+from data_pipeline.tensors import shuffled_batches
 from models import build
 from study.train import training
 from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
@@ -281,10 +283,17 @@ def test_bit_identical_on_cpu(fold: Fold) -> None:
 
 
 # --- speed options: bf16 autocast, torch.compile, fused optimizers, CPU threads -------------
-# GPU paths, exercised on the CPU: autocast works on both devices, and the "aot_eager" compile
-# backend runs Dynamo and AOTAutograd exactly as Inductor would, without generating code.
+# GPU paths, exercised on the CPU: autocast works on both devices. Compiled tests run Dynamo
+# and AOTAutograd through torch's "aot_eager" backend, exactly as Inductor would trace, without
+# generating and building C++ (minutes on these cores): the one thing swapped is the backend.
 
-COMPILED = TrainOptions(compile_mode="default", compile_backend="aot_eager")
+COMPILED = TrainOptions(compile_mode="default")
+
+
+@pytest.fixture
+def aot_eager(monkeypatch: pytest.MonkeyPatch) -> None:
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", functools.partial(compile_, backend="aot_eager"))
 
 
 def test_bf16_autocast_trains_in_bf16_and_evaluates_in_fp32(fold: Fold) -> None:
@@ -302,7 +311,7 @@ def test_bf16_autocast_trains_in_bf16_and_evaluates_in_fp32(fold: Fold) -> None:
     assert (metrics[-1].val_loss, metrics[-1].val_acc) == evaluate(model, fold.val)
 
 
-def test_compiled_graphs_are_reused_by_later_trials(fold: Fold) -> None:
+def test_compiled_graphs_are_reused_by_later_trials(fold: Fold, aot_eager: None) -> None:
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
@@ -321,7 +330,7 @@ def test_compiled_graphs_are_reused_by_later_trials(fold: Fold) -> None:
     assert graphs[0] == graphs[-1] == 2
 
 
-def test_compiled_dropout_keeps_the_rate(fold: Fold) -> None:
+def test_compiled_dropout_keeps_the_rate(fold: Fold, aot_eager: None) -> None:
     model = build("mlp", hidden=64, dropout=0.5)
     training.compile_for_trials(model, COMPILED)
     dropout = next(m for m in model.modules() if "Dropout" in type(m).__name__)
@@ -338,9 +347,13 @@ def test_fused_and_for_loop_optimizers_agree(fold: Fold) -> None:
     def weights(fused: bool) -> list[torch.Tensor]:
         torch.manual_seed(0)
         model = build("mlp", hidden=32)
-        list(train(model, _hp(optimizer="adamw", weight_decay=1e-3), fold, max_epochs=2,
-                   generator=torch.Generator().manual_seed(0),
-                   options=TrainOptions(fused_optimizer=fused)))
+        hp = _hp(optimizer="adamw", weight_decay=1e-3)
+        optimizer = build_optimizer(model, hp, fused=fused)
+        generator = torch.Generator().manual_seed(0)
+        for idx in shuffled_batches(len(fold.train), 64, generator, torch.device("cpu")):
+            optimizer.zero_grad()
+            F.cross_entropy(model(fold.train.x[idx]), fold.train.y[idx]).backward()
+            optimizer.step()
         return [p.detach() for p in model.parameters()]
 
     # The fused kernel is a faster implementation of the same update.
