@@ -29,7 +29,7 @@ from filelock import FileLock
 from study.bench.settings import REFERENCE_SPACE
 from study.cli import main
 from study.store.liveness import EVALUATION_CLAIM
-from study.store.storage import TRACKING_URI_ATTR
+from study.store.record import TRACKING_URI_ATTR
 from tests.synthetic import write_synthetic_mnist
 
 if TYPE_CHECKING:

@@ -38,6 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from study.bench.report_budget import BUDGET_NAME, SIDES, table
+from study.store.record import (
+    BEST_VAL_ACC_ATTR,
+    EPOCHS_TRAINED_ATTR,
+    MLFLOW_RUN_ID_ATTR,
+    RESULT_ATTR,
+)
 
 logger = logging.getLogger("study.bench.budget")
 
@@ -192,11 +198,11 @@ def _project_row(folder: Path, *, started: float) -> dict[str, Any]:
     (name,) = optuna.get_all_study_names(storage)
     study = optuna.load_study(study_name=name, storage=storage)
     trials = study.get_trials(deepcopy=False)
-    result = study.user_attrs["result"]
+    result = study.user_attrs[RESULT_ATTR]
     client = MlflowClient(f"sqlite:///{folder / 'mlflow.db'}")
     first = math.inf
     for trial in trials:
-        run_id = trial.user_attrs.get("mlflow_run_id")
+        run_id = trial.user_attrs.get(MLFLOW_RUN_ID_ATTR)
         if run_id is None:
             continue
         for metric in client.get_metric_history(run_id, "val_acc"):
@@ -204,10 +210,10 @@ def _project_row(folder: Path, *, started: float) -> dict[str, Any]:
                 first = min(first, metric.timestamp / 1000 - started)
     best = study.best_trial
     begun = min(t.datetime_start.timestamp() for t in trials if t.datetime_start is not None)
-    return {"trials": len(trials), "epochs": sum(int(t.user_attrs.get("epochs_trained", 0))
+    return {"trials": len(trials), "epochs": sum(int(t.user_attrs.get(EPOCHS_TRAINED_ATTR, 0))
                                                  for t in trials),
             "best_val_loss": float(best.values[0]),
-            "best_val_acc": float(best.user_attrs["best_val_acc"]),
+            "best_val_acc": float(best.user_attrs[BEST_VAL_ACC_ATTR]),
             "test_acc": float(result["test"]["test_acc"]),
             "first_98_s": None if math.isinf(first) else first,
             # the same moment from the first trial's start: the set-up left out

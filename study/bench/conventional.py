@@ -28,6 +28,7 @@ import models
 from data_pipeline import MnistFiles, Partition
 from study.run.objective import trial_seed
 from study.search.search_space import SearchSpace, suggest
+from study.store.record import BEST_VAL_ACC_ATTR, BEST_VAL_LOSS_ATTR, EPOCHS_TRAINED_ATTR
 from study.train.engine_types import Hyperparams
 from study.train.training import build_optimizer, build_scheduler
 
@@ -144,11 +145,11 @@ class ConventionalObjective:
             train_epoch(model, optimizer, per_batch, train_loader, self.device)
             val_loss, val_acc = evaluate(model, val_loader, self.device)
             _step_epoch(schedule.scheduler, hp, val_loss)
-            trial.set_user_attr("epochs_trained", epoch)
+            trial.set_user_attr(EPOCHS_TRAINED_ATTR, epoch)
             if val_loss < best_loss:
                 best_loss = val_loss
-                trial.set_user_attr("best_val_loss", val_loss)
-                trial.set_user_attr("best_val_acc", val_acc)
+                trial.set_user_attr(BEST_VAL_LOSS_ATTR, val_loss)
+                trial.set_user_attr(BEST_VAL_ACC_ATTR, val_acc)
             trial.report(val_loss, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned()

@@ -21,6 +21,7 @@ import torch
 
 from study.bench.settings import REFERENCE_SPACE
 from study.bench.timing import StudyClock, TimedTracker
+from study.store.record import BEST_VAL_ACC_ATTR, BEST_VAL_LOSS_ATTR, EPOCHS_TRAINED_ATTR
 from study.tracking import Tracker
 
 logger = logging.getLogger(__name__)
@@ -171,10 +172,10 @@ def _records(study: optuna.Study, ends: dict[int, float]) -> list[TrialRecord]:
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
     return [
         TrialRecord(number=t.number, state=t.state.name,
-                    epochs=int(t.user_attrs.get("epochs_trained", 0)),
+                    epochs=int(t.user_attrs.get(EPOCHS_TRAINED_ATTR, 0)),
                     end_s=ends.get(t.number, float("nan")),
-                    best_val_loss=_float(t.user_attrs.get("best_val_loss")),
-                    best_val_acc=_float(t.user_attrs.get("best_val_acc")),
+                    best_val_loss=_float(t.user_attrs.get(BEST_VAL_LOSS_ATTR)),
+                    best_val_acc=_float(t.user_attrs.get(BEST_VAL_ACC_ATTR)),
                     # a label such as "0064" in the project's studies, an int in others
                     batch_size=(int(str(t.params["batch_size"])) if "batch_size" in t.params
                                 else None))

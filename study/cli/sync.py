@@ -36,7 +36,7 @@ def execute(args: argparse.Namespace) -> int:
 
     from study.cli.logs import quiet_libraries
     from study.config import resolve_config
-    from study.run.runner import SPOOLED_RUNS_ATTR
+    from study.store.record import SPOOLED_RUNS_ATTR
     from study.store.redaction import redact
     from study.store.storage import open_storage
     from study.tracking import MlflowTracker

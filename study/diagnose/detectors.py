@@ -132,27 +132,30 @@ def findings_detail(per_fold: Sequence[Sequence[Finding]]) -> list[dict[str, Any
             for f in findings]
 
 
-def findings_attrs(per_fold: Sequence[Sequence[Finding]],
-                   histories: Sequence[Sequence[EpochMetrics]], *, val_sizes: Sequence[int],
-                   thresholds: Thresholds) -> dict[str, Any]:
-    """A trial's findings as short user attrs (mirrored as MLflow tags), to filter on in both
-    UIs: a row of the dashboard's trial table stays one line high.
+@dataclass(frozen=True)
+class FindingsSummary:
+    """A trial's findings in short: what its user attrs (mirrored as MLflow tags) keep, to
+    filter on in both UIs, a row of the dashboard's trial table one line high. The findings'
+    lines and evidence go to the trial's MLflow run (findings_detail)."""
 
-    `findings`: the kinds, comma-separated ("none" when clean); `fluctuation_ratio` and
-    `final_gap` of the last fold, for the report's batch-size and regularisation questions.
-    The findings' lines and evidence go to the trial's MLflow run (findings_detail).
-    """
-    attrs: dict[str, Any] = {}
+    kinds: str  # comma-separated, in KINDS order; "none" when clean
+    # Of the last fold, for the report's batch-size and regularisation questions; None where
+    # it trained too few epochs to say.
+    fluctuation_ratio: float | None
+    final_gap: float | None
+
+
+def summarise_findings(per_fold: Sequence[Sequence[Finding]],
+                       histories: Sequence[Sequence[EpochMetrics]], *,
+                       val_sizes: Sequence[int], thresholds: Thresholds) -> FindingsSummary:
     found = {f.kind for findings in per_fold for f in findings}
-    attrs["findings"] = ", ".join(kind for kind in KINDS if kind in found) or "none"
-    if histories and histories[-1]:
-        last = histories[-1]
-        context = Context(val_size=val_sizes[len(histories) - 1], batch_size=0)
-        ratio = fluctuation_ratio(last, context, thresholds.fluctuation_window)
-        if ratio is not None:
-            attrs["fluctuation_ratio"] = ratio
-        attrs["final_gap"] = last[-1].gap
-    return attrs
+    kinds = ", ".join(kind for kind in KINDS if kind in found) or "none"
+    if not histories or not histories[-1]:
+        return FindingsSummary(kinds, None, None)
+    last = histories[-1]
+    context = Context(val_size=val_sizes[len(histories) - 1], batch_size=0)
+    return FindingsSummary(kinds, fluctuation_ratio(last, context, thresholds.fluctuation_window),
+                           last[-1].gap)
 
 
 def fluctuation_ratio(history: Sequence[EpochMetrics], context: Context,

@@ -21,7 +21,14 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from study.report.verdicts import Z_95
-from study.store.record import FINDINGS_ARTIFACT, RESULT_ATTR, stored_baseline
+from study.store.record import (
+    FINDINGS_ARTIFACT,
+    FINDINGS_ATTR,
+    FINDINGS_DETAIL_ATTR,
+    MLFLOW_RUN_ID_ATTR,
+    RESULT_ATTR,
+    stored_baseline,
+)
 from study.store.redaction import redact, redact_text
 
 if TYPE_CHECKING:
@@ -78,7 +85,7 @@ def collect(study: optuna.Study, *, storage: str, client: MlflowClient | None,
                       audit_picture=None)
     data.importances = _importances(study, data.notes)
     # Studies recorded before findings.json kept the evidence in a user attr.
-    data.findings = {n: list(trials[_index(trials, n)].user_attrs.get("findings_detail", []))
+    data.findings = {n: list(trials[_index(trials, n)].user_attrs.get(FINDINGS_DETAIL_ATTR, []))
                      for n in data.shown}
     if client is None:
         data.notes.append("no MLflow store given: curves show validation loss only, the "
@@ -120,7 +127,7 @@ def shown_trials(trials: list[FrozenTrial]) -> list[int]:
 
 def kinds_of(trial: FrozenTrial) -> list[str]:
     """The kinds of TRIAL's findings, from its `findings` user attr ("none": no kind)."""
-    kinds = str(trial.user_attrs.get("findings", "none"))
+    kinds = str(trial.user_attrs.get(FINDINGS_ATTR, "none"))
     return [] if kinds == "none" else [k.strip() for k in kinds.split(",")]
 
 
@@ -147,7 +154,7 @@ def _history(client: MlflowClient, trial: FrozenTrial,
              notes: list[str]) -> dict[str, list[tuple[int, float]]]:
     """TRIAL's curves from its MLflow run; where the store has none for it (no run, or a
     store other than the study's), its validation losses from Optuna, and a note says so."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = trial.user_attrs.get(MLFLOW_RUN_ID_ATTR)
     # A cross-validated trial's curves are per fold: the first fold's are shown.
     prefix = "fold1/" if "folds_done" in trial.user_attrs else ""
     curves = {metric: sorted((m.step, m.value) for m in
@@ -163,7 +170,7 @@ def _history(client: MlflowClient, trial: FrozenTrial,
 def _findings(client: MlflowClient, trial: FrozenTrial) -> list[dict[str, Any]]:
     """TRIAL's findings with their evidence, from its run's findings.json; [] when it has none
     (a clean trial, or one recorded before the artifact existed)."""
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = trial.user_attrs.get(MLFLOW_RUN_ID_ATTR)
     if not run_id or not kinds_of(trial):
         return []
     with tempfile.TemporaryDirectory() as tmp:

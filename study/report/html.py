@@ -29,6 +29,12 @@ from study.report.verdicts import (
     top_spread,
 )
 from study.search.search_space import hyperparams_from_params
+from study.store.record import (
+    BEST_VAL_ACC_ATTR,
+    EPOCHS_TRAINED_ATTR,
+    FINAL_GAP_ATTR,
+    FLUCTUATION_RATIO_ATTR,
+)
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -92,7 +98,7 @@ def _summary(data: ReportData, t: Thresholds) -> str:
     rows: list[Sequence[Any]] = [
         ("best trial", f"#{best.number}"),
         ("validation loss", best.values[0]),
-        ("validation accuracy", f"{best.user_attrs.get('best_val_acc', float('nan')):.2%}")]
+        ("validation accuracy", f"{best.user_attrs.get(BEST_VAL_ACC_ATTR, float('nan')):.2%}")]
     result = data.result
     if result and result.get("best_trial") == best.number:
         test = result["test"]
@@ -203,7 +209,7 @@ def _batch_size(data: ReportData, t: Thresholds) -> str:
             diverging += 1  # its wobble is the blow-up, not batch noise
         else:
             measured.append((int(_shown(tr)["batch_size"]),
-                             float(tr.user_attrs["fluctuation_ratio"]), tr.number))
+                             float(tr.user_attrs[FLUCTUATION_RATIO_ATTR]), tr.number))
     left_out = ", ".join(part for part in (
         f"{short} trained fewer than {t.fluctuation_window} epochs" if short else "",
         f"{diverging} diverging" if diverging else "") if part)
@@ -253,7 +259,7 @@ def _regularisation(data: ReportData) -> str:
     colours = ["#d62728" if o else "#1f77b4" for o in overfit]
     text = [f"trial {tr.number}" + (" (overfitting)" if o else "")
             for tr, o in zip(trials, overfit, strict=True)]
-    gaps = [float(tr.user_attrs["final_gap"]) for tr in trials]
+    gaps = [float(tr.user_attrs[FINAL_GAP_ATTR]) for tr in trials]
     values = {param: [float(_shown(tr).get(param, 0.0)) for tr in trials]
               for param in ("dropout", "weight_decay")}
     for col, param in ((1, "dropout"), (2, "weight_decay")):
@@ -326,7 +332,7 @@ def _curve_title(trial: FrozenTrial, top: bool) -> str:
     if trial.state.name == "COMPLETE":
         what = ("top " if top else "") + f"{trial.values[0]:.4f}"
     elif trial.state.name == "PRUNED":
-        epochs = trial.user_attrs.get("epochs_trained")
+        epochs = trial.user_attrs.get(EPOCHS_TRAINED_ATTR)
         what = f"pruned at epoch {epochs}" if epochs else "pruned"
     else:
         what = trial.state.name.lower()

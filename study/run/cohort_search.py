@@ -43,6 +43,7 @@ from optuna.trial import FrozenTrial, TrialState
 from study.run.interrupts import interruptibly
 from study.run.objective import Objective, TrialRun
 from study.store.liveness import beating
+from study.store.record import FAIL_REASON_ATTR
 from study.store.storage import FINISHED
 from study.train.cohort.engine import Cohort, Member
 from study.train.engine_types import EpochMetrics
@@ -248,7 +249,7 @@ class _Search:
             else:
                 self.objective.stop(run, state, reason=reason, diverged=diverged)
         elif state == TrialState.FAIL:
-            trial.set_user_attr("fail_reason", reason)  # asked, never started
+            trial.set_user_attr(FAIL_REASON_ATTR, reason)  # asked, never started
         frozen = self.study.tell(trial, value, state=state if value is None else None)
         self.trial_done(self.study, frozen)
 

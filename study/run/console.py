@@ -14,6 +14,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
+from study.store.record import (
+    DIAGNOSIS_ATTR,
+    FAIL_REASON_ATTR,
+    STOPPED_BY_ATTR,
+    STOPPED_EPOCH_ATTR,
+)
+
 if TYPE_CHECKING:
     import optuna
 
@@ -69,9 +76,10 @@ class Console:
         if self._budget is None:
             self._bar.update(1)
         self._status("")
-        what = trial.user_attrs.get("diagnosis") or trial.user_attrs.get("fail_reason", "")
-        if trial.user_attrs.get("stopped_by") == "time budget":
-            epoch = trial.user_attrs["stopped_epoch"]
+        what = (trial.user_attrs.get(DIAGNOSIS_ATTR)
+                or trial.user_attrs.get(FAIL_REASON_ATTR, ""))
+        if trial.user_attrs.get(STOPPED_BY_ATTR) == "time budget":
+            epoch = trial.user_attrs[STOPPED_EPOCH_ATTR]
             what = f"the time budget ended it after epoch {epoch}; {what}"
         state = trial.state.name.lower()
         # "trial 13 pruned at epoch 8: ..." rather than "trial 13 pruned: pruned at epoch 8".

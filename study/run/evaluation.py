@@ -23,6 +23,7 @@ from data_pipeline import MnistFiles, SearchData, prepare_test_data
 from study.errors import StudyError
 from study.run.objective import split_fold_states
 from study.search.search_space import hyperparams_from_params
+from study.store.record import MLFLOW_RUN_ID_ATTR
 from study.store.result import Evaluation
 from study.tracking import Tracker
 from study.train.training import evaluate
@@ -53,7 +54,7 @@ def restore_best(study: optuna.Study, *, k: int, tracker: Tracker, model_name: s
     best = best_trial(study)
     architecture = hyperparams_from_params(best.params).model_kwargs()  # dropout, norm
     restored = []
-    for state in split_fold_states(tracker.load_checkpoint(best.user_attrs["mlflow_run_id"]),
+    for state in split_fold_states(tracker.load_checkpoint(best.user_attrs[MLFLOW_RUN_ID_ATTR]),
                                    k):
         model = models.build(model_name, **architecture, **model_kwargs)
         model.load_state_dict(state)

@@ -35,16 +35,15 @@ from study.diagnose.detectors import (
     Finding,
     Thresholds,
     detect,
-    findings_attrs,
     findings_detail,
+    summarise_findings,
 )
 from study.diagnose.diagnosis import diagnose, pruner_evidence
 from study.errors import StudyError
 from study.run.interrupts import interruptibly
 from study.search.early_stopping import EarlyStopping
 from study.search.search_space import SearchSpace, suggest
-from study.search.warm_start import judged
-from study.store.liveness import WORKER_ATTR
+from study.store import record
 from study.tracking import StateDict, Tracker
 from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
 from study.train.training import NonFiniteLossError, train
@@ -71,7 +70,7 @@ def pruned(trial: optuna.trial.BaseTrial, value: float, *, step: int,
     study = getattr(trial, "study", None)  # a FixedTrial has none
     others = [] if study is None else [
         t.intermediate_values[step] for t in study.get_trials(deepcopy=False)
-        if t.number != trial.number and step in t.intermediate_values and judged(t)]
+        if t.number != trial.number and step in t.intermediate_values and record.judged(t)]
     return optuna.TrialPruned(pruner_evidence(value, others, step=step, unit=unit))
 
 
@@ -121,7 +120,7 @@ class TrialRun:
     trial: optuna.trial.BaseTrial
     hp: Hyperparams
     run_id: str
-    judged: bool = True  # whether the pruner may stop it (search.warm_start.judged), read once
+    judged: bool = True  # whether the pruner may stop it (store.record.judged), read once
     folds: list[FoldResult] = field(default_factory=list)
 
 
@@ -179,9 +178,10 @@ class Objective:
         hp = hp if hp is not None else suggest(trial, self.space, max_epochs=self.max_epochs)
         run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params(),
                                           tags=split_tags(self.data))
-        trial.set_user_attr("mlflow_run_id", run_id)
-        trial.set_user_attr(WORKER_ATTR, self.tracker.parent_run_id)  # whose process runs it
-        return TrialRun(trial=trial, hp=hp, run_id=run_id, judged=judged(trial))
+        trial.set_user_attr(record.MLFLOW_RUN_ID_ATTR, run_id)
+        # whose process runs it
+        trial.set_user_attr(record.WORKER_ATTR, self.tracker.parent_run_id)
+        return TrialRun(trial=trial, hp=hp, run_id=run_id, judged=record.judged(trial))
 
     def build(self, run: TrialRun, i: int) -> tuple[torch.nn.Module, torch.Generator]:
         """Fold I's network and batch-order generator; fold I begins.
@@ -290,32 +290,38 @@ class Objective:
         """
         folds, trial = run.folds, run.trial
         seen = [f for f in folds if f.reported]
-        attrs: dict[str, Any] = {"epochs_trained": sum(len(f.history) for f in folds),
-                                 "diagnosis": _diagnosis(folds, state, reason, diverged)}
+        attrs: dict[str, Any] = {record.EPOCHS_TRAINED_ATTR: sum(len(f.history) for f in folds),
+                                 record.DIAGNOSIS_ATTR: _diagnosis(folds, state, reason,
+                                                                   diverged)}
         last = len(folds) - 1
         per_fold = [self.findings(run, i, diverged=diverged and i == last)
                     for i in range(len(folds))]
-        attrs.update(findings_attrs(
+        summary = summarise_findings(
             per_fold, [f.history for f in folds],
-            val_sizes=[len(v) for v in self.data.partition.val], thresholds=self.thresholds))
+            val_sizes=[len(v) for v in self.data.partition.val], thresholds=self.thresholds)
+        attrs[record.FINDINGS_ATTR] = summary.kinds
+        if summary.fluctuation_ratio is not None:
+            attrs[record.FLUCTUATION_RATIO_ATTR] = summary.fluctuation_ratio
+        if summary.final_gap is not None:
+            attrs[record.FINAL_GAP_ATTR] = summary.final_gap
         if seen:
-            attrs.update(best_val_loss=_mean(seen, "val_loss"),
-                         best_val_acc=_mean(seen, "val_acc"))
+            attrs[record.BEST_VAL_LOSS_ATTR] = _mean(seen, "val_loss")
+            attrs[record.BEST_VAL_ACC_ATTR] = _mean(seen, "val_acc")
         if self.data.k == 1 and seen and seen[0].metrics is not None:
-            attrs["best_epoch"] = seen[0].metrics.epoch
+            attrs[record.BEST_EPOCH_ATTR] = seen[0].metrics.epoch
         if self.data.k == 1 and folds and folds[0].stopped_epoch is not None:
-            attrs["stopped_epoch"] = folds[0].stopped_epoch  # early stopping's, or the budget's
+            # early stopping's, or the budget's
+            attrs[record.STOPPED_EPOCH_ATTR] = folds[0].stopped_epoch
             if folds[0].out_of_time:
-                attrs["stopped_by"] = "time budget"
+                attrs[record.STOPPED_BY_ATTR] = "time budget"
         if self.data.k > 1 and any(f.stopped_epoch is not None for f in folds):
-            # per fold: the epoch early stopping ended it at, 0 for a fold that ran to the end
-            attrs["fold_stopped_epochs"] = [f.stopped_epoch or 0 for f in folds]
+            attrs[record.FOLD_STOPPED_EPOCHS_ATTR] = [f.stopped_epoch or 0 for f in folds]
         if self.data.k > 1:
-            attrs.update(folds_done=len(seen),
-                         fold_val_losses=[f.metrics.val_loss for f in seen if f.metrics],
-                         fold_best_epochs=[f.metrics.epoch for f in seen if f.metrics])
+            attrs[record.FOLDS_DONE_ATTR] = len(seen)
+            attrs[record.FOLD_VAL_LOSSES_ATTR] = [f.metrics.val_loss for f in seen if f.metrics]
+            attrs[record.FOLD_BEST_EPOCHS_ATTR] = [f.metrics.epoch for f in seen if f.metrics]
         if state == TrialState.FAIL:
-            attrs["fail_reason"] = reason
+            attrs[record.FAIL_REASON_ATTR] = reason
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         self.tracker.end_trial(run.run_id, number=trial.number, state=state, attrs=attrs,

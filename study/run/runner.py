@@ -47,9 +47,9 @@ from study.run.publish import publish_study
 from study.search.plan import Plan, measure_epoch_seconds, rungs
 from study.search.search_space import hyperparams_from_params
 from study.search.strategy import make_pruner, make_sampler, startup_trials
-from study.search.warm_start import enqueue_warm_start, fitted, recipes, timing_recipe
+from study.search.warm_start import fitted, recipes, timing_recipe
+from study.store import record
 from study.store.liveness import (
-    WORKER_ATTR,
     dead_workers,
     describe_running,
     evaluation_claim,
@@ -63,8 +63,13 @@ from study.store.liveness import (
 )
 from study.store.provenance import code_version, package_versions
 from study.store.record import (
-    IDENTITY_BEFORE_RECORDED,
+    BEST_VAL_ACC_ATTR,
+    FAIL_REASON_ATTR,
+    MLFLOW_RUN_ID_ATTR,
+    SPOOLED_RUNS_ATTR,
+    WORKER_ATTR,
     adopt_stored_settings,
+    enqueue_warm_start,
     settings_identity,
     stored_baseline,
 )
@@ -95,8 +100,6 @@ from study.train.training import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
-# Spool keys of trial runs made during an MLflow outage -> the run ids the back-fill gave them.
-SPOOLED_RUNS_ATTR = "mlflow_spooled_runs"
 CONFIG_PARAM_PREFIX = "config."  # the parent run's params of the study's settings
 STUDY_METRIC_PREFIX = "study."  # the parent run's metrics the trials also have by name
 
@@ -171,8 +174,8 @@ def run_study(config: StudyConfig, *,
                     if holder is not None:
                         status = "FINISHED"
                         return _elsewhere(config, own, f"{holder} is evaluating the study")
-                    done = evaluated_result(study, n_trials=0, identity=settings_identity(
-                        config), recorded_since=IDENTITY_BEFORE_RECORDED)
+                    done = evaluated_result(study, n_trials=0,
+                                            identity=settings_identity(config))
                     if done is not None:  # another worker evaluated these very trials
                         status = "FINISHED"
                         return dataclasses.replace(summary_from_result(
@@ -233,7 +236,7 @@ def _open(config: StudyConfig, data: SearchData) -> tuple[optuna.Study, list[str
         sampler=make_sampler(config.sampler, seed=config.seed, n_trials=config.trial_limit()),
         # With cross-validation a trial reports once per fold: the pruner's resource is a fold.
         pruner=make_pruner(config.pruner, max_epochs=report_steps(config.max_epochs, data.k)),
-        identity=identity(config, data), recorded_since=IDENTITY_BEFORE_RECORDED,
+        identity=identity(config, data),
         on_create=warm_start,
     )
     return study, enqueued
@@ -285,12 +288,15 @@ def _start(study: optuna.Study, config: StudyConfig, tracker: Tracker, audited: 
            *, files: MnistFiles, device: torch.device) -> None:
     """Provenance on the study and the parent run; spooled logs sent; RUNNING trials judged."""
     data = audited.data
-    provenance = {"code_version": code_version(), "data_fingerprint": data.data_fingerprint,
-                  "split_fingerprint": data.split_fingerprint, "device": str(device)}
-    for key, value in {**provenance, "split_seed": config.seed,
-                       "val_fraction": config.val_fraction, "cv_folds": config.cv_folds,
-                       "audit": audited.report.summary(),
-                       "package_versions": package_versions()}.items():
+    provenance = {record.CODE_VERSION_ATTR: code_version(),
+                  record.DATA_FINGERPRINT_ATTR: data.data_fingerprint,
+                  record.SPLIT_FINGERPRINT_ATTR: data.split_fingerprint,
+                  record.DEVICE_ATTR: str(device)}
+    for key, value in {**provenance, record.SPLIT_SEED_ATTR: config.seed,
+                       record.VAL_FRACTION_ATTR: config.val_fraction,
+                       record.CV_FOLDS_ATTR: config.cv_folds,
+                       record.AUDIT_ATTR: audited.report.summary(),
+                       record.PACKAGE_VERSIONS_ATTR: package_versions()}.items():
         study.set_user_attr(key, value)
     # The config under its own prefix: in MLflow's Columns and Compare, the trials' bare
     # hyperparameters (dropout, norm...) stay apart from the study's settings.
@@ -324,8 +330,7 @@ def _already_evaluated(study: optuna.Study, config: StudyConfig, *,
     """The stored result of a finished, evaluated study; None when there is work to do."""
     url = config.storage
     result = evaluated_result(study, n_trials=config.trial_limit() or 0,
-                              identity=settings_identity(config),
-                              recorded_since=IDENTITY_BEFORE_RECORDED)
+                              identity=settings_identity(config))
     if result is None:
         return None
     check_tracking_store(study, config.tracking_uri)  # its runs are in the store it names
@@ -430,9 +435,9 @@ def _close_dead_runs(study: optuna.Study, tracker: Tracker) -> None:
     # (heartbeat), the trial's run must not stay RUNNING forever, nor its parent run.
     for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
         if "mlflow_run_id" in trial.user_attrs:
-            why = trial.user_attrs.get("fail_reason", "its worker stopped without a word "
+            why = trial.user_attrs.get(FAIL_REASON_ATTR, "its worker stopped without a word "
                                                       "(heartbeat went stale)")
-            tracker.close_dead_runs([trial.user_attrs["mlflow_run_id"]],
+            tracker.close_dead_runs([trial.user_attrs[MLFLOW_RUN_ID_ATTR]],
                                     tags={"optuna.state": "FAIL", "optuna.fail_reason": why})
     grace = grace_seconds_of(study) or GRACE_SECONDS
     for parent, why in dead_workers(study, grace_seconds=grace).items():
@@ -545,7 +550,7 @@ def _summarise(study: optuna.Study, config: StudyConfig, test: Evaluation, *, de
     return StudySummary(
         study_name=config.study_name, storage=config.storage, state_counts=dict(counts),
         best_trial=best.number, best_params=hyperparams_from_params(best.params).as_params(),
-        best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs["best_val_acc"]),
+        best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs[BEST_VAL_ACC_ATTR]),
         test=test, device=device, trials_run_now=trials_run_now, seconds=seconds,
         mlflow_parent_run_id=parent_run_id, cv_folds=config.cv_folds,
         notes=_budget_notes(counts, n_trials=config.trial_limit()),

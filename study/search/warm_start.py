@@ -8,41 +8,22 @@ configuration this project has measured for the network; and the seed recipe
 (study/run/baseline.py). A recipe is enqueued only where the study's space holds its
 choices (optimizer, scheduler, batch size, norm, augmentation); a number outside the space's
 range is moved to the nearest bound (the seed recipe's momentum 0 and weight decay 0, on a
-log scale that has no 0), and the trial's user attribute `warm_start` says so.
+log scale that has no 0), and the trial's user attribute `warm_start` says so
+(store/record.py enqueues them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping
 
-import optuna
-
-from study.search.search_space import SearchSpace, as_stored
+from study.search.search_space import SearchSpace
 from study.train.engine_types import Hyperparams
-
-logger = logging.getLogger(__name__)
-
-WARM_START_ATTR = "warm_start"  # on each enqueued trial: which recipe, and what was moved
 
 # The seed documents' learning-rate experiment (study/run/baseline.py trains it as given).
 SEED_RECIPE = Hyperparams(lr=0.05, optimizer="sgd", batch_size=64, dropout=0.0,
                           weight_decay=0.0, scheduler="step", momentum=0.0,
                           scheduler_params={"step_size": 5, "step_gamma": 0.5})
-
-# A trial enqueued with this user attribute (the warm start's fast start) is never judged: it
-# trains to its end or to early stopping, and as successive halving's rungs hold the values of
-# the trials it judged, its losses enter none, where a schedule far steeper than the space's
-# would set a bar that no trial annealing over --max-epochs meets at the same epoch. (The
-# median pruner counts it once it completes: one trial's values among many.)
-UNJUDGED_ATTR = "unjudged"
-
-
-def judged(trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> bool:
-    """Whether the pruner may stop TRIAL (and so see its values at a rung)."""
-    return not trial.user_attrs.get(UNJUDGED_ATTR, False)
-
 
 # The best measured configuration of each network (README, "Results on real MNIST").
 BEST_KNOWN: Mapping[str, Hyperparams] = {
@@ -70,9 +51,9 @@ FAST_START: Mapping[str, Hyperparams] = {
 }
 
 
-# Recipes the pruner never judges (objective.UNJUDGED_ATTR): the fast start's losses at epochs 2,
-# 6 and 18 are ones that no trial annealing over 40 epochs reaches there, so as a rung's value
-# they would prune the best known recipe itself.
+# Recipes the pruner never judges (store/record.py's UNJUDGED_ATTR): the fast start's losses
+# at epochs 2, 6 and 18 are ones that no trial annealing over 40 epochs reaches there, so as a
+# rung's value they would prune the best known recipe itself.
 UNJUDGED = frozenset({"fast start"})
 
 
@@ -115,26 +96,3 @@ def fitted(hp: Hyperparams, space: SearchSpace, *,
             moved.append(f"step_size {schedule['step_size']:g} -> {most}")
             schedule["step_size"] = most
     return dataclasses.replace(hp, **values, scheduler_params=schedule), moved
-
-
-def enqueue_warm_start(study: optuna.Study, space: SearchSpace, model: str, *,
-                       max_epochs: int) -> list[str]:
-    """Enqueue MODEL's recipes that SPACE holds, once per study; the names enqueued."""
-    if study.get_trials(deepcopy=False):
-        return []  # a resumed study (or another worker's, which enqueued them already)
-    names = []
-    for name, recipe in recipes(model).items():
-        fit = fitted(recipe, space, max_epochs=max_epochs)
-        if fit is None:
-            logger.info("warm start: the search space does not hold the %s; not enqueued", name)
-            continue
-        hp, moved = fit
-        label = name + (f" ({', '.join(moved)})" if moved else "")
-        attrs: dict[str, object] = {WARM_START_ATTR: label}
-        if name in UNJUDGED:
-            attrs[UNJUDGED_ATTR] = True
-        # skip_if_exists: a worker started beside this one may have enqueued it already.
-        study.enqueue_trial(as_stored(hp.as_params(), space), skip_if_exists=True,
-                            user_attrs=attrs)
-        names.append(name)
-    return names

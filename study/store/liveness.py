@@ -35,11 +35,11 @@ from optuna.storages import RDBStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from study.store.record import FAIL_REASON_ATTR, WORKER_ATTR, WORKER_PREFIX
+
 logger = logging.getLogger(__name__)
 
-WORKER_PREFIX = "worker."  # study user attr per process: worker.<parent run id>
 EVALUATION_CLAIM = "{}.evaluating"  # the study that exists while one worker evaluates
-WORKER_ATTR = "worker"  # trial user attr: the parent run id of the process that runs it
 HEARTBEAT_SECONDS = 30
 
 
@@ -287,4 +287,4 @@ def fail_trial(study: optuna.Study, trial_id: int, *, reason: str) -> FrozenTria
 
 def note_fail_reason(study: optuna.Study, trial_id: int, reason: str) -> None:
     """Why TRIAL_ID failed, or is about to (fail_stale_trials fails it next), in its attrs."""
-    study._storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+    study._storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)

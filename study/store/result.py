@@ -12,7 +12,7 @@ import optuna
 from optuna.trial import TrialState
 
 from study.search.search_space import hyperparams_from_params
-from study.store.record import IDENTITY_FIELDS, RESULT_ATTR, stored_baseline, with_recorded_since
+from study.store.record import BEST_VAL_ACC_ATTR, IDENTITY_FIELDS, RESULT_ATTR, stored_baseline
 from study.store.storage import stored_identity
 
 
@@ -63,12 +63,12 @@ def store_result(study: optuna.Study, summary: StudySummary) -> None:
 
 
 def evaluated_result(study: optuna.Study, *, n_trials: int, identity: dict[str, Any],
-                     recorded_since: dict[str, Any]) -> dict[str, Any] | None:
+                     ) -> dict[str, Any] | None:
     """The stored result, when STUDY is finished (N_TRIALS, nothing running or queued), was
     evaluated with its present best trial, and was made with IDENTITY's settings (those it
     does not record had their RECORDED_SINCE values)."""
     result = study.user_attrs.get(RESULT_ATTR)
-    stored = with_recorded_since(stored_identity(study) or {}, recorded_since)
+    stored = stored_identity(study) or {}
     if result is None or any(stored.get(k) != identity.get(k) for k in IDENTITY_FIELDS):
         return None
     states = Counter(t.state for t in study.get_trials(deepcopy=False))
@@ -88,7 +88,7 @@ def summary_from_result(study: optuna.Study, result: dict[str, Any], *, storage:
     return StudySummary(
         study_name=study.study_name, storage=storage, state_counts=dict(counts),
         best_trial=best.number, best_params=hyperparams_from_params(best.params).as_params(),
-        best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs["best_val_acc"]),
+        best_val_loss=float(best.values[0]), best_val_acc=float(best.user_attrs[BEST_VAL_ACC_ATTR]),
         test=Evaluation(**result["test"]), device=str(result["device"]), trials_run_now=0,
         seconds=seconds, mlflow_parent_run_id=str(result["mlflow_parent_run_id"]),
         cv_folds=cv_folds, registered_model=str(result["registered_model"]),

@@ -17,7 +17,13 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from study.errors import StorageError
-from study.store.record import with_recorded_since
+from study.store.record import (
+    RECORD_VERSION,
+    TRACKING_URI_ATTR,
+    new_record,
+    read_identity,
+    record_version,
+)
 from study.store.redaction import redact
 from study.store.store_checks import cannot_open, check_storage_url, with_driver
 
@@ -30,7 +36,6 @@ OBJECTIVE_NAME = "val_loss"
 HEARTBEAT_SECONDS = 30
 GRACE_SECONDS = 120
 RETRIES = 2  # times a dead worker's trial is re-queued with its parameters
-TRACKING_URI_ATTR = "tracking_uri"  # the study's MLflow store, redacted
 
 
 def open_storage(url: str, *,
@@ -70,14 +75,14 @@ def _rdb_storage(url: str, *, grace_seconds: float) -> RDBStorage:
 def open_study(
     *, name: str, storage: optuna.storages.BaseStorage, storage_url: str,
     sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner,
-    identity: Mapping[str, Any], recorded_since: Mapping[str, Any] | None = None,
+    identity: Mapping[str, Any],
     on_create: Callable[[optuna.Study], None] = lambda study: None,
 ) -> optuna.Study:
-    """Create the study, or load it when it exists and was made with the same IDENTITY.
+    """Create the study, or load it when it exists and was made with the same IDENTITY; a
+    study whose record an older mnist-study wrote is migrated to this version's (record.py).
 
-    RECORDED_SINCE: settings added to the identity later, with the value they had before (a
-    study that does not record one was made with that value). ON_CREATE runs in the one
-    process whose storage call created the study (of workers started together, one).
+    ON_CREATE runs in the one process whose storage call created the study (of workers
+    started together, one).
     """
     try:  # the storage's unique study name decides which of several workers creates it
         storage.create_new_study([StudyDirection.MINIMIZE], name)
@@ -89,19 +94,20 @@ def open_study(
     if study.direction != StudyDirection.MINIMIZE:
         raise StorageError(f"study {name!r} in {redact(storage_url)} maximises; it was not made "
                            f"by mnist-study. Choose another --study-name")
+    study_id = storage.get_study_id_from_name(name)
     stored = stored_identity(study)
     if stored is None:
-        # The whole identity in one write, what resuming workers compare against (a worker
-        # starting beside this one must never see half of it); then readable copies for people.
-        storage.set_study_system_attr(storage.get_study_id_from_name(name), IDENTITY_SYSTEM_ATTR,
-                                      dict(identity))
-        for key, value in _identity_attrs(identity).items():
+        system, readable = new_record(identity)
+        # The whole identity in one write (a worker starting beside this one must never see
+        # half of it), the version after it; then the readable copies for people.
+        for key, value in system.items():
+            storage.set_study_system_attr(study_id, key, value)
+        for key, value in readable.items():
             study.set_user_attr(key, value)
         study.set_metric_names([OBJECTIVE_NAME])
         if created:
             on_create(study)
         return study
-    stored = with_recorded_since(stored, recorded_since or {})
     changed = [key for key in identity if stored.get(key) != identity[key]]
     if changed:
         diffs = ", ".join(f"{k}: stored {stored.get(k)!r}, now {identity[k]!r}" for k in changed)
@@ -109,6 +115,13 @@ def open_study(
             f"study {name!r} in {redact(storage_url)} was made with other settings ({diffs}); "
             f"resume it with the original settings or choose a new --study-name"
         )
+    version = record_version(storage.get_study_system_attrs(study_id))
+    if version < RECORD_VERSION:
+        system, _ = new_record(stored)  # the migrated identity: what this version records
+        for key, value in system.items():
+            storage.set_study_system_attr(study_id, key, value)
+        logger.info("study %r: its record (version %d) is migrated to version %d", name,
+                    version, RECORD_VERSION)
     logger.info("resuming study %r: %d finished trials", name, count_finished(study))
     return study
 
@@ -135,31 +148,12 @@ def _comparable_uri(tracking_uri: str) -> str:
     return redact(tracking_uri.rstrip("/"))  # recorded in the study: no password
 
 
-IDENTITY_PREFIX = "identity."
-IDENTITY_SYSTEM_ATTR = "mnist_study.identity"
-
-
-def _identity_attrs(identity: Mapping[str, Any]) -> dict[str, Any]:
-    """IDENTITY as one short study user attr per setting (`identity.seed`, and per range of
-    the search space `identity.search_space.lr`): readable in optuna-dashboard's cards, where
-    one JSON object of them all overflowed."""
-    attrs: dict[str, Any] = {}
-    for key, value in identity.items():
-        if isinstance(value, Mapping):
-            attrs.update({f"{IDENTITY_PREFIX}{key}.{k}": v for k, v in value.items()})
-        else:
-            attrs[f"{IDENTITY_PREFIX}{key}"] = value
-    return attrs
-
-
 def stored_identity(study: optuna.Study) -> dict[str, Any] | None:
-    """The identity STUDY was created with; None for a study that has none yet."""
-    storage = study._storage
+    """The identity STUDY was created with, as this version records it (record.py migrates an
+    older record's); None for a study that has none yet."""
+    storage = study._storage  # Optuna shows a study's system attrs through its storage only
     system = storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))
-    if IDENTITY_SYSTEM_ATTR in system:
-        return dict(system[IDENTITY_SYSTEM_ATTR])
-    legacy = study.user_attrs.get("identity")  # studies made before it moved out of sight
-    return dict(legacy) if legacy is not None else None
+    return read_identity(system, study.user_attrs)
 
 
 def count_finished(study: optuna.Study) -> int:

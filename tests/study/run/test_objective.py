@@ -23,7 +23,7 @@ from study.errors import StudyError
 from study.run.evaluation import evaluate_best
 from study.run.objective import Objective, split_fold_states
 from study.search.early_stopping import EarlyStopping
-from study.search.warm_start import UNJUDGED_ATTR
+from study.store.record import UNJUDGED_ATTR
 from study.tracking import MlflowTracker, NullTracker, Tracker
 from study.train.training import NonFiniteLossError
 from tests.helpers import CLASSIC_SPACE

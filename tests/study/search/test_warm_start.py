@@ -11,13 +11,11 @@ from study.search.warm_start import (
     BEST_KNOWN,
     FAST_START,
     SEED_RECIPE,
-    UNJUDGED_ATTR,
-    WARM_START_ATTR,
-    enqueue_warm_start,
     fitted,
     recipes,
     timing_recipe,
 )
+from study.store.record import UNJUDGED_ATTR, WARM_START_ATTR, enqueue_warm_start
 from tests.helpers import CLASSIC_SPACE
 
 

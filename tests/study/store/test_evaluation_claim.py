@@ -14,11 +14,11 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from study.store.liveness import (
     EVALUATION_CLAIM,
-    WORKER_PREFIX,
     Worker,
     evaluation_claim,
     still_searching,
 )
+from study.store.record import WORKER_PREFIX
 
 GRACE = 120.0
 

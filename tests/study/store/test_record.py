@@ -13,9 +13,16 @@ from study.config import StudyConfig, resolve_config
 from study.errors import StorageError
 from study.run.runner import run_study
 from study.search.search_space import SearchSpace
-from study.store.record import adopt_stored_settings, settings_identity
+from study.store import record
+from study.store.record import (
+    IDENTITY_BEFORE_RECORDED,
+    RECORD_VERSION,
+    adopt_stored_settings,
+    read_identity,
+    settings_identity,
+)
 from study.store.result import StudySummary
-from tests.helpers import CLASSIC_SPACE, STUDY_TRAIN_IMAGES
+from tests.helpers import CLASSIC_SPACE, STUDY_TRAIN_IMAGES, FinishedStudy
 from tests.synthetic import write_synthetic_mnist
 
 # Today's default space with one more scheduler: what a later release might ship.
@@ -83,3 +90,56 @@ def test_a_stored_space_rebuilds_as_it_was_stored() -> None:
     for space in (SearchSpace(), CLASSIC_SPACE, WIDER):
         rebuilt = SearchSpace.from_mapping(space.as_dict(), source="test")
         assert rebuilt.as_dict() == space.as_dict()
+
+
+# The shape of a version-2 identity, frozen when version 2 was written. A setting added to the
+# identity or to the search space changes the shape: the change must come with a new
+# RECORD_VERSION and a step in record.migrate that gives older records the value they had.
+V2_SHAPE = {
+    "cv_folds": None, "early_stopping": None, "hidden": None, "max_epochs": None,
+    "model": None, "prune_diagnosed": None, "seed": None, "val_fraction": None,
+    "warm_start": None, "search_space": {
+        "augments", "batch_sizes", "dropout", "lr_adam", "lr_adamw", "lr_sgd", "momentum",
+        "norms", "optimizers", "schedulers", "weight_decay"},
+}
+
+
+def test_today_s_identity_has_the_shape_of_the_record_version_it_writes() -> None:
+    identity = settings_identity(StudyConfig())
+    shape = {key: set(value) if isinstance(value, dict) else None
+             for key, value in identity.items()}
+    assert RECORD_VERSION == 2, "a new version: freeze its shape here, beside V2_SHAPE"
+    assert shape == V2_SHAPE
+
+
+def test_a_version_1_identity_is_migrated_to_today_s_shape() -> None:
+    today = settings_identity(StudyConfig())
+    v1 = {key: value for key, value in today.items() if key not in IDENTITY_BEFORE_RECORDED}
+    v1["search_space"] = {k: v for k, v in today["search_space"].items()
+                          if k not in ("norms", "augments")}
+    migrated = read_identity({}, {"identity": v1})
+    assert migrated is not None and set(migrated) == set(today)
+    assert set(migrated["search_space"]) == set(today["search_space"])
+    assert migrated["search_space"]["norms"] == ["none"]  # what version 1 searched
+    assert read_identity({}, {}) is None  # a study with no identity yet
+
+
+@pytest.mark.slow
+def test_every_attribute_a_study_keeps_is_one_the_record_declares(
+    finished_study: FinishedStudy,
+) -> None:
+    declared = {value for name, value in vars(record).items()
+                if name.endswith(("_ATTR", "_PREFIX")) and isinstance(value, str)}
+
+    def known(key: str) -> bool:
+        return key in declared or any(key.startswith(p) for p in
+                                      (record.IDENTITY_PREFIX, record.WORKER_PREFIX))
+
+    study = optuna.load_study(study_name="mnist",
+                              storage=f"sqlite:///{finished_study.root}/optuna.db")
+    assert [key for key in study.user_attrs if not known(key)] == []
+    keys = {key for trial in study.trials for key in trial.user_attrs}
+    assert record.BEST_VAL_ACC_ATTR in keys and record.WARM_START_ATTR in keys
+    assert sorted(key for key in keys if not known(key)) == []
+    system = study._storage.get_study_system_attrs(study._study_id)
+    assert system[record.RECORD_VERSION_ATTR] == RECORD_VERSION

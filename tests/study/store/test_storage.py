@@ -10,7 +10,12 @@ import optuna
 import pytest
 
 from study.errors import ConfigError, StorageError
-from study.store.record import with_recorded_since
+from study.store.record import (
+    IDENTITY_SYSTEM_ATTR,
+    RECORD_VERSION,
+    RECORD_VERSION_ATTR,
+    with_recorded_since,
+)
 from study.store.storage import (
     check_tracking_store,
     count_finished,
@@ -56,31 +61,58 @@ def test_the_identity_is_one_short_attr_per_setting(tmp_path: Path) -> None:
     assert stored_identity(study) == IDENTITY  # and reads back whole
 
 
-def test_a_study_with_the_old_identity_blob_still_resumes(tmp_path: Path) -> None:
+# Every setting recorded since version 1, at the value a study made then had.
+V1_GAPS: dict[str, Any] = {"early_stopping": [0, 0.0], "prune_diagnosed": False,
+                           "warm_start": False}
+SPACE_V1 = {"lr": [1e-4, 1e-1]}
+SPACE_V2 = {**SPACE_V1, "norms": ["none"], "augments": ["none"]}
+
+
+def _v1_study(url: str, identity: dict[str, Any], *, as_user_attr: bool = False) -> None:
+    """A study as a version-1 mnist-study left it: no record version; its identity in a system
+    attr, or (earlier still) in the user attr `identity`."""
+    study = optuna.create_study(storage=url, study_name="s")
+    if as_user_attr:
+        study.set_user_attr("identity", identity)
+    else:
+        study._storage.set_study_system_attr(study._study_id, IDENTITY_SYSTEM_ATTR, identity)
+
+
+def _system_attrs(url: str) -> dict[str, Any]:
+    storage = open_storage(url)
+    return storage.get_study_system_attrs(storage.get_study_id_from_name("s"))
+
+
+@pytest.mark.parametrize("as_user_attr", [False, True])
+def test_a_version_1_study_resumes_and_its_record_is_migrated(tmp_path: Path,
+                                                              as_user_attr: bool) -> None:
     url = f"sqlite:///{tmp_path}/optuna.db"
-    old = optuna.create_study(storage=url, study_name="s")
-    old.set_user_attr("identity", IDENTITY)  # as studies made before the split stored it
-    assert count_finished(_open(url)) == 0  # same settings: resumed, not refused
-    with pytest.raises(StorageError, match="seed: stored 0, now 1"):
-        _open(url, {**IDENTITY, "seed": 1})
+    _v1_study(url, {**IDENTITY, "search_space": SPACE_V1}, as_user_attr=as_user_attr)
+    today = {**IDENTITY, **V1_GAPS, "search_space": SPACE_V2}
+    assert count_finished(_open(url, today)) == 0  # what it was made with: resumed
+    system = _system_attrs(url)
+    assert system[RECORD_VERSION_ATTR] == RECORD_VERSION == 2
+    assert system[IDENTITY_SYSTEM_ATTR] == today  # the gaps filled in, once, in the store
+    for key, value in [("seed", 1), ("early_stopping", [3, 0.0]), ("warm_start", True),
+                       ("search_space", {**SPACE_V2, "norms": ["batch"]})]:
+        with pytest.raises(StorageError, match=f"{key}: stored .*, now "):
+            _open(url, {**today, key: value})
 
 
-def test_a_setting_recorded_since_counts_as_its_old_value_in_older_studies(
-    tmp_path: Path,
-) -> None:
+def test_a_record_newer_than_this_mnist_study_is_refused(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/optuna.db"
-    _open(url)  # made before early_stopping was part of the identity
-    since = {"early_stopping": [0, 0.0]}
+    study = _open(url)
+    study._storage.set_study_system_attr(study._study_id, RECORD_VERSION_ATTR, RECORD_VERSION + 1)
+    with pytest.raises(StorageError, match=f"version {RECORD_VERSION + 1}, written by a newer "
+                                           f"mnist-study .* upgrade mnist-study"):
+        _open(url)
+    assert _system_attrs(url)[IDENTITY_SYSTEM_ATTR] == IDENTITY  # nothing recorded was touched
 
-    def reopen(value: list[float]) -> optuna.Study:
-        return open_study(name="s", storage=open_storage(url), storage_url=url,
-                          sampler=optuna.samplers.RandomSampler(seed=0),
-                          pruner=optuna.pruners.NopPruner(),
-                          identity={**IDENTITY, "early_stopping": value}, recorded_since=since)
 
-    assert count_finished(reopen([0, 0.0])) == 0  # what it was made with: resumed
-    with pytest.raises(StorageError, match=r"early_stopping: stored \[0, 0.0\], now \[3, 0.0\]"):
-        reopen([3, 0.0])
+def test_a_new_study_records_the_version() -> None:
+    study = _open("sqlite:///:memory:")
+    system = study._storage.get_study_system_attrs(study._study_id)
+    assert system[RECORD_VERSION_ATTR] == RECORD_VERSION
 
 
 def test_recorded_since_reaches_inside_the_search_space() -> None:

@@ -21,7 +21,7 @@ import pytest
 from mlflow import MlflowClient
 from optuna.trial import TrialState
 
-from study.run.runner import SPOOLED_RUNS_ATTR
+from study.store.record import SPOOLED_RUNS_ATTR
 from study.tracking import CHECKPOINT_PATH, apply_op
 from study.tracking.spool import SPOOL_KEY_TAG, read_ops, replay
 from tests.helpers import cli_env, free_port, run_cli
