@@ -21,6 +21,7 @@ from study.bench.report_targets import targets
 logger = logging.getLogger(__name__)
 
 JSON_NAME, MARKDOWN_NAME = "benchmarks.json", "benchmarks.md"
+DESIGN_MEASUREMENTS = "design_measurements.md"  # appended to the markdown as it is
 
 
 def merge(out_dir: Path, machine: dict[str, Any], sections: dict[str, Any]) -> dict[str, Any]:
@@ -59,6 +60,9 @@ def render(report: dict[str, Any], *, out_dir: Path | None = None) -> str:
     if out_dir is not None:
         lines += budget_sections(out_dir)
         lines += cohort_sections(out_dir)
+        kept = out_dir / DESIGN_MEASUREMENTS  # written by hand: figures behind the code's choices
+        if kept.exists():
+            lines += ["", *kept.read_text().splitlines()]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -52,8 +52,8 @@ class MlflowTracker:
     """One experiment per study, one parent run per invocation, one child run per trial.
 
     Per-epoch metrics and trial params are written by a background thread (an SQLite commit
-    costs ~20 ms, a GPU epoch not much more); end_trial and end_study wait for those writes, so
-    a run's final status is only set once everything it logged is stored.
+    costs about what a GPU epoch does: docs/benchmarks.md); end_trial and end_study wait for
+    those writes, so a run's final status is only set once everything it logged is stored.
 
     When a tracking server stops answering mid-study, the tracker goes *offline* for the rest
     of the process: each call waits at most TRACKING_TIMEOUT seconds once, then this and every

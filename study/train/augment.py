@@ -12,10 +12,10 @@ for RandomRotation and RandomAffine (the seed's RandomRotation(10) used it), and
 in from outside the image are background (a black pixel, normalised as the fold normalises),
 not 0, which after normalisation is grey.
 
-Cost (python -m study.bench.augment, batch-64 MLP epoch, 1 CPU thread): torch's affine_grid
-took 0.71 ms per 64 images, more than the whole step; the grid here is built from one row and
-one column per image (an affine map is separable: x' = a*x + b*y + c), 0.06 ms. Bilinear
-sampling cost twice nearest's (0.18 against 0.06 ms).
+Cost: torch's affine_grid took longer than the whole step it served; the grid here is built
+from one row and one column per image (an affine map is separable: x' = a*x + b*y + c), a
+tenth of that, and nearest-neighbour sampling costs a third of bilinear's (python -m
+study.bench.augment; docs/benchmarks.md, "Measurements behind the code's choices").
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The alternative to study.train.cohort.optim's vectorised update, for the CPU. Th
 bound by memory traffic, not by calls: the vectorised rules pass over the stacked tensors about
 ten times a step (one tensor op each), while torch's fused SGD/Adam/AdamW kernel reads and
 writes each element once. K calls of the fused kernel, each over one member's rows (views of
-the stacked tensors, no copies), beat one vectorised update on every K we time (K=16 MLP, 1
-CPU thread: 1.3-2.6 ms against 4-5.5 ms a step; docs/benchmarks.md). On a GPU the count of
+the stacked tensors, no copies), beat one vectorised update on every K we time
+(docs/benchmarks.md, "Measurements behind the code's choices"). On a GPU the count of
 kernel launches is what costs, and the vectorised update's is independent of K.
 
 The update of a member is then torch.optim's, by construction: the same functional

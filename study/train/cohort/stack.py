@@ -8,9 +8,9 @@ its own dropout rate (a buffer, so it stacks) and draws its own dropout masks.
 
 Each stacked parameter is laid out in memory the way its gradient arrives: a batched matrix
 product hands a linear layer's weight gradient back as [K, in, out] storage viewed [K, out, in],
-and autograd copies a gradient whose strides differ from its leaf's. That copy of every weight
-gradient was a quarter of the forward-backward time (K=16 MLP, 1 CPU thread: 12.8 ms per step,
-10.0 ms laid out). The layout is learned once from a probe backward pass, not assumed.
+and autograd copies a gradient whose strides differ from its leaf's: a copy of every weight
+gradient, a large share of the step (docs/benchmarks.md, "Measurements behind the code's
+choices"). The layout is learned once from a probe backward pass, not assumed.
 """
 
 from __future__ import annotations
