@@ -31,10 +31,15 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import optuna
-from optuna.storages import RDBStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
+from study.store.optuna_private import (
+    heartbeat_ages,
+    heartbeat_storage,
+    rdb_storage,
+    storage_of,
+    trial_id,
+)
 from study.store.record import FAIL_REASON_ATTR, WORKER_ATTR, WORKER_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -55,10 +60,10 @@ class RunningTrial:
 def running_trials(study: optuna.Study) -> list[RunningTrial]:
     """The study's RUNNING trials (other workers', or a dead worker's), with their ages."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    beats = _heartbeats(study, [t._trial_id for t in trials])
+    beats = heartbeat_ages(study, [trial_id(t) for t in trials])
     now = datetime.now()
     return [RunningTrial(
-        number=t.number, trial_id=t._trial_id, heartbeat_age=beats.get(t._trial_id),
+        number=t.number, trial_id=trial_id(t), heartbeat_age=beats.get(trial_id(t)),
         started_age=(now - t.datetime_start).total_seconds() if t.datetime_start else 0.0,
         worker=str(t.user_attrs.get(WORKER_ATTR, "")),
     ) for t in trials]
@@ -79,29 +84,9 @@ def describe_running(trial: RunningTrial, *, grace_seconds: float | None) -> str
             f"after the {grace_seconds:.0f} s grace period (in {wait:.0f} s)")
 
 
-def _heartbeats(study: optuna.Study, trial_ids: list[int]) -> dict[int, float]:
-    """Seconds since each trial's last heartbeat, where the storage records them (RDB)."""
-    storage = study._storage
-    storage = getattr(storage, "_backend", storage)  # optuna wraps RDB in a cache
-    if not isinstance(storage, RDBStorage) or not trial_ids:
-        return {}
-    # Optuna has no public reader for heartbeats; its model is the table it writes them to.
-    from optuna.storages._rdb.models import TrialHeartbeatModel
-    from sqlalchemy import func, select
-
-    with storage.engine.connect() as connection:
-        # The database's clock, as Optuna's own staleness check uses (naive, like the column).
-        now = connection.execute(select(func.now())).scalar_one().replace(tzinfo=None)
-        rows = connection.execute(
-            select(TrialHeartbeatModel.trial_id, TrialHeartbeatModel.heartbeat)
-            .where(TrialHeartbeatModel.trial_id.in_(trial_ids))).all()
-    return {int(trial_id): max(0.0, (now - beat.replace(tzinfo=None)).total_seconds())
-            for trial_id, beat in rows}
-
-
 def grace_seconds_of(study: optuna.Study) -> float | None:
-    storage = getattr(study._storage, "_backend", study._storage)
-    grace = getattr(storage, "grace_period", None) if isinstance(storage, RDBStorage) else None
+    storage = rdb_storage(study)
+    grace = None if storage is None else storage.grace_period
     return float(grace) if grace is not None else None
 
 
@@ -184,11 +169,11 @@ def evaluation_claim(study: optuna.Study, worker: Worker, *,
                      grace_seconds: float) -> Iterator[str | None]:
     """Claim the study's one evaluation for WORKER. Yields None when claimed (released when
     the block ends), else who holds it ("pid 12 on host"): a live worker evaluating now."""
-    storage, name = study._storage, EVALUATION_CLAIM.format(study.study_name)
+    storage, name = storage_of(study), EVALUATION_CLAIM.format(study.study_name)
     claim_id = _create_claim(storage, name, worker)
     if claim_id is None:  # held: by a live worker, or by a dead one whose claim we take over
         holder = str(storage.get_study_user_attrs(
-            storage.get_study_id_from_name(name)).get("worker", ""))
+            storage.get_study_id_from_name(name)).get(WORKER_ATTR, ""))
         record = study.user_attrs.get(f"{WORKER_PREFIX}{holder}")
         if not holder or not isinstance(record, dict):  # claimed a moment ago, or no record
             yield "another worker"
@@ -218,7 +203,7 @@ def _create_claim(storage: optuna.storages.BaseStorage, name: str,
         claim_id = storage.create_new_study([optuna.study.StudyDirection.MINIMIZE], name)
     except optuna.exceptions.DuplicatedStudyError:
         return None
-    storage.set_study_user_attr(claim_id, "worker", worker.parent_run_id)
+    storage.set_study_user_attr(claim_id, WORKER_ATTR, worker.parent_run_id)
     return claim_id
 
 
@@ -262,15 +247,15 @@ def _pid_alive(pid: int) -> bool:
 def beating(study: optuna.Study, trials: Mapping[int, optuna.Trial]) -> Iterator[None]:
     """What study.optimize's heartbeat thread does for its one trial, for every trial in
     TRIALS (read at each beat: the caller adds and removes them) while the block runs."""
-    storage = study._storage  # Optuna exposes the heartbeat only through its storage
-    if not isinstance(storage, BaseHeartbeat) or (
-            interval := storage.get_heartbeat_interval()) is None:
+    storage = heartbeat_storage(study)  # Optuna exposes the heartbeat only through its storage
+    interval = None if storage is None else storage.get_heartbeat_interval()
+    if storage is None or interval is None:
         yield
         return
 
     def beat() -> None:
         for trial in list(trials.values()):
-            storage.record_heartbeat(trial._trial_id)
+            storage.record_heartbeat(trial_id(trial))
 
     beat()  # at once, as Optuna's own heartbeat thread does
     with periodically(interval, beat, name="cohort-heartbeats"):
@@ -281,10 +266,10 @@ def fail_trial(study: optuna.Study, trial_id: int, *, reason: str) -> FrozenTria
     """Record the RUNNING trial TRIAL_ID as FAIL, saying why (its worker is gone); the failed
     trial, for Optuna's retry callback to queue again."""
     note_fail_reason(study, trial_id, reason)
-    study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    return study._storage.get_trial(trial_id)
+    storage_of(study).set_trial_state_values(trial_id, TrialState.FAIL)
+    return storage_of(study).get_trial(trial_id)
 
 
 def note_fail_reason(study: optuna.Study, trial_id: int, reason: str) -> None:
     """Why TRIAL_ID failed, or is about to (fail_stale_trials fails it next), in its attrs."""
-    study._storage.set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)
+    storage_of(study).set_trial_user_attr(trial_id, FAIL_REASON_ATTR, reason)

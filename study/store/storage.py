@@ -17,6 +17,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from study.errors import StorageError
+from study.store.optuna_private import storage_of, study_id
 from study.store.record import (
     RECORD_VERSION,
     TRACKING_URI_ATTR,
@@ -151,8 +152,8 @@ def _comparable_uri(tracking_uri: str) -> str:
 def stored_identity(study: optuna.Study) -> dict[str, Any] | None:
     """The identity STUDY was created with, as this version records it (record.py migrates an
     older record's); None for a study that has none yet."""
-    storage = study._storage  # Optuna shows a study's system attrs through its storage only
-    system = storage.get_study_system_attrs(storage.get_study_id_from_name(study.study_name))
+    # Optuna shows a study's system attrs through its storage only.
+    system = storage_of(study).get_study_system_attrs(study_id(study))
     return read_identity(system, study.user_attrs)
 
 
