@@ -225,8 +225,9 @@ def _train_epoch(
         # index_select: half the cost of advanced indexing for a 1-D index on the CPU.
         x, y = data.x.index_select(0, idx), data.y.index_select(0, idx)
         if augmentation.active:  # training batches only: evaluate() never comes here
-            if theta is None:  # the epoch's moves, drawn once, after its batch order
-                theta = augmentation.draw(len(data), generator)
+            if theta is None:  # the epoch's moves, drawn once, after its batch order, and
+                # moved to the device once: no copy inside the step loop
+                theta = augmentation.draw(len(data), generator).to(device)
             x = transform(x, theta[start:start + len(idx)], background)
             start += len(idx)
         with autocast(device, amp):

@@ -12,6 +12,7 @@ MLflow.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Hashable, Sequence
@@ -25,12 +26,14 @@ from data_pipeline.tensors import Fold
 from study.train.augment import Augmentation, transform
 from study.train.cohort.fused import MemberOptimizers
 from study.train.cohort.graph import WARMUP_STEPS, CapturedStep, on_side_stream
-from study.train.cohort.optim import StackedOptimizer
+from study.train.cohort.optim import Rates, StackedOptimizer
 from study.train.cohort.schedule import MemberSchedules
 from study.train.cohort.stack import StackedModel, StateDict
 from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
 from study.train.signals import DEAD_SLICE, SignalProbe, dead_units, signal_values
 from study.train.training import EVAL_BATCH_SIZE, NonFiniteLossError, autocast, background
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Cohort:
         self.batch_size = sizes.pop()
         self.max_epochs = max_epochs
         self.options = options
+        self._graph_failed = False  # a capture failed: the cohort steps eagerly from then on
         self.members: list[Member] = []
         self._epochs: dict[Hashable, int] = {}
         self._stack(members)
@@ -131,9 +135,11 @@ class Cohort:
         for member in self.members:
             self._epochs[member.key] += 1
         started = time.perf_counter()
-        train_loss, train_acc, lrs, probe = self._train_epoch()
+        train_sums, lrs, probe = self._train_epoch()
         signals = self._signals(probe)
-        val_loss, val_acc = self._evaluate()
+        # The epoch's losses and accuracies, training and validation: one host sync.
+        train_loss, train_acc, val_loss, val_acc = torch.cat(
+            [train_sums, self._evaluate()]).tolist()
         self.schedules.step_epoch([float(v) if math.isfinite(v) else math.inf
                                    for v in val_loss])
         seconds = time.perf_counter() - started
@@ -173,7 +179,11 @@ class Cohort:
         """Member KEY's weights now, as a CPU state dict with the solo model's keys."""
         return self.model.member_state(self.keys.index(key))
 
-    def _train_epoch(self) -> tuple[list[float], list[float], list[float], SignalProbe | None]:
+    def _train_epoch(self) -> tuple[torch.Tensor, list[float], SignalProbe | None]:
+        """One pass over the fold for every member. Everything a step reads is made before
+        the step loop, once an epoch, on the device: the batch orders, the augmentation's
+        matrices and the rates; inside it nothing is copied from the host and nothing waits
+        for the device (tests/study/train/cohort/test_host_syncs.py)."""
         data, device, k = self.fold.train, self.fold.train.y.device, len(self.members)
         n, b = len(data), self.batch_size
         self.model.train()
@@ -188,32 +198,34 @@ class Cohort:
         augmentations = [Augmentation.from_params(m.hp.augment, m.hp.augment_params)
                          for m in self.members]
         moving = [i for i, a in enumerate(augmentations) if a.active]
-        thetas = {i: augmentations[i].draw(n, self.members[i].generator) for i in moving}
+        thetas = torch.stack([augmentations[i].draw(n, self.members[i].generator)
+                              for i in moving]).to(device) if moving else None  # [M, n, 2, 3]
         rows = torch.tensor(moving, dtype=torch.long, device=device)
         fill = background(self.fold) if moving else 0.0
-        graphed = self.options.cuda_graph and device.type == "cuda" and not moving
+        graphed = self._graphs_on(device) and not moving
         # Each member's gradients and updates, as the solo loop measures them (not inside a
         # captured graph: its steps are replays).
         probe = (SignalProbe([(n, p) for n, p in self.model.params.items() if p.requires_grad],
                              stacked=True) if self.options.signals and not graphed else None)
         if self._captured is not None:
             self._captured.new_epoch()
-        lrs = self.schedules.lr()
-        for start in range(0, n, b):
+        steps = math.ceil(n / b)
+        lr_table, momentum_table = self.schedules.epoch_table(steps)
+        lrs, momenta = self.optimizer.rates(lr_table), self.optimizer.rates(momentum_table)
+        for step, start in enumerate(range(0, n, b)):
             idx = order[:, start:start + b]  # [K, b]
-            lrs, momenta = self.schedules.lr(), self.schedules.momentum()
             if graphed and idx.shape[1] == b:  # the last, short batch runs eagerly
-                self._graphed_step(idx, lrs, momenta, loss_sum, correct)
+                graphed = self._graphed_step(idx, lrs[step], momenta[step], loss_sum, correct)
             else:
-                moves = None if not moving else (rows, torch.cat([
-                    thetas[i][start:start + b] for i in moving]))
-                self._step(idx, lrs, momenta, loss_sum, correct, moves=moves, fill=fill,
-                           probe=probe)
-            self.schedules.step_batch()
+                moves = None if thetas is None else (
+                    rows, thetas[:, start:start + b].flatten(0, 1))
+                self._step(idx, lrs[step], momenta[step], loss_sum, correct, moves=moves,
+                           fill=fill, probe=probe)
         if self._captured is not None:
             loss_sum += self._captured.loss_sum
             correct += self._captured.correct
-        return (loss_sum.div(n).tolist(), correct.double().div(n).tolist(), lrs, probe)
+        # [2, K] on the device: mean losses and accuracies; the last step's rates; the probe
+        return (torch.stack([loss_sum.div(n), correct.double().div(n)]), lr_table[-1], probe)
 
     def _signals(self, probe: SignalProbe | None) -> list[dict[str, float]]:
         """Each member's epoch signals (study/train/signals.py), in one host sync for the cohort."""
@@ -230,8 +242,7 @@ class Cohort:
         table = torch.cat([grads.permute(2, 0, 1).flatten(1), torch.stack(dead)], dim=1)
         return [signal_values(probe, relus, row) for row in table.double().tolist()]
 
-    def _step(self, idx: torch.Tensor, lr: torch.Tensor | Sequence[float],
-              momentum: torch.Tensor | Sequence[float], loss_sum: torch.Tensor,
+    def _step(self, idx: torch.Tensor, lr: Rates, momentum: Rates, loss_sum: torch.Tensor,
               correct: torch.Tensor, *, captured: bool = False,
               moves: tuple[torch.Tensor, torch.Tensor] | None = None,
               fill: float = 0.0, probe: SignalProbe | None = None) -> None:
@@ -262,22 +273,39 @@ class Cohort:
         loss_sum.add_(losses.detach(), alpha=y.shape[1])
         correct += (logits.detach().argmax(dim=-1) == y).sum(dim=1)
 
-    def _graphed_step(self, idx: torch.Tensor, lrs: list[float], momenta: list[float],
-                      loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+    def _graphs_on(self, device: torch.device) -> bool:
+        """Whether full-batch steps replay a captured CUDA graph: asked for (--cuda-graph), on
+        a GPU, and not given up after a capture that failed."""
+        return self.options.cuda_graph and device.type == "cuda" and not self._graph_failed
+
+    def _graphed_step(self, idx: torch.Tensor, lr: Rates, momentum: Rates,
+                      loss_sum: torch.Tensor, correct: torch.Tensor) -> bool:
         """A replay of the captured step; until there is one, the warm-up steps (eager, on a
-        side stream) and then the capture (StackedOptimizer: its update has no host sync)."""
+        side stream) and then the capture (StackedOptimizer: its update has no host sync).
+        False when the capture failed: this step ran eagerly, and so will the rest."""
         if self._captured is None and self._warm < WARMUP_STEPS:
-            on_side_stream(lambda: self._step(idx, lrs, momenta, loss_sum, correct))
+            on_side_stream(lambda: self._step(idx, lr, momentum, loss_sum, correct), idx.device)
             self._warm += 1
-            return
+            return True
         if self._captured is None:
-            self._captured = CapturedStep.capture(
-                lambda *static: self._step(*static, captured=True), members=idx.shape[0],
-                batch_size=idx.shape[1], device=idx.device, before=self.optimizer.zero_grad)
-        self._captured.replay(idx, lrs, momenta)
+            try:
+                self._captured = CapturedStep.capture(
+                    lambda *static: self._step(*static, captured=True), members=idx.shape[0],
+                    batch_size=idx.shape[1], device=idx.device, before=self.optimizer.zero_grad)
+            except RuntimeError as exc:  # torch raises its CUDA errors as RuntimeError
+                logger.warning("--cuda-graph: capturing the cohort's step on %s failed (%s); "
+                               "the cohort steps eagerly", idx.device, str(exc).splitlines()[0])
+                self._graph_failed = True
+                self.optimizer.zero_grad()
+                self._step(idx, lr, momentum, loss_sum, correct)
+                return False
+        # On a GPU the rates are rows of the epoch's device tables (StackedOptimizer.rates).
+        assert isinstance(lr, torch.Tensor) and isinstance(momentum, torch.Tensor)
+        self._captured.replay(idx, lr, momentum)
+        return True
 
     @torch.inference_mode()
-    def _evaluate(self) -> tuple[list[float], list[float]]:
+    def _evaluate(self) -> torch.Tensor:
         """Every member on the fold's validation set: the same images, fp32, in slices."""
         data, k = self.fold.val, len(self.members)
         self.model.eval()
@@ -292,7 +320,8 @@ class Cohort:
             loss_sum += F.cross_entropy(logits.permute(0, 2, 1), y.expand(k, -1),
                                         reduction="none").sum(dim=1)
             correct += (logits.argmax(dim=-1) == y).sum(dim=1)
-        return loss_sum.div(len(data)).tolist(), correct.double().div(len(data)).tolist()
+        # [2, K] on the device: mean losses and accuracies
+        return torch.stack([loss_sum.div(len(data)), correct.double().div(len(data))])
 
 
 def _optimizer(device: torch.device) -> type[StackedOptimizer] | type[MemberOptimizers]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import torch
 from torch.optim import adam, sgd
 
-from study.train.cohort.optim import check_args, check_params
+from study.train.cohort.optim import Rates, check_args, check_params
 
 
 @dataclass
@@ -62,9 +62,13 @@ class MemberOptimizers:
         for p in self._params:
             p.grad = None
 
+    def rates(self, table: Sequence[Sequence[float]]) -> list[Sequence[float]]:
+        """An epoch's TABLE of rates ([step][member]) as they are: torch's fused kernels take
+        each member's rate as a Python float."""
+        return list(table)
+
     @torch.no_grad()
-    def step(self, lr: torch.Tensor | Sequence[float],
-             momentum: torch.Tensor | Sequence[float]) -> None:
+    def step(self, lr: Rates, momentum: Rates) -> None:
         """One update of every member. LR: each member's learning rate now; MOMENTUM: SGD
         members' momentum and Adam/AdamW members' beta1 (OneCycleLR cycles both)."""
         if len(lr) != len(self._members) or len(momentum) != len(self._members):

@@ -16,7 +16,7 @@ the graph points at, so the cohort drops its graph and captures a new one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -50,16 +50,19 @@ class CapturedStep:
             loss_sum=torch.zeros(members, dtype=torch.float64, device=device),
             correct=torch.zeros(members, dtype=torch.int64, device=device))
         before()
-        with torch.cuda.graph(captured.graph):
+        # On DEVICE, whichever GPU is current: the capture stream and the graph's memory
+        # pool belong to the device the members train on.
+        with torch.cuda.device(device), torch.cuda.graph(captured.graph):
             step(captured.indices, captured.lr, captured.momentum, captured.loss_sum,
                  captured.correct)
         return captured
 
-    def replay(self, indices: torch.Tensor, lr: Sequence[float],
-               momentum: Sequence[float]) -> None:
+    def replay(self, indices: torch.Tensor, lr: torch.Tensor, momentum: torch.Tensor) -> None:
+        """One step: the batch's indices and the step's rows of the epoch's rate tables
+        (device tensors: copies on the device, none from the host), then the graph."""
         self.indices.copy_(indices)
-        self.lr.copy_(torch.tensor(lr, dtype=torch.float64))
-        self.momentum.copy_(torch.tensor(momentum, dtype=torch.float64))
+        self.lr.copy_(lr)
+        self.momentum.copy_(momentum)
         self.graph.replay()
 
     def new_epoch(self) -> None:
@@ -67,11 +70,12 @@ class CapturedStep:
         self.correct.zero_()
 
 
-def on_side_stream(step: Callable[[], None]) -> None:
-    """Run STEP eagerly on a side stream, as torch's recipe warms up before capture (lazy
-    initialisation and autotuning must not happen on the stream being captured)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
+def on_side_stream(step: Callable[[], None], device: torch.device) -> None:
+    """Run STEP eagerly on a side stream of DEVICE, as torch's recipe warms up before capture
+    (lazy initialisation and autotuning must not happen on the stream being captured)."""
+    main = torch.cuda.current_stream(device)
+    side = torch.cuda.Stream(device=device)
+    side.wait_stream(main)
     with torch.cuda.stream(side):
         step()
-    torch.cuda.current_stream().wait_stream(side)
+    main.wait_stream(side)

@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 import torch
 
 KINDS = ("sgd", "adam", "adamw")
+# One step's learning rates (or momenta), one per member: a row of a device table
+# (StackedOptimizer.rates) or Python floats (MemberOptimizers, and tests).
+Rates = torch.Tensor | Sequence[float]
 
 
 @dataclass
@@ -84,9 +87,14 @@ class StackedOptimizer:
         for p in self._params:
             p.grad = None
 
+    def rates(self, table: Sequence[Sequence[float]]) -> list[torch.Tensor]:
+        """An epoch's TABLE of rates ([step][member]) as rows of one float64 device tensor:
+        one copy to the device an epoch, none in the step loop (a row is a view)."""
+        device = self._params[0].device
+        return list(torch.tensor(table, dtype=torch.float64, device=device).unbind(0))
+
     @torch.no_grad()
-    def step(self, lr: torch.Tensor | Sequence[float],
-             momentum: torch.Tensor | Sequence[float]) -> None:
+    def step(self, lr: Rates, momentum: Rates) -> None:
         """One update of every member. LR: [K], each member's learning rate now; MOMENTUM:
         [K], SGD members' momentum and Adam/AdamW members' beta1 (OneCycleLR cycles both).
 

@@ -58,6 +58,18 @@ class MemberSchedules:
         cycles it, as it does in a solo trial."""
         return [_momentum(optimizer) for optimizer in self._optimizers]
 
+    def epoch_table(self, steps: int) -> tuple[list[list[float]], list[list[float]]]:
+        """The next STEPS optimizer steps' learning rates and momenta, [step][member], read as
+        the solo loop reads them before each step, the per-batch schedulers stepped after each:
+        a whole epoch's rates in one table, so that the engine copies them to the device once
+        an epoch instead of once a step."""
+        lrs, momenta = [], []
+        for _ in range(steps):
+            lrs.append(self.lr())
+            momenta.append(self.momentum())
+            self.step_batch()
+        return lrs, momenta
+
     def step_batch(self) -> None:
         """After each optimizer step: the per-batch schedulers (OneCycle) step; others don't."""
         for schedule in self._schedules:

@@ -11,7 +11,9 @@ import torch
 
 import models
 from data_pipeline import Fold, SearchData
+from study.train.cohort import engine
 from study.train.cohort.engine import Cohort, Member
+from study.train.cohort.optim import StackedOptimizer
 from study.train.engine_types import EpochMetrics, Hyperparams
 from study.train.training import NonFiniteLossError, train
 
@@ -87,8 +89,18 @@ def _losses(history: Sequence[EpochMetrics | NonFiniteLossError]) -> list[float]
     return out
 
 
+@pytest.fixture(params=["cpu", "gpu"])
+def update(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The cohort's update path: the CPU's (torch's fused kernel member by member) or, run on
+    this CPU, the GPU's (one vectorised StackedOptimizer update of every member)."""
+    if request.param == "gpu":
+        monkeypatch.setattr(engine, "_optimizer", lambda device: StackedOptimizer)
+    return str(request.param)
+
+
 @pytest.mark.parametrize("scheduler", list(SCHEDULER_PARAMS))
-def test_a_member_of_eight_trains_as_it_would_alone(fold: Fold, scheduler: str) -> None:
+def test_a_member_of_eight_trains_as_it_would_alone(fold: Fold, scheduler: str,
+                                                     update: str) -> None:
     hps = _eight(scheduler)
     together = _run(_cohort(fold, hps))
     for seed, hp in enumerate(hps):
