@@ -22,6 +22,7 @@ from study.train.engine_types import AMP_MODES, COMPILE_MODES
 
 # Models, samplers, pruners (and schedulers, in SearchSpace) are checked against the registries
 # that build them, all cheap to import: no second list of their names to forget here.
+MATMUL_PRECISIONS = ("highest", "high", "medium")  # torch.set_float32_matmul_precision's
 DEVICES = ("auto", "cpu", "cuda")  # and "cuda:N", the N-th visible GPU
 _CUDA_INDEX = re.compile(r"cuda:(0|[1-9][0-9]*)")
 
@@ -67,6 +68,9 @@ class StudyConfig:
     cpu_threads: int = 1
     amp: str = "none"  # "bf16": bfloat16 autocast in the training step (for GPUs)
     compile: str = "none"  # torch.compile mode of the model, compiled once per process
+    # torch.set_float32_matmul_precision for the run: "high" lets float32 matrix products use
+    # TF32 on GPUs that have it. torch's own default until a GPU measures what pays.
+    matmul_precision: str = "highest"
     # A cohort's full-batch steps captured as one CUDA graph and replayed (CUDA only; on the CPU
     # a warning and eager steps). The cohort driver trains even a cohort of one then.
     cuda_graph: bool = False
@@ -162,7 +166,7 @@ class StudyConfig:
             raise ConfigError("study_name must not be empty")
         allowed: dict[str, Collection[str]] = {
             "model": MODELS, "sampler": SAMPLERS, "pruner": PRUNERS, "amp": AMP_MODES,
-            "compile": COMPILE_MODES}
+            "compile": COMPILE_MODES, "matmul_precision": MATMUL_PRECISIONS}
         if self.device not in DEVICES and not _CUDA_INDEX.fullmatch(self.device):
             raise ConfigError(f"device must be one of {list(DEVICES)} or cuda:N (N a GPU's "
                               f"index, from 0), but got device={self.device!r}")

@@ -11,7 +11,14 @@ from typing import Any
 from models import MODELS
 from study.cli.flags import add_data_arguments, add_leakage_arguments, config_values
 from study.cli.logs import quiet_libraries
-from study.config import DEFAULT_MAX_EPOCHS, DEFAULT_N_TRIALS, DEVICES, StudyConfig, resolve_config
+from study.config import (
+    DEFAULT_MAX_EPOCHS,
+    DEFAULT_N_TRIALS,
+    DEVICES,
+    MATMUL_PRECISIONS,
+    StudyConfig,
+    resolve_config,
+)
 from study.diagnose.detectors import Thresholds
 from study.report.summary import format_summary
 from study.search.search_space import SearchSpace
@@ -69,6 +76,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--compile", choices=COMPILE_MODES, help=f"torch.compile mode, compiled once "
                    f"and reused by every trial; reduce-overhead adds CUDA graphs "
                    f"(default {d.compile})")
+    p.add_argument("--matmul-precision", choices=MATMUL_PRECISIONS, help=f"torch's float32 "
+                   f"matrix-product precision: high lets GPUs use TF32 (default "
+                   f"{d.matmul_precision}, torch's own; recorded with the study)")
     p.add_argument("--cuda-graph", action="store_const", const=True, help="capture a "
                    "cohort's training step once as a CUDA graph and replay it (one launch a "
                    "step instead of hundreds); trains through the cohort driver even at "

@@ -179,8 +179,9 @@ class Objective:
         run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params(),
                                           tags=split_tags(self.data))
         trial.set_user_attr(record.MLFLOW_RUN_ID_ATTR, run_id)
-        # whose process runs it
+        # whose process runs it, on which device
         trial.set_user_attr(record.WORKER_ATTR, self.tracker.parent_run_id)
+        trial.set_user_attr(record.DEVICE_ATTR, str(self.data.images.device))
         return TrialRun(trial=trial, hp=hp, run_id=run_id, judged=record.judged(trial))
 
     def build(self, run: TrialRun, i: int) -> tuple[torch.nn.Module, torch.Generator]:

@@ -136,6 +136,7 @@ def run_study(config: StudyConfig, *,
             return finished  # no data read, no MLflow run made, no model registered
     deadline = None if config.timeout is None else started + config.timeout
     device = resolve_device(config.device)
+    torch.set_float32_matmul_precision(config.matmul_precision)
     if config.cuda_graph and device.type != "cuda":
         logger.warning("--cuda-graph needs a CUDA device: on %s every step runs eagerly", device)
     files, audited = _checked_inputs(config, device, tracked=tracker is None)  # prepare
@@ -291,7 +292,8 @@ def _start(study: optuna.Study, config: StudyConfig, tracker: Tracker, audited: 
     provenance = {record.CODE_VERSION_ATTR: code_version(),
                   record.DATA_FINGERPRINT_ATTR: data.data_fingerprint,
                   record.SPLIT_FINGERPRINT_ATTR: data.split_fingerprint,
-                  record.DEVICE_ATTR: str(device)}
+                  record.DEVICE_ATTR: str(device),
+                  record.MATMUL_PRECISION_ATTR: torch.get_float32_matmul_precision()}
     for key, value in {**provenance, record.SPLIT_SEED_ATTR: config.seed,
                        record.VAL_FRACTION_ATTR: config.val_fraction,
                        record.CV_FOLDS_ATTR: config.cv_folds,

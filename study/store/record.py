@@ -48,7 +48,8 @@ SPLIT_FINGERPRINT_ATTR = "split_fingerprint"
 SPLIT_SEED_ATTR = "split_seed"
 VAL_FRACTION_ATTR = "val_fraction"
 CV_FOLDS_ATTR = "cv_folds"
-DEVICE_ATTR = "device"  # the device of the run that started last
+DEVICE_ATTR = "device"  # the device of the run that started last; on a trial: the one it ran on
+MATMUL_PRECISION_ATTR = "matmul_precision"  # torch.set_float32_matmul_precision of that run
 AUDIT_ATTR = "audit"  # the leakage audit's summary
 
 # --- a trial's attributes --------------------------------------------------------------------

@@ -191,6 +191,7 @@ def test_bad_types(tmp_path: Path, line: str, shown: str) -> None:
         ("model = 'resnet'", "model='resnet'"),
         ("device = 'tpu'", "device='tpu'"),
         ("device = 'cuda:x'", "device='cuda:x'"),
+        ("matmul_precision = 'low'", "matmul_precision='low'"),
         ("device = 'cuda:-1'", "device='cuda:-1'"),
         ("compile = 'default'\ncuda_graph = true", "choose one"),
         ("study_name = '  '", "study_name must not be empty"),

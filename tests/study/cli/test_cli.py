@@ -105,6 +105,8 @@ def test_toml_config_is_used_and_flags_override_it(tmp_path: Path) -> None:
     (["--storage", "optuna.db"], "is not a URL"),
     (["--tracking-uri", "file:///tmp/x"], "MLflow 3 no longer accepts"),
     (["--device", "cuda"], "sees no CUDA device"),
+    (["--device", "cuda:1"], "--device cuda:1 was requested but torch"),
+    (["--device", "gpu"], "device must be one of ['auto', 'cpu', 'cuda'] or cuda:N"),
     (["--storage", "journal:/tmp"], "/tmp is a directory; name a file in it"),
     # Read-only even for root (tests may run as root, whom chmod does not stop): sysfs takes no
     # new files, and /proc no new folders.
@@ -114,7 +116,7 @@ def test_toml_config_is_used_and_flags_override_it(tmp_path: Path) -> None:
     (["--tracking-uri", "bogus://x"], "'bogus://x' has a scheme MLflow has no store for"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
-    if "cuda" in args:
+    if "cuda" in args or "cuda:1" in args:
         import torch
         if torch.cuda.is_available():
             pytest.skip("this machine has CUDA, so --device cuda is valid here")
@@ -378,15 +380,19 @@ def test_a_cohort_too_big_for_memory_is_refused_in_one_line(tmp_path: Path) -> N
     assert sorted(p.name for p in workdir.iterdir()) == []  # refused before any store
 
 
-def test_cuda_graph_on_the_cpu_warns_once_and_trains_eagerly(tmp_path: Path) -> None:
+def test_cuda_graph_on_the_cpu_warns_once_and_trains_eagerly_and_the_device_is_recorded(tmp_path: Path) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     result = run_main(tmp_path, *small_run_args("--data-dir", str(data), "--n-trials", "2",
-                                               "--no-warm-start", "--cuda-graph"))
+                                               "--no-warm-start", "--cuda-graph",
+                                               "--matmul-precision", "high"))
     assert result.returncode == 0, result.stderr
     warnings = [line for line in result.stderr.splitlines() if "--cuda-graph" in line]
     assert len(warnings) == 1 and "needs a CUDA device: on cpu every step runs eagerly" in \
         warnings[0]
-    assert len(_finished(f"sqlite:///{tmp_path}/optuna.db")) == 2
+    trials = _finished(f"sqlite:///{tmp_path}/optuna.db")
+    assert len(trials) == 2 and {t.user_attrs["device"] for t in trials} == {"cpu"}
+    study = optuna.load_study(study_name="mnist", storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert study.user_attrs["matmul_precision"] == "high"  # recorded with the study
 
 
 @pytest.mark.slow
