@@ -62,7 +62,7 @@ def config_values(args: argparse.Namespace, *, exclude: Collection[str] = ()) ->
 
     Flags default to None so that the resolver can tell "given" from "not given".
     """
-    skipped = {"command", "config", *exclude}
+    skipped = {"command", "config", "argv", *exclude}
     return {key: value for key, value in vars(args).items() if key not in skipped}
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from models import MODELS
+from study.cli.devices import check_shared_storage, parse_devices, run_workers, worker_commands
 from study.cli.flags import add_data_arguments, add_leakage_arguments, config_values
 from study.cli.logs import quiet_libraries
 from study.config import (
@@ -20,6 +21,7 @@ from study.config import (
     resolve_config,
 )
 from study.diagnose.detectors import Thresholds
+from study.errors import ConfigError
 from study.report.summary import format_summary
 from study.search.search_space import SearchSpace
 from study.search.strategy import PRUNERS, SAMPLERS
@@ -69,6 +71,10 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--device", metavar="{" + ",".join(DEVICES) + ",cuda:N}",
                    help=f"auto = cuda when available; cuda:N = the N-th visible GPU "
                    f"(default {d.device})")
+    p.add_argument("--devices", metavar="all|0,1,...", help="one worker per GPU on one shared "
+                   "study (--storage journal:PATH or postgresql://): this command again for "
+                   "each, with --device cuda:N; each trial records its device (default: one "
+                   "process on --device)")
     p.add_argument("--cpu-threads", type=int, help=f"intra-op CPU threads; 0 = one per core "
                    f"(default {d.cpu_threads}: as fast for MNIST, robust on shared cores)")
     p.add_argument("--amp", choices=AMP_MODES, help=f"bf16: bfloat16 autocast in the training "
@@ -129,6 +135,18 @@ def add_parser(sub: Any) -> None:
     add_leakage_arguments(p)
 
 
+def _on_every_device(args: argparse.Namespace, config: StudyConfig) -> int:
+    """--devices: this command once per GPU, as workers of one study (study/cli/devices.py)."""
+    if args.device is not None:
+        raise ConfigError("--devices starts one worker per GPU, each with its own --device: "
+                          "give one of the two")
+    check_shared_storage(config.storage)
+    import torch  # to count the GPUs
+
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return run_workers(worker_commands(args.argv, parse_devices(args.devices, visible=visible)))
+
+
 def _per_model(defaults: dict[str, int]) -> str:
     """E.g. "40 for the mlp, 20 for the cnn"."""
     return ", ".join(f"{value} for the {model}" for model, value in defaults.items())
@@ -148,12 +166,14 @@ def _search_space_help() -> str:
 
 
 def execute(args: argparse.Namespace) -> int:
-    cli = config_values(args)
+    cli = config_values(args, exclude=("devices",))
     # Resolved before the heavy imports: a bad value is answered at once, not after seconds.
     config = resolve_config(cli, config_path=args.config, env=os.environ)
     # So are the stores' URLs and paths (the runner checks them again, for its other callers).
     check_storage_url(config.storage)
     check_tracking_uri(config.tracking_uri)
+    if args.devices is not None:
+        return _on_every_device(args, config)
     if not config.download:  # and the data, where no download can bring it (numpy only)
         from data_pipeline.mnist import locate_mnist
 
