@@ -380,7 +380,9 @@ def test_a_cohort_too_big_for_memory_is_refused_in_one_line(tmp_path: Path) -> N
     assert sorted(p.name for p in workdir.iterdir()) == []  # refused before any store
 
 
-def test_cuda_graph_on_the_cpu_warns_once_and_trains_eagerly_and_the_device_is_recorded(tmp_path: Path) -> None:
+def test_cuda_graph_on_the_cpu_warns_once_and_trains_eagerly_and_the_device_is_recorded(
+    tmp_path: Path,
+) -> None:
     data = write_synthetic_mnist(tmp_path / "data", n_train=STUDY_TRAIN_IMAGES)
     result = run_main(tmp_path, *small_run_args("--data-dir", str(data), "--n-trials", "2",
                                                "--no-warm-start", "--cuda-graph",
