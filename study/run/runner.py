@@ -414,14 +414,18 @@ def _check_cohort_fits(config: StudyConfig, data: SearchData) -> None:
     search space's largest batch size, before any trial starts."""
     device = data.images.device
     size = _cohort_size(config, device)
+    if size <= 1:
+        return
+    # The fold's normalised tensors first (made on first use, kept while trials run): the
+    # memory they take is not free for the members.
+    example = data.fold(0).train.x[:1]
     free = free_bytes(device)
-    if size <= 1 or free is None:
+    if free is None:
         return
     # The largest member the space allows: with BatchNorm if it may have it.
     norm = "batch" if "batch" in config.search_space.norms else "none"
     model = models.build(config.model, dropout=0.0, norm=norm, **model_kwargs(config))
     batch = max(config.search_space.batch_sizes)
-    example = data.fold(0).train.x[:1]
     per_member = member_bytes(model, example, batch_size=batch, vectorised=device.type != "cpu")
     fits = largest_cohort(per_member, evaluation_bytes(model, example), free)
     if size > fits:
