@@ -21,7 +21,7 @@ import torch
 import models
 from data_pipeline import MnistFiles, SearchData, prepare_test_data
 from study.errors import StudyError
-from study.run.objective import split_fold_states
+from study.run.checkpoints import split_fold_states
 from study.search.search_space import hyperparams_from_params
 from study.store.record import MLFLOW_RUN_ID_ATTR
 from study.store.result import Evaluation

@@ -2,21 +2,14 @@
 
 Holdout is one fold. A trial trains one model per fold, each from the same initial weights
 and batch order (the trial's seed), and is scored by the mean of the folds' best-epoch
-validation losses. With one fold the pruner watches epochs: the trial reports each epoch's
-validation loss at step = epoch. With K folds it watches folds: after each fold the trial
-reports the mean score of the folds done so far at step = folds done (1..K), so the pruner's
-resource unit is a fold (hyperband/sha get max_resource = K).
-
-MLflow, in the trial's run: one fold's epochs as "<metric>" over step = epoch; K folds' as
-"fold{k}/<metric>", and after each fold, over step = fold number, "fold_val_loss",
-"fold_val_acc", "fold_best_epoch" of that fold and "val_loss"/"val_acc": the running means
-Optuna saw. The checkpoint holds each fold's best weights: as they are for one fold, under
-"fold{k}." for K.
+validation losses. What it reports, when it may be pruned and how its metrics are named in
+MLflow is the reporting policy's (study/run/reporting.py: per epoch for one fold, per fold for
+K). The checkpoint holds each fold's best weights: as they are for one fold, under "fold{k}."
+for K.
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -39,8 +32,9 @@ from study.diagnose.detectors import (
     summarise_findings,
 )
 from study.diagnose.diagnosis import diagnose, pruner_evidence
-from study.errors import StudyError
+from study.run.checkpoints import merge_fold_states
 from study.run.interrupts import interruptibly
+from study.run.reporting import FoldResult, mean, reporting
 from study.search.early_stopping import EarlyStopping
 from study.search.search_space import SearchSpace, suggest
 from study.store import record
@@ -51,8 +45,7 @@ from study.train.training import NonFiniteLossError, train
 
 def split_tags(data: SearchData) -> dict[str, str]:
     """Every trial's run carries them: all trials of a study searched on the identical split."""
-    tags = {"split_fingerprint": data.split_fingerprint, "data_fingerprint": data.data_fingerprint}
-    return tags | ({"cv_folds": str(data.k)} if data.k > 1 else {})
+    return {"split_fingerprint": data.split_fingerprint, "data_fingerprint": data.data_fingerprint}
 
 
 def trial_seed(seed: int, number: int) -> int:
@@ -92,25 +85,6 @@ def ending_run(finish: _Finish) -> Iterator[None]:
     except BaseException as exc:
         finish(TrialState.FAIL, reason=f"interrupted: {type(exc).__name__}")
         raise
-
-
-@dataclass
-class FoldResult:
-    """One fold of a trial: its best epoch so far and a CPU copy of the weights behind it."""
-
-    metrics: EpochMetrics | None = None
-    state: StateDict | None = None
-    history: list[EpochMetrics] = field(default_factory=list)  # every epoch, for the diagnosis
-    reported: bool = False  # Optuna has seen this fold's score (an epoch, or the whole fold)
-    stopped_epoch: int | None = None  # the epoch early stopping ended it at, if it did
-    out_of_time: bool = False  # the time budget, not early stopping, ended it there
-
-    def update(self, metrics: EpochMetrics, state: Callable[[], StateDict]) -> None:
-        """Record an epoch; STATE gives a CPU copy of its weights, asked only for a new best."""
-        self.history.append(metrics)
-        if self.metrics is None or metrics.val_loss < self.metrics.val_loss:
-            self.metrics = metrics
-            self.state = state()
 
 
 @dataclass
@@ -154,13 +128,16 @@ class Objective:
     # after its epoch with its best epoch so far (holdout), or is pruned (cross-validation)
     deadline: float | None = None
 
+    def __post_init__(self) -> None:
+        self.reporting = reporting(self.data.k, self.max_epochs)
+
     def __call__(self, trial: optuna.trial.BaseTrial) -> float:
         return self.train_folds(self.start(trial))
 
     def train_folds(self, run: TrialRun) -> float:
         """Train RUN's folds one after another, recording them; its value."""
         with ending_run(lambda state, **why: self.stop(run, state, **why)):
-            for i in range(self.data.k):
+            for i in range(self.reporting.folds):
                 model, generator = self.build(run, i)
                 fold = self.data.fold(i)  # device slices, normalised on its train part
                 for metrics in interruptibly(train(model, run.hp, fold,
@@ -177,7 +154,7 @@ class Objective:
         run."""
         hp = hp if hp is not None else suggest(trial, self.space, max_epochs=self.max_epochs)
         run_id = self.tracker.start_trial(number=trial.number, params=hp.as_params(),
-                                          tags=split_tags(self.data))
+                                          tags=split_tags(self.data) | self.reporting.tags())
         trial.set_user_attr(record.MLFLOW_RUN_ID_ATTR, run_id)
         # whose process runs it, on which device
         trial.set_user_attr(record.WORKER_ATTR, self.tracker.parent_run_id)
@@ -210,11 +187,11 @@ class Objective:
         judged against all its peers' values at that epoch (study.search.peer_pruner).
         """
         result = run.folds[-1]
-        prefix = "" if self.data.k == 1 else f"fold{len(run.folds)}/"
-        self.tracker.log_epoch(run.run_id, metrics, prefix=prefix)
+        self.tracker.log_epoch(run.run_id, metrics,
+                               prefix=self.reporting.metric_prefix(len(run.folds)))
         self.on_epoch(run.trial.number, metrics)
         result.update(metrics, state)
-        if self.data.k == 1:  # one fold: the pruner watches its epochs
+        if self.reporting.epochs_are_reported:  # the pruner watches epochs
             result.reported = True
             run.trial.report(metrics.val_loss, metrics.epoch)
 
@@ -230,7 +207,7 @@ class Objective:
             if fatal:
                 raise optuna.TrialPruned(f"diagnosed at epoch {metrics.epoch}: "
                                          f"{fatal[0].summary}")
-        if self.data.k == 1 and run.judged and run.trial.should_prune():
+        if self.reporting.epochs_are_reported and run.judged and run.trial.should_prune():
             raise pruned(run.trial, metrics.val_loss, step=metrics.epoch)
 
     def findings(self, run: TrialRun, i: int, *, diverged: bool = False) -> list[Finding]:
@@ -258,29 +235,27 @@ class Objective:
         return self.deadline is not None and time.perf_counter() >= self.deadline
 
     def fold_done(self, run: TrialRun) -> None:
-        """The current fold trained all its epochs; with K folds, report (may prune)."""
-        if self.data.k == 1:
+        """The current fold trained all its epochs; report it if the policy says so (may
+        prune)."""
+        report = self.reporting.fold_report(run.folds)
+        if report is None:
             return
-        last = run.folds[-1]
-        assert last.metrics is not None  # max_epochs >= 1: every finished fold has a best epoch
-        last.reported = True
-        mean_loss, step = _mean(run.folds, "val_loss"), len(run.folds)
-        self.tracker.log_metrics(run.run_id, {
-            "val_loss": mean_loss, "val_acc": _mean(run.folds, "val_acc"),
-            "fold_val_loss": last.metrics.val_loss, "fold_val_acc": last.metrics.val_acc,
-            "fold_best_epoch": last.metrics.epoch}, step=step)
-        run.trial.report(mean_loss, step)
-        if step < self.data.k and run.judged and run.trial.should_prune():
-            raise pruned(run.trial, mean_loss, step=step, unit="fold")
-        if self.out_of_time() and step < self.data.k:  # a part of the folds is no score
+        run.folds[-1].reported = True
+        value, step = report
+        self.tracker.log_metrics(run.run_id, self.reporting.fold_metrics(run.folds), step=step)
+        run.trial.report(value, step)
+        last = step == self.reporting.steps
+        if not last and run.judged and run.trial.should_prune():
+            raise pruned(run.trial, value, step=step, unit="fold")
+        if self.out_of_time() and not last:  # a part of the folds is no score
             raise optuna.TrialPruned(f"the time budget ran out after fold {step} of "
-                                     f"{self.data.k}")
+                                     f"{self.reporting.folds}")
 
     def complete(self, run: TrialRun) -> float:
         """Every fold done: checkpoint, record COMPLETE, and the trial's value."""
         self.tracker.save_checkpoint(run.run_id, merge_fold_states(run.folds))
         self.stop(run, TrialState.COMPLETE, reason="")
-        return _mean(run.folds, "val_loss")
+        return mean(run.folds, "val_loss")
 
     def stop(self, run: TrialRun, state: TrialState, *, reason: str,
              diverged: bool = False) -> None:
@@ -306,21 +281,9 @@ class Objective:
         if summary.final_gap is not None:
             attrs[record.FINAL_GAP_ATTR] = summary.final_gap
         if seen:
-            attrs[record.BEST_VAL_LOSS_ATTR] = _mean(seen, "val_loss")
-            attrs[record.BEST_VAL_ACC_ATTR] = _mean(seen, "val_acc")
-        if self.data.k == 1 and seen and seen[0].metrics is not None:
-            attrs[record.BEST_EPOCH_ATTR] = seen[0].metrics.epoch
-        if self.data.k == 1 and folds and folds[0].stopped_epoch is not None:
-            # early stopping's, or the budget's
-            attrs[record.STOPPED_EPOCH_ATTR] = folds[0].stopped_epoch
-            if folds[0].out_of_time:
-                attrs[record.STOPPED_BY_ATTR] = "time budget"
-        if self.data.k > 1 and any(f.stopped_epoch is not None for f in folds):
-            attrs[record.FOLD_STOPPED_EPOCHS_ATTR] = [f.stopped_epoch or 0 for f in folds]
-        if self.data.k > 1:
-            attrs[record.FOLDS_DONE_ATTR] = len(seen)
-            attrs[record.FOLD_VAL_LOSSES_ATTR] = [f.metrics.val_loss for f in seen if f.metrics]
-            attrs[record.FOLD_BEST_EPOCHS_ATTR] = [f.metrics.epoch for f in seen if f.metrics]
+            attrs[record.BEST_VAL_LOSS_ATTR] = mean(seen, "val_loss")
+            attrs[record.BEST_VAL_ACC_ATTR] = mean(seen, "val_acc")
+        attrs.update(self.reporting.summary(folds, seen))
         if state == TrialState.FAIL:
             attrs[record.FAIL_REASON_ATTR] = reason
         for key, value in attrs.items():
@@ -346,39 +309,9 @@ def _diagnosis(folds: list[FoldResult], state: TrialState, reason: str, diverged
     return "; ".join(f"fold {i + 1}: {v}" for i, v in enumerate(verdicts))
 
 
-def _mean(folds: list[FoldResult], metric: str) -> float:
-    return statistics.fmean(getattr(f.metrics, metric) for f in folds if f.metrics is not None)
-
-
-def merge_fold_states(folds: list[FoldResult]) -> StateDict:
-    """One checkpoint: one fold's weights as they are, K folds' under 'fold{k}.' (k from 1)."""
-    if len(folds) == 1:
-        return dict(folds[0].state or {})
-    return {f"fold{k + 1}.{name}": tensor for k, fold in enumerate(folds)
-            for name, tensor in (fold.state or {}).items()}
-
-
-def split_fold_states(state: StateDict, k: int) -> list[StateDict]:
-    """The K state dicts merge_fold_states packed; a key of no fold is a clear error."""
-    if k == 1:
-        if any(key.startswith("fold") and "." in key for key in state):
-            raise StudyError("the checkpoint holds fold models of a cross-validated trial; "
-                             "was the study made with --cv-folds?")
-        return [state]
-    folds: list[StateDict] = [{} for _ in range(k)]
-    for key, tensor in state.items():
-        prefix, _, name = key.partition(".")
-        number = int(prefix.removeprefix("fold")) if prefix.startswith("fold") else 0
-        if not 1 <= number <= k:
-            raise StudyError(f"checkpoint key {key!r} is not of a {k}-fold cross-validated "
-                             f"trial; was the study made with another --cv-folds?")
-        folds[number - 1][name] = tensor
-    return folds
-
-
 def report_steps(max_epochs: int, k: int) -> int:
     """The steps a trial reports at, the pruner's resource: one fold's epochs, or K folds."""
-    return max_epochs if k == 1 else k
+    return reporting(k, max_epochs).steps
 
 
 def model_kwargs(config: StudyConfig) -> dict[str, Any]:

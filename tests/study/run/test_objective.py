@@ -20,8 +20,9 @@ from optuna.trial import TrialState
 
 from data_pipeline import MnistFiles, Normalizer, SearchData, prepare_search_data
 from study.errors import StudyError
+from study.run.checkpoints import split_fold_states
 from study.run.evaluation import evaluate_best
-from study.run.objective import Objective, split_fold_states
+from study.run.objective import Objective
 from study.search.early_stopping import EarlyStopping
 from study.store.record import UNJUDGED_ATTR
 from study.tracking import MlflowTracker, NullTracker, Tracker
