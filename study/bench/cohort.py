@@ -26,6 +26,7 @@ docs/benchmarks.md shows it; a test parses this command, so it cannot rot again.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-graph", choices=("off", "on", "both"), default="off",
                    help="capture the cohort's step as a CUDA graph (CUDA only)")
     p.add_argument("--quick", action="store_true", help="a smoke test in seconds")
+    p.add_argument("--ks", help="cohort sizes to time, e.g. 1,16 (default: each case's)")
+    p.add_argument("--models", default="mlp,cnn", help="networks to time (default mlp,cnn)")
     p.add_argument("--allow-noncanonical-data", action="store_true")
     p.add_argument("--out", type=Path, help="write OUT/cohort_benchmarks_DEVICE_Nt.json and "
                    "re-render OUT/benchmarks.md (docs: the project's)")
@@ -236,7 +239,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     graphs = {"off": (False,), "on": (True,), "both": (False, True)}[args.cuda_graph]
     if device.type != "cuda" and any(graphs):
         p.error("--cuda-graph needs --device cuda")
-    result = run(cases(device, quick=args.quick), data_dir=args.data_dir, device=device,
+    chosen = [dataclasses.replace(case, ks=tuple(int(k) for k in args.ks.split(","))
+                                  if args.ks else case.ks)
+              for case in cases(device, quick=args.quick)
+              if case.model in args.models.split(",")]
+    result = run(chosen, data_dir=args.data_dir, device=device,
                  reps=args.reps, amps=amps, graphs=graphs,
                  verify=not args.allow_noncanonical_data)
     result["command"] = "python -m study.bench.cohort " + " ".join(sys.argv[1:] if argv is None

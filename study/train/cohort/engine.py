@@ -255,8 +255,11 @@ class Cohort:
         x = data.x.index_select(0, idx.reshape(-1)).view(k, -1, *data.x.shape[1:])
         if moves is not None:  # one grid_sample over every augmenting member's images
             rows, theta = moves
-            moved = transform(x.index_select(0, rows).flatten(0, 1), theta, fill)
-            x = x.index_copy(0, rows, moved.view(len(rows), *x.shape[1:]))
+            if len(rows) == k:  # every member moves its images: no gather, no scatter
+                x = transform(x.flatten(0, 1), theta, fill).view(x.shape)
+            else:
+                moved = transform(x.index_select(0, rows).flatten(0, 1), theta, fill)
+                x = x.index_copy(0, rows, moved.view(len(rows), *x.shape[1:]))
         y = data.y.index_select(0, idx.reshape(-1)).view(k, -1)
         with autocast(data.y.device, self.options.amp, cache=not captured):
             logits = self.model(x)  # [K, b, 10]

@@ -11,6 +11,13 @@ product hands a linear layer's weight gradient back as [K, in, out] storage view
 and autograd copies a gradient whose strides differ from its leaf's: a copy of every weight
 gradient, a large share of the step (docs/benchmarks.md, "Measurements behind the code's
 choices"). The layout is learned once from a probe backward pass, not assumed.
+
+A stack of one member is the solo network itself: one real copy of the module whose
+parameters and buffers are views (squeeze(0)) of the stack's [1, ...] tensors, called
+directly. No vmap, no functional_call: the same kernels as a plain training loop, and
+gradients that arrive in the leaves' own layout (the probe learns it on this path too). It
+is the same stack to everything else (the optimizers, the signals, keep and add); when
+members join it, the stack runs vectorised, and when all but one leave, directly again.
 """
 
 from __future__ import annotations
@@ -42,11 +49,14 @@ class StackedModel:
         self.buffers: dict[str, torch.Tensor] = buffers
         # The architecture without storage: functional_call swaps each member's tensors in.
         self._base = copy.deepcopy(members[0]).to("meta")
+        # A real copy for the stack of one, its tensors bound to the stack's (_bind_single).
+        self._single = copy.deepcopy(members[0])
         self._persistent = set(members[0].state_dict())  # the solo checkpoint's keys
         self._training = True
         # Each parameter's dimension order, outermost first, as its gradient arrives.
         self._orders = self._gradient_orders(example)
         self.params = self._laid_out(self.params)
+        self._bind_single()
 
     @property
     def k(self) -> int:
@@ -58,6 +68,7 @@ class StackedModel:
     def train(self, mode: bool = True) -> None:
         self._training = mode
         self._base.train(mode)
+        self._single.train(mode)
 
     def eval(self) -> None:
         self.train(False)
@@ -71,6 +82,9 @@ class StackedModel:
         return self._forward(x, in_dim=None)
 
     def _forward(self, x: torch.Tensor, *, in_dim: int | None) -> torch.Tensor:
+        if self.k == 1:  # the solo network itself, on the stack's tensors
+            return self._single(x[0] if in_dim == 0 else x).unsqueeze(0)
+
         def one(params: StateDict, buffers: StateDict, inputs: torch.Tensor) -> torch.Tensor:
             return functional_call(self._base, (params, buffers), (inputs,))
 
@@ -94,6 +108,7 @@ class StackedModel:
         """Only the members at ROWS (a long index, in order) stay; the others leave."""
         self.params = self._laid_out({name: p.detach()[rows] for name, p in self.params.items()})
         self.buffers = {name: b[rows].clone() for name, b in self.buffers.items()}
+        self._bind_single()
 
     def add(self, members: Sequence[nn.Module]) -> None:
         """MEMBERS (networks of the same architecture) join as the last rows."""
@@ -108,6 +123,7 @@ class StackedModel:
         self.params = self._laid_out({name: torch.cat([p.detach(), params[name].detach()])
                                       for name, p in self.params.items()})
         self.buffers = {name: torch.cat([b, buffers[name]]) for name, b in self.buffers.items()}
+        self._bind_single()
 
     def member_state(self, row: int) -> StateDict:
         """Member ROW's weights as a CPU state dict with the solo model's keys."""
@@ -127,8 +143,13 @@ class StackedModel:
                 # Each member its own copy of the inputs, as in training (shared inputs take
                 # another path through vmap, with other gradient layouts).
                 inputs = example.expand(self.k, *example.shape)
-                out = vmap(lambda p, b, x: functional_call(self._base, (p, b), (x,)),
-                           randomness="different")(probe, self.buffers, inputs)
+                if self.k == 1:  # the path a stack of one trains on
+                    out = functional_call(self._single, (
+                        {n: p.squeeze(0) for n, p in probe.items()},
+                        {n: b.squeeze(0) for n, b in self.buffers.items()}), (example,))
+                else:
+                    out = vmap(lambda p, b, x: functional_call(self._base, (p, b), (x,)),
+                               randomness="different")(probe, self.buffers, inputs)
                 # autograd.grad, not backward(): .grad would show the layout after the copy.
                 grads = torch.autograd.grad(out.float().sum(), list(probe.values()),
                                             allow_unused=True)
@@ -141,6 +162,21 @@ class StackedModel:
                 order = _dim_order(grad)  # a dense gradient: its layout is worth matching
             orders[name] = order
         return orders
+
+    def _bind_single(self) -> None:
+        """A stack of one: the real module's parameters and buffers become views of the
+        stack's tensors (squeeze(0): a gradient through it is a view too, never a copy), so
+        that calling it trains the stack. Plain attributes, not Parameters: the stack's
+        tensors are the leaves."""
+        if self.k != 1:
+            return
+        for tensors in (self.params, self.buffers):
+            for name, tensor in tensors.items():
+                *path, leaf = name.split(".")
+                module = self._single.get_submodule(".".join(path))
+                module._parameters.pop(leaf, None)
+                module._buffers.pop(leaf, None)
+                setattr(module, leaf, tensor.squeeze(0))
 
     def _laid_out(self, params: StateDict) -> StateDict:
         """Fresh leaves holding PARAMS' values, each in the memory order of its gradient."""
