@@ -259,6 +259,7 @@ def _kill_mid_trial(proc: subprocess.Popen[str], storage: RDBStorage, name: str)
 
 
 @pytest.mark.postgres
+@pytest.mark.private_api
 def test_a_killed_worker_s_trial_is_failed_requeued_and_run_on_resume(
     postgres_url: str, tmp_path: Path,
 ) -> None:
