@@ -24,9 +24,9 @@ torch.set_num_threads(1)
 # pytest-xdist (`-n auto` in pyproject) spreads tests over one worker per core. Tests that share
 # something costly that lives longer than one test (a module's study and servers, the
 # PostgreSQL server, the bench's quick run) stay on one worker, so it is built once.
-_SHARED_BY_MODULE = ("tests/study/cli/test_browser.py", "tests/study/run/test_publish.py",
-                     "tests/study/bench/")
-_SHARED_FIXTURES = {"postgres_server": "postgres", "postgres_url": "postgres"}
+_SHARED_BY_MODULE = ("tests/study/cli/test_browser.py", "tests/study/run/test_publish.py")
+_SHARED_FIXTURES = {"postgres_server": "postgres", "postgres_url": "postgres",
+                    "quick_report": "bench"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
