@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,18 @@ def test_a_case_that_fails_is_recorded_and_the_next_runs(tmp_path: Path) -> None
     assert recorder.case("small", lambda: {"speedup": 2.0})["speedup"] == 2.0
     assert [c["case"] for c in json.loads((tmp_path / gpu.JSON_NAME).read_text())["cases"]] == [
         "big", "small"]
+
+
+def test_the_documented_command_parses() -> None:
+    # The command the module's doc and README give for a lent GPU machine.
+    doc = gpu.__doc__ or ""
+    line = next(line.strip() for line in doc.splitlines()
+                if line.strip().startswith("python -m study.bench.gpu"))
+    args = re.sub(r"\[[^]]*\]", "", line).split()[3:]  # the optional parts left out
+    parsed = gpu.build_parser().parse_args(
+        [a.replace("DATA", "/data").replace('"$OUT"', "/out") for a in args])
+    assert (str(parsed.data_dir), str(parsed.out), parsed.budget, parsed.quick) == (
+        "/data", "/out", 420.0, False)
+    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    assert 'python -m study.bench.gpu\n--data-dir DATA --out "$OUT"' in readme \
+        or 'python -m study.bench.gpu --data-dir DATA --out "$OUT"' in readme
