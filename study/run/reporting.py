@@ -50,9 +50,16 @@ class FoldResult:
 class Reporting(Protocol):
     """The reporting policy of a study's trials (per_epoch or per_fold)."""
 
-    folds: int
-    steps: int  # the steps a trial reports at: the pruner's resource
-    epochs_are_reported: bool  # each epoch is reported (and judged by the pruner)
+    @property
+    def folds(self) -> int: ...
+
+    @property
+    def steps(self) -> int:
+        """The steps a trial reports at: the pruner's resource."""
+
+    @property
+    def epochs_are_reported(self) -> bool:
+        """Each epoch is reported (and judged by the pruner)."""
 
     def tags(self) -> dict[str, str]:
         """Tags of every trial's MLflow run."""
@@ -146,7 +153,7 @@ class PerFold:
         return attrs
 
 
-def reporting(folds: int, max_epochs: int) -> PerEpoch | PerFold:
+def reporting(folds: int, max_epochs: int) -> Reporting:
     """The policy of a study of FOLDS folds (1: holdout) and trials of MAX_EPOCHS."""
     return PerEpoch(max_epochs) if folds == 1 else PerFold(folds)
 

@@ -19,9 +19,10 @@ from tests.synthetic import write_synthetic_mnist
 DOCS = Path(__file__).resolve().parents[3] / "docs"
 
 
-def test_the_cohort_benchmark_imports_torch_alone() -> None:
-    # The GPU machine has torch and no Optuna, MLflow or scikit-learn.
-    code = ("import sys, study.bench.cohort; "
+@pytest.mark.parametrize("module", ["study.bench.cohort", "study.bench.gpu"])
+def test_the_gpu_machine_s_benchmarks_import_torch_alone(module: str) -> None:
+    # The lent GPU machine has torch and no Optuna, MLflow or scikit-learn.
+    code = (f"import sys, {module}; "
             "print(sorted(m for m in ('optuna', 'mlflow', 'sklearn', 'scipy', 'pandas') "
             "if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
