@@ -21,7 +21,8 @@ from data_pipeline.tensors import Fold
 from study.bench import side_by_side
 from study.bench.side_by_side import load_fold, time_interleaved
 from study.train.engine_types import Hyperparams
-from study.train.training import set_cpu_threads, train
+from study.train.training import set_cpu_threads
+from study.train.trial import train
 
 STRENGTHS = {"none": {}, "rotate": {"aug_degrees": 10.0},
              "affine": {"aug_degrees": 10.0, "aug_translate": 0.1, "aug_scale": 0.1}}

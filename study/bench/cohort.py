@@ -49,7 +49,8 @@ from study.bench.report import rerender
 from study.bench.report_cohort import engine_table
 from study.train.cohort.engine import Cohort, Member
 from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
-from study.train.training import set_cpu_threads, train
+from study.train.training import set_cpu_threads
+from study.train.trial import train
 
 logger = logging.getLogger("study.bench.cohort")
 

@@ -29,7 +29,8 @@ from study.bench import conventional
 from study.bench.settings import BenchSettings
 from study.config import StudyConfig
 from study.train.engine_types import Hyperparams, TrainOptions
-from study.train.training import build_optimizer, train
+from study.train.training import build_optimizer
+from study.train.trial import train
 
 logger = logging.getLogger(__name__)
 

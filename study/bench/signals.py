@@ -20,7 +20,8 @@ from data_pipeline.tensors import Fold, TensorSet
 from study.bench import side_by_side
 from study.bench.side_by_side import load_fold, time_interleaved
 from study.train.engine_types import Hyperparams, TrainOptions
-from study.train.training import set_cpu_threads, train
+from study.train.training import set_cpu_threads
+from study.train.trial import train
 
 # The CNN's epoch is about 30x the MLP's: a slice of the training split keeps it short.
 CNN_TRAIN_IMAGES = 6400

@@ -40,7 +40,8 @@ from study.search.search_space import SearchSpace, suggest
 from study.store import record
 from study.tracking import StateDict, Tracker
 from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
-from study.train.training import NonFiniteLossError, train
+from study.train.training import NonFiniteLossError
+from study.train.trial import train
 
 
 def split_tags(data: SearchData) -> dict[str, str]:

@@ -188,7 +188,7 @@ def measure_epoch_seconds(model_name: str, hp: Hyperparams, fold: Fold, *,
     import models
     from data_pipeline.tensors import Fold as FoldOf
     from data_pipeline.tensors import TensorSet
-    from study.train.training import train
+    from study.train.trial import train
 
     n = min(len(fold.train), steps * hp.batch_size)
     m = min(len(fold.val), max(1, n * len(fold.val) // max(len(fold.train), 1)))

@@ -1,13 +1,12 @@
-"""The training loop. Knows nothing of Optuna or MLflow: tensors and hyperparameters in,
-per-epoch metrics out."""
+"""What the one epoch loop (study/train/cohort/engine.py) is made of, one trial's worth: torch's
+optimizers and schedulers as a trial's hyperparameters name them, evaluation, bf16 autocast,
+torch.compile and CPU threads. Knows nothing of Optuna or MLflow."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
@@ -17,10 +16,8 @@ from torch.nn import functional as F
 from torch.optim import lr_scheduler
 
 # From the module itself, not the package: the engine needs torch alone (no scikit-learn).
-from data_pipeline.tensors import Fold, TensorSet, shuffled_batches
-from study.train.augment import Augmentation, transform
-from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
-from study.train.signals import DEAD_SLICE, DeadUnits, SignalProbe, dead_units, signal_values
+from data_pipeline.tensors import Fold, TensorSet
+from study.train.engine_types import Hyperparams, TrainOptions
 
 logger = logging.getLogger(__name__)
 
@@ -141,111 +138,6 @@ def evaluation_sums(model: nn.Module, data: TensorSet) -> torch.Tensor:
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(dim=1) == y).sum()
     return torch.stack([loss_sum, correct.double()])
-
-
-def train(
-    model: nn.Module, hp: Hyperparams, data: Fold, *, max_epochs: int,
-    generator: torch.Generator, options: TrainOptions = TrainOptions(),
-) -> Iterator[EpochMetrics]:
-    """Train MODEL in place for up to MAX_EPOCHS, yielding metrics after every epoch.
-
-    The caller may stop early (pruning) simply by not asking for the next epoch.
-    Raises NonFiniteLossError when a loss stops being finite. OPTIONS say how the step runs
-    (the default is the plain fp32 eager loop), never what it learns.
-    """
-    device = data.train.y.device
-    optimizer = build_optimizer(model, hp)
-    steps_per_epoch = math.ceil(len(data.train) / hp.batch_size)
-    schedule = build_scheduler(optimizer, hp, max_epochs=max_epochs,
-                               steps_per_epoch=steps_per_epoch)
-    runner = compile_for_trials(model, options)
-    augmentation = Augmentation.from_params(hp.augment, hp.augment_params)
-    fill = background(data) if augmentation.active else 0.0
-    for epoch in range(1, max_epochs + 1):
-        started = time.perf_counter()
-        probe = (SignalProbe([(n, p) for n, p in model.named_parameters() if p.requires_grad])
-                 if options.signals else None)
-        sums, lr = _train_epoch(runner, optimizer, schedule, data.train, hp.batch_size,
-                                generator, device, amp=options.amp, augmentation=augmentation,
-                                background=fill, probe=probe)
-        # Always fp32: the recorded val_loss must match a later re-scoring of the checkpoint.
-        val_sums, relus, dead = _validation(runner, model, data, probe)
-        values = torch.cat([sums, val_sums, *(
-            [] if probe is None else [probe.tensors().flatten().double(), dead.double()])])
-        host = values.tolist()  # the epoch's one host sync
-        train_loss, train_acc = host[0] / len(data.train), host[1] / len(data.train)
-        val_loss, val_acc = host[2] / len(data.val), host[3] / len(data.val)
-        if not math.isfinite(train_loss):
-            raise NonFiniteLossError(epoch=epoch, which="train", value=train_loss)
-        if not math.isfinite(val_loss):
-            raise NonFiniteLossError(epoch=epoch, which="validation", value=val_loss)
-        signals = {} if probe is None else signal_values(probe, relus, host[4:])
-        _step_epoch_scheduler(schedule, val_loss)
-        yield EpochMetrics(
-            epoch=epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
-            val_acc=val_acc, lr=lr, seconds=time.perf_counter() - started, signals=signals,
-        )
-
-
-def _validation(runner: nn.Module, model: nn.Module, data: Fold, probe: SignalProbe | None,
-                ) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-    """Validation's sums and, when signals are on, the dead units of its first DEAD_SLICE
-    images: read off the same pass when it runs eagerly, by a pass of their own through the
-    eager MODEL when RUNNER is compiled (its graphs would not call the hooks)."""
-    device = data.val.y.device
-    if probe is None:
-        return evaluation_sums(runner, data.val), [], torch.zeros(0, device=device)
-    if runner is not model:
-        relus, dead = dead_units(model, data.val.x[:DEAD_SLICE])
-        return evaluation_sums(runner, data.val), relus, dead
-    recorder = DeadUnits(model, first=DEAD_SLICE)
-    with recorder.recording():
-        sums = evaluation_sums(runner, data.val)
-    return sums, recorder.names, recorder.shares(device)
-
-
-def _train_epoch(
-    model: nn.Module, optimizer: torch.optim.Optimizer, schedule: _Schedule, data: TensorSet,
-    batch_size: int, generator: torch.Generator, device: torch.device, *, amp: str = "none",
-    augmentation: Augmentation = Augmentation(), background: float = 0.0,
-    probe: SignalProbe | None = None,
-) -> tuple[torch.Tensor, float]:
-    """One pass over DATA; returns the summed loss and correct count ([2], on the device: the
-    caller syncs once) and the last step's learning rate. AUGMENTATION moves the images (the
-    epoch's moves drawn from GENERATOR after its batch order, the k-th for the epoch's k-th
-    image) and brings in BACKGROUND where they have no pixel. PROBE, if any, measures the
-    sampled steps' gradients and updates."""
-    model.train()
-    lr = optimizer.param_groups[0]["lr"]
-    # Accumulated on the device: no .item() (host sync) inside the step loop.
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    correct = torch.zeros((), device=device, dtype=torch.int64)
-    theta, start = None, 0
-    for idx in shuffled_batches(len(data), batch_size, generator, device):
-        # index_select: half the cost of advanced indexing for a 1-D index on the CPU.
-        x, y = data.x.index_select(0, idx), data.y.index_select(0, idx)
-        if augmentation.active:  # training batches only: evaluate() never comes here
-            if theta is None:  # the epoch's moves, drawn once, after its batch order, and
-                # moved to the device once: no copy inside the step loop
-                theta = augmentation.draw(len(data), generator).to(device)
-            x = transform(x, theta[start:start + len(idx)], background)
-            start += len(idx)
-        with autocast(device, amp):
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)  # autocast computes it in fp32
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        lr = optimizer.param_groups[0]["lr"]  # a Python float: no device sync
-        if probe is not None:
-            probe.before_step()
-        optimizer.step()
-        if probe is not None:
-            probe.after_step()
-        if schedule.per_batch and schedule.scheduler is not None:
-            schedule.scheduler.step()
-        loss_sum.add_(loss.detach(), alpha=y.shape[0])  # one op, not a multiply and an add
-        correct += (logits.detach().argmax(dim=1) == y).sum()
-    return torch.stack([loss_sum, correct.double()]), lr
 
 
 def background(fold: Fold) -> float:

@@ -56,6 +56,9 @@ class Cohort:
         sizes = {m.hp.batch_size for m in members}
         if len(sizes) != 1:
             raise ValueError(f"a cohort's members share one batch size, but got {sorted(sizes)}")
+        if options.compile_mode != "none" and len(members) > 1:
+            raise ValueError(f"compile_mode={options.compile_mode!r} compiles a lone "
+                             f"network: a cohort of one, but got {len(members)} members")
         self.fold = fold
         self.batch_size = sizes.pop()
         self.max_epochs = max_epochs
@@ -71,6 +74,8 @@ class Cohort:
         vectorised optimizer updates through views instead of gathered copies."""
         self.members = sorted(members, key=lambda m: m.hp.optimizer != "sgd")
         self.model = StackedModel([m.model for m in self.members], self.fold.train.x[:2])
+        if self.options.compile_mode != "none":
+            self.model.compile_single(self.options)
         self.optimizer = _optimizer(self.fold.train.y.device)(
             self.model.parameters(), [m.hp.optimizer for m in self.members],
             [m.hp.weight_decay for m in self.members])
@@ -103,6 +108,9 @@ class Cohort:
         SGD member after Adam ones makes the vectorised update gather its rows)."""
         if not members:
             return
+        if self.options.compile_mode != "none" and len(self.members) + len(members) > 1:
+            raise ValueError(f"compile_mode={self.options.compile_mode!r} compiles a lone "
+                             f"network: no member can join it")
         sizes = {m.hp.batch_size for m in members}
         keys = [m.key for m in members]
         if sizes != {self.batch_size}:
@@ -174,6 +182,10 @@ class Cohort:
         self.model.keep(index)
         self.optimizer.keep(index, self.model.parameters())
         self.schedules.keep(rows)
+
+    def copy_member(self, key: Hashable, module: nn.Module) -> None:
+        """Member KEY's weights now into MODULE, its solo network (on the fold's device)."""
+        self.model.copy_member(self.keys.index(key), module)
 
     def state(self, key: Hashable) -> StateDict:
         """Member KEY's weights now, as a CPU state dict with the solo model's keys."""

@@ -14,10 +14,13 @@ choices"). The layout is learned once from a probe backward pass, not assumed.
 
 A stack of one member is the solo network itself: one real copy of the module whose
 parameters and buffers are views (squeeze(0)) of the stack's [1, ...] tensors, called
-directly. No vmap, no functional_call: the same kernels as a plain training loop, and
-gradients that arrive in the leaves' own layout (the probe learns it on this path too). It
-is the same stack to everything else (the optimizers, the signals, keep and add); when
-members join it, the stack runs vectorised, and when all but one leave, directly again.
+directly. No vmap, no functional_call: the same kernels as a plain training loop, torch's own
+nn.Dropout included (so a lone trial draws the masks a plain loop draws), and gradients that
+arrive in the leaves' own layout (the probe learns it on this path too). It is the same stack
+to everything else (the optimizers, the signals, keep and add); when members join it, the
+stack runs vectorised, and when all but one leave, directly again.
+
+The callers' networks are never changed: the stack copies their tensors.
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from study.train.training import dropout_rate_as_buffer
+from study.train.engine_types import TrainOptions
+from study.train.training import compile_for_trials, dropout_rate_as_buffer
 
 StateDict = dict[str, torch.Tensor]
 
@@ -42,15 +46,15 @@ class StackedModel:
         a few inputs [B, ...] of the kind they take, for the probe that learns the layout."""
         if not members:
             raise ValueError("a stacked model needs at least one member")
-        for member in members:
-            dropout_rate_as_buffer(member)  # the rate becomes a per-member tensor
-        params, buffers = stack_module_state(list(members))
+        # A real copy for the stack of one, its tensors bound to the stack's (_bind_single),
+        # with the solo network's own dropout modules.
+        self._single = copy.deepcopy(members[0])
+        self._runner: nn.Module = self._single  # or its compiled view (compile_single)
+        params, buffers = stack_module_state(_rates_as_buffers(members))
         self.params: dict[str, torch.Tensor] = params  # leaves [K, ...], requires_grad
         self.buffers: dict[str, torch.Tensor] = buffers
         # The architecture without storage: functional_call swaps each member's tensors in.
-        self._base = copy.deepcopy(members[0]).to("meta")
-        # A real copy for the stack of one, its tensors bound to the stack's (_bind_single).
-        self._single = copy.deepcopy(members[0])
+        self._base = _rates_as_buffers(members[:1])[0].to("meta")
         self._persistent = set(members[0].state_dict())  # the solo checkpoint's keys
         self._training = True
         # Each parameter's dimension order, outermost first, as its gradient arrives.
@@ -83,7 +87,7 @@ class StackedModel:
 
     def _forward(self, x: torch.Tensor, *, in_dim: int | None) -> torch.Tensor:
         if self.k == 1:  # the solo network itself, on the stack's tensors
-            return self._single(x[0] if in_dim == 0 else x).unsqueeze(0)
+            return self._runner(x[0] if in_dim == 0 else x).unsqueeze(0)
 
         def one(params: StateDict, buffers: StateDict, inputs: torch.Tensor) -> torch.Tensor:
             return functional_call(self._base, (params, buffers), (inputs,))
@@ -91,6 +95,13 @@ class StackedModel:
         # randomness="different": each member draws its own dropout masks.
         return vmap(one, in_dims=(0, 0, in_dim), randomness="different")(
             self.params, self.buffers, x)
+
+    def compile_single(self, options: TrainOptions) -> None:
+        """The stack of one runs a torch.compile'd view of its network (OPTIONS.compile_mode),
+        whose graphs later stacks of the same architecture reuse
+        (study.train.training.compile_for_trials)."""
+        self._runner = compile_for_trials(self._single, options)
+        self._bind_single()  # its dropout modules were swapped: bind their rates' buffers
 
     @property
     def base(self) -> nn.Module:
@@ -112,9 +123,7 @@ class StackedModel:
 
     def add(self, members: Sequence[nn.Module]) -> None:
         """MEMBERS (networks of the same architecture) join as the last rows."""
-        for member in members:
-            dropout_rate_as_buffer(member)
-        params, buffers = stack_module_state(list(members))
+        params, buffers = stack_module_state(_rates_as_buffers(members))
         mine = {name: tuple(p.shape[1:]) for name, p in self.params.items()}
         theirs = {name: tuple(p.shape[1:]) for name, p in params.items()}
         if mine != theirs or set(buffers) != set(self.buffers):
@@ -131,6 +140,14 @@ class StackedModel:
         return {name: tensors[name][row].detach().to("cpu").contiguous()
                 for name in tensors if name in self._persistent}
 
+    @torch.no_grad()
+    def copy_member(self, row: int, module: nn.Module) -> None:
+        """Member ROW's weights and buffers into MODULE (its solo network), device to device:
+        no host sync."""
+        tensors = {**self.params, **self.buffers}
+        for name, target in module.state_dict(keep_vars=True).items():
+            target.copy_(tensors[name][row])
+
     def _gradient_orders(self, example: torch.Tensor) -> dict[str, tuple[int, ...]]:
         """Each parameter's dimension order (outermost first) in the gradient a stacked
         backward pass produces. The probe runs in eval mode (no dropout: no random number is
@@ -143,10 +160,13 @@ class StackedModel:
                 # Each member its own copy of the inputs, as in training (shared inputs take
                 # another path through vmap, with other gradient layouts).
                 inputs = example.expand(self.k, *example.shape)
-                if self.k == 1:  # the path a stack of one trains on
+                if self.k == 1:  # the path a stack of one trains on (its own dropout modules
+                    # hold their rates as floats: no buffer of theirs to swap in)
+                    own = dict(self._single.named_buffers())
                     out = functional_call(self._single, (
                         {n: p.squeeze(0) for n, p in probe.items()},
-                        {n: b.squeeze(0) for n, b in self.buffers.items()}), (example,))
+                        {n: b.squeeze(0) for n, b in self.buffers.items() if n in own}),
+                        (example,))
                 else:
                     out = vmap(lambda p, b, x: functional_call(self._base, (p, b), (x,)),
                                randomness="different")(probe, self.buffers, inputs)
@@ -174,6 +194,9 @@ class StackedModel:
             for name, tensor in tensors.items():
                 *path, leaf = name.split(".")
                 module = self._single.get_submodule(".".join(path))
+                if isinstance(module, nn.Dropout):  # its rate, a float as nn.Dropout keeps it
+                    module.p = float(tensor)  # read when the members change, not per step
+                    continue
                 module._parameters.pop(leaf, None)
                 module._buffers.pop(leaf, None)
                 setattr(module, leaf, tensor.squeeze(0))
@@ -184,12 +207,28 @@ class StackedModel:
                     self.params[name].requires_grad) for name, p in params.items()}
 
 
+def _rates_as_buffers(members: Sequence[nn.Module]) -> list[nn.Module]:
+    """Copies of MEMBERS whose dropout rates are buffers: one tensor per member, stacked like
+    the weights, so that each member keeps its own rate under vmap."""
+    copies = [copy.deepcopy(member) for member in members]
+    for member in copies:
+        dropout_rate_as_buffer(member)
+    return copies
+
+
 def _dim_order(t: torch.Tensor) -> tuple[int, ...]:
     """T's dimensions from the outermost in memory (largest stride) to the innermost."""
     return tuple(sorted(range(t.dim()), key=lambda d: (-t.stride()[d], d)))
 
 
 def _in_order(t: torch.Tensor, order: tuple[int, ...]) -> torch.Tensor:
-    """A copy of T, same shape, whose memory runs over ORDER's dimensions outermost first."""
-    inverse = sorted(range(len(order)), key=order.__getitem__)
-    return t.permute(order).contiguous().permute(inverse)
+    """A copy of T, same shape, whose memory runs over ORDER's dimensions outermost first.
+
+    A tensor of its own, not a view: a view's root is what autograd rebuilds a view of it from
+    after an in-place update, and the stack of one keeps views of its leaves (_bind_single)."""
+    strides = [0] * t.dim()
+    step = 1
+    for dim in reversed(order):
+        strides[dim] = step
+        step *= t.shape[dim]
+    return torch.empty_strided(t.shape, strides, dtype=t.dtype, device=t.device).copy_(t)

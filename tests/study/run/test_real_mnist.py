@@ -70,7 +70,7 @@ def test_an_augmented_and_a_batchnorm_trial_learn_real_mnist(real_mnist_dir: Pat
     from data_pipeline import find_mnist, prepare_search_data
     from models import build
     from study.train.engine_types import Hyperparams
-    from study.train.training import train
+    from study.train.trial import train
 
     files = find_mnist(real_mnist_dir, verify=True)
     assert files is not None

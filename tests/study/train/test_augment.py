@@ -12,12 +12,12 @@ from torch.nn import functional as F
 
 from data_pipeline import Fold, SearchData
 from models import build
-from study.train import training
 from study.train.augment import Augmentation, sampling_grid, transform
 from study.train.cohort import engine
 from study.train.cohort.engine import Cohort, Member
 from study.train.engine_types import EpochMetrics, Hyperparams
-from study.train.training import evaluate, train
+from study.train.training import evaluate
+from study.train.trial import train
 
 AFFINE = Augmentation("affine", degrees=15.0, translate=0.1, scale=0.1)
 MARK = 7.0  # no normalised MNIST pixel reaches it (white is about 2.8)
@@ -87,7 +87,6 @@ def test_only_training_batches_are_augmented(fold: Fold, monkeypatch: pytest.Mon
         seen.append(x.clone())
         return transform(x, theta, background)
 
-    monkeypatch.setattr(training, "transform", spy)
     monkeypatch.setattr(engine, "transform", spy)
     torch.manual_seed(0)
     solo = build("mlp", hidden=16)

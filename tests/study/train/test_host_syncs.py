@@ -25,7 +25,7 @@ from study.train.cohort import engine
 from study.train.cohort.engine import Cohort, Member
 from study.train.cohort.optim import StackedOptimizer
 from study.train.engine_types import Hyperparams
-from study.train.training import train
+from study.train.trial import train
 
 BATCH = 16
 SYNCS = ("_local_scalar_dense", "nonzero", "masked_select", "tolist")

@@ -11,7 +11,7 @@ from data_pipeline import Fold, SearchData
 from models import build
 from study.train.engine_types import Hyperparams, TrainOptions
 from study.train.signals import DEAD_SLICE, dead_units
-from study.train.training import train
+from study.train.trial import train
 
 
 def _param(model: nn.Module, name: str) -> nn.Parameter:

@@ -15,14 +15,16 @@ from data_pipeline import Fold, SearchData
 from data_pipeline.tensors import shuffled_batches
 from models import build
 from study.train import training
+from study.train.cohort.engine import Cohort
 from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
 from study.train.training import (
     NonFiniteLossError,
     build_optimizer,
     evaluate,
     set_cpu_threads,
-    train,
 )
+from study.train.trial import train
+from tests.study.train.plain_loop import plain_train
 
 EPOCHS = 4
 
@@ -282,6 +284,36 @@ def test_bit_identical_on_cpu(fold: Fold) -> None:
     assert _numbers(_run(hp, fold, epochs=3, seed=5)) != first
 
 
+
+@pytest.mark.parametrize(("name", "overrides"), [
+    ("mlp", {"optimizer": "adam", "dropout": 0.3}),
+    ("mlp", {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "dropout": 0.2,
+             "scheduler": "onecycle", "scheduler_params": {"onecycle_pct_start": 0.3}}),
+    ("mlp", {"optimizer": "adamw", "dropout": 0.3, "augment": "affine",
+             "augment_params": {"aug_degrees": 10.0, "aug_translate": 0.1, "aug_scale": 0.1}}),
+    ("cnn", {"optimizer": "adamw", "dropout": 0.5, "norm": "batch", "scheduler": "plateau",
+             "scheduler_params": {"plateau_factor": 0.5, "plateau_patience": 0}}),
+])
+def test_a_lone_trial_is_the_plain_pytorch_loop(fold: Fold, name: str,
+                                                overrides: dict[str, Any]) -> None:
+    """One engine: a lone trial is a cohort of one, and it reaches exactly the weights of the
+    textbook loop (torch's optimizer, scheduler and nn.Dropout) on this machine."""
+    hp = _hp(**overrides)
+
+    def model() -> torch.nn.Module:
+        torch.manual_seed(3)  # the weights, then the dropout masks
+        return build(name, hidden=16, **hp.model_kwargs())
+
+    alone = model()
+    metrics = list(train(alone, hp, fold, max_epochs=3, generator=torch.Generator().manual_seed(3)))
+    plain = model()
+    val_losses = plain_train(plain, hp, fold, max_epochs=3,
+                             generator=torch.Generator().manual_seed(3))
+    for key, tensor in plain.state_dict().items():
+        assert torch.equal(alone.state_dict()[key], tensor), key
+    # The recorded losses sum the same terms in another order: equal to float rounding.
+    assert [m.val_loss for m in metrics] == pytest.approx(val_losses, rel=1e-6)
+
 # --- speed options: bf16 autocast, torch.compile, fused optimizers, CPU threads -------------
 # GPU paths, exercised on the CPU: autocast works on both devices. Compiled tests run Dynamo
 # and AOTAutograd through torch's "aot_eager" backend, exactly as Inductor would trace, without
@@ -366,23 +398,24 @@ def test_config_options_reach_every_train_call(search_data: SearchData) -> None:
     from study.config import StudyConfig
     from study.run.objective import make_objective
     from study.tracking import NullTracker
+    from study.train import trial
 
     seen: list[TrainOptions] = []
-    real = training.compile_for_trials
+    real = trial.Cohort
 
-    def spy(model: torch.nn.Module, options: TrainOptions) -> torch.nn.Module:
+    def spy(*args: Any, options: TrainOptions, **kwargs: Any) -> Cohort:
         seen.append(options)
-        return real(model, options)
+        return real(*args, options=options, **kwargs)
 
     config = StudyConfig(amp="bf16", max_epochs=1, hidden=8)
     objective = make_objective(config, search_data, NullTracker())
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training, "compile_for_trials", spy)
+        patch.setattr(trial, "Cohort", spy)
         objective(optuna.trial.FixedTrial({"optimizer": "adam", "scheduler": "cosine",
                                            "lr": 1e-3, "batch_size": 64, "dropout": 0.0,
                                            "weight_decay": 1e-6, "norm": "none",
                                            "augment": "none"}))
-    # --amp from the config reaches train() explicitly, with no hidden global state.
+    # --amp from the config reaches the engine explicitly, with no hidden global state.
     assert seen == [TrainOptions(amp="bf16")]
 
 

@@ -15,7 +15,8 @@ from study.train.cohort import engine
 from study.train.cohort.engine import Cohort, Member
 from study.train.cohort.optim import StackedOptimizer
 from study.train.engine_types import EpochMetrics, Hyperparams
-from study.train.training import NonFiniteLossError, train
+from study.train.training import NonFiniteLossError
+from study.train.trial import train
 
 EPOCHS = 3
 BATCH = 32
