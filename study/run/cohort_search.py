@@ -18,11 +18,13 @@ study (the study-level benchmark, python -m study.bench.cohort_study, saw a whol
 batch 1024). The search sees a new batch size every K trials after the start-up; the benchmark
 measures what that costs in best validation loss.
 
-With a holdout split the places that leaving members free are filled at once with newly asked
-trials, which join the cohort of their batch size (or start one): the cohorts stay full until
-the budget or the time runs out, and a new batch size's cohort fills as the last one's
-drains. Cross-validated trials train fold after fold, so their cohorts run in rounds: K
-trials asked, each batch size's group trained through all folds, then the next round.
+A member is a (trial, fold) pair, and one driver runs holdout and cross-validation alike: the
+places that leaving members free are filled at once with newly asked trials, which join the
+cohort of their shape (batch size, norm) on fold 1 (or start one), and a trial that finished
+a fold and was not pruned on it joins its shape's cohort on the next fold. The cohorts stay
+full until the budget or the time runs out, and a new batch size's cohort fills as the last
+one's drains. With --cohort-size 1 (the CPU's default) every cohort has one member: a lone
+trial, trained as the plain loop trains it (tests/study/train/plain_loop.py).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import optuna
 from optuna.samplers import PartialFixedSampler
@@ -60,6 +63,8 @@ TrialDone = Callable[[optuna.Study, FrozenTrial], None]
 # in K draws them; the next K-1 take them.
 SHARED = ("batch_size", "norm")
 Shape = tuple[int, str]  # a cohort's (batch size, norm)
+Place = tuple[int, str, int]  # a cohort's (batch size, norm, fold)
+Key = tuple[int, int]  # a member's (trial number, fold)
 # --cohort-size when none is given, per device type. CPU: 1, though a cohort of 16 trains
 # more trial-epochs per second: one batch size per K trials narrows the search (README's
 # Performance section has both), so cohorts are opt-in. CUDA: not measured yet.
@@ -79,11 +84,7 @@ def search_in_cohorts(study: optuna.Study, objective: Objective, *, cohort_size:
     deadline = None if timeout is None else time.monotonic() + timeout
     budget = _Budget(study, cohort_size=cohort_size, n_trials=n_trials, deadline=deadline,
                      free_draws=free_draws)
-    if objective.data.k == 1:
-        _Holdout(study, objective, trial_done, budget).run()
-        return
-    while budget.room(running=0) > 0:
-        _Round(study, objective, trial_done, budget).run()
+    _Search(study, objective, trial_done, budget).run()
 
 
 class _Budget:
@@ -110,9 +111,9 @@ class _Budget:
 
 
 class _Search:
-    """What both ways of training cohorts share: asking and starting trials (one batch size
-    per K trials), recording epochs, telling trials, and failing every open trial when
-    interrupted."""
+    """The cohorts of one process: asking and starting trials (one batch size per K trials),
+    a cohort per (shape, fold) taking turns an epoch each, recording epochs, moving trials on
+    to their next fold, telling them, and failing every open trial when interrupted."""
 
     def __init__(self, study: optuna.Study, objective: Objective, trial_done: TrialDone,
                  budget: _Budget) -> None:
@@ -123,6 +124,58 @@ class _Search:
         self.asked = 0  # trials this search asked: each K-th draws its batch size freely
         # The last drawn values of SHARED, as trials store them; the next K-1 trials take them.
         self.shared: dict[str, object] | None = None
+        self.cohorts: dict[Place, Cohort] = {}  # each with members
+
+    def run(self) -> None:
+        with self._guarded():
+            self._fill()
+            for place, results in interruptibly(self._epochs()):
+                cohort = self.cohorts[place]
+                for run in self._epoch(cohort, results):
+                    self._next_fold(run)
+                if not cohort.members:
+                    del self.cohorts[place]
+                self._fill()
+
+    def _epochs(self) -> Iterator[tuple[Place, dict[Key, EpochMetrics | NonFiniteLossError]]]:
+        while self.cohorts:
+            for place in sorted(self.cohorts):
+                cohort = self.cohorts.get(place)
+                if cohort is not None:
+                    yield place, {cast(Key, key): result
+                                  for key, result in cohort.run_epoch().items()}
+
+    def _fill(self) -> None:
+        running = sum(len(c.members) for c in self.cohorts.values())
+        for _, runs in sorted(self._ask(running=running).items()):
+            self._join(runs, 0)
+
+    def _next_fold(self, run: TrialRun) -> None:
+        """RUN trained a fold and was not pruned on it: on to its next fold, or complete."""
+        if len(run.folds) < self.objective.data.k:
+            self._join([run], len(run.folds))
+        else:
+            self._tell(run.trial.number, TrialState.COMPLETE, reason="")
+
+    def _join(self, runs: list[TrialRun], i: int) -> None:
+        """RUNS (of one shape) start fold I: in their shape's cohort on it, or a new one."""
+        place = (*_shape(runs[0]), i)
+        members = self._members(runs, i)
+        cohort = self.cohorts.get(place)
+        if cohort is None:
+            self._log("a cohort at batch size %d, norm %s on fold %d: %s", *place[:2], i + 1,
+                      _trials(runs))
+            self.cohorts[place] = Cohort(members, self.objective.data.fold(i),
+                                         max_epochs=self.objective.max_epochs,
+                                         options=self.objective.options)
+            return
+        self._log("%s %s the cohort at batch size %d, norm %s on fold %d", _trials(runs),
+                  "joins" if len(runs) == 1 else "join", *place[:2], i + 1)
+        cohort.add(members)
+
+    def _log(self, message: str, *args: object) -> None:
+        """Cohorts of one are every trial: their comings and goings are no news."""
+        logger.log(logging.INFO if self.budget.cohort_size > 1 else logging.DEBUG, message, *args)
 
     @contextmanager
     def _guarded(self) -> Iterator[None]:
@@ -175,7 +228,7 @@ class _Search:
             self.study.sampler = base
         return run
 
-    def _epoch(self, cohort: Cohort, results: dict[object, EpochMetrics | NonFiniteLossError],
+    def _epoch(self, cohort: Cohort, results: dict[Key, EpochMetrics | NonFiniteLossError],
                ) -> list[TrialRun]:
         """Record one epoch of COHORT: members whose trial ended leave, and so do those that
         trained all their epochs on this fold or stopped early; the latter are returned (not
@@ -188,11 +241,11 @@ class _Search:
         cohort.remove(leaving)
         # Finished: trained all its epochs, or stopped early (its fold ends, as a solo one's).
         trained_all = set(cohort.finished())
-        finished = [key for key in recorded if key not in leaving and isinstance(key, int) and (
-            key in trained_all or self.objective.stops_early(self.runs[key]))]
+        finished = [key for key in recorded if key not in leaving and (
+            key in trained_all or self.objective.stops_early(self.runs[key[0]]))]
         cohort.remove(finished)
-        return [self.runs[key] for key in finished
-                if isinstance(key, int) and self._fold_done(self.runs[key])]
+        return [self.runs[number] for number, _ in finished
+                if self._fold_done(self.runs[number])]
 
     def _fold_done(self, run: TrialRun) -> bool:
         """Record a trained fold; False when the trial is pruned on it (and told so)."""
@@ -208,33 +261,27 @@ class _Search:
         members = []
         for run in runs:
             model, generator = self.objective.build(run, i)
-            members.append(Member(key=run.trial.number, hp=run.hp, model=model,
+            members.append(Member(key=(run.trial.number, i), hp=run.hp, model=model,
                                   generator=generator))
         return members
 
-    def _cohort(self, runs: list[TrialRun], i: int) -> Cohort:
-        logger.info("a cohort at batch size %d, norm %s: %s", runs[0].hp.batch_size,
-                    runs[0].hp.norm, _trials(runs))
-        return Cohort(self._members(runs, i), self.objective.data.fold(i),
-                      max_epochs=self.objective.max_epochs, options=self.objective.options)
-
-    def _record(self, cohort: Cohort, key: object,
+    def _record(self, cohort: Cohort, key: Key,
                 result: EpochMetrics | NonFiniteLossError) -> bool:
         """Record one member's epoch; False when it diverged (its trial FAIL, told)."""
-        assert isinstance(key, int)
+        number = key[0]
         if isinstance(result, NonFiniteLossError):
-            self._tell(key, TrialState.FAIL, reason=str(result), diverged=True)
+            self._tell(number, TrialState.FAIL, reason=str(result), diverged=True)
             return False
-        self.objective.record_epoch(self.runs[key], result, lambda: cohort.state(key))
+        self.objective.record_epoch(self.runs[number], result, lambda: cohort.state(key))
         return True
 
-    def _judge(self, key: object, result: EpochMetrics | NonFiniteLossError) -> bool:
+    def _judge(self, key: Key, result: EpochMetrics | NonFiniteLossError) -> bool:
         """False when the pruner stops the member's trial (it is told PRUNED and leaves)."""
-        assert isinstance(key, int) and isinstance(result, EpochMetrics)
+        assert isinstance(result, EpochMetrics)
         try:
-            self.objective.judge_epoch(self.runs[key], result)
+            self.objective.judge_epoch(self.runs[key[0]], result)
         except optuna.TrialPruned as exc:
-            self._tell(key, TrialState.PRUNED, reason=str(exc))
+            self._tell(key[0], TrialState.PRUNED, reason=str(exc))
             return False
         return True
 
@@ -254,75 +301,8 @@ class _Search:
         self.trial_done(self.study, frozen)
 
 
-class _Holdout(_Search):
-    """One fold: cohorts kept full, a new trial joining the cohort of its shape (batch size,
-    norm) at the epoch boundary where a place frees up; the cohorts take turns, an epoch each."""
-
-    def __init__(self, study: optuna.Study, objective: Objective, trial_done: TrialDone,
-                 budget: _Budget) -> None:
-        super().__init__(study, objective, trial_done, budget)
-        self.cohorts: dict[Shape, Cohort] = {}  # by shape, each with members
-
-    def run(self) -> None:
-        with self._guarded():
-            self._fill()
-            for shape, results in interruptibly(self._epochs()):
-                cohort = self.cohorts[shape]
-                for run in self._epoch(cohort, results):
-                    self._tell(run.trial.number, TrialState.COMPLETE, reason="")
-                if not cohort.members:
-                    del self.cohorts[shape]
-                self._fill()
-
-    def _epochs(self) -> Iterator[tuple[Shape, dict[object, EpochMetrics | NonFiniteLossError]]]:
-        while self.cohorts:
-            for shape in sorted(self.cohorts):
-                cohort = self.cohorts.get(shape)
-                if cohort is not None:
-                    yield shape, dict(cohort.run_epoch())
-
-    def _fill(self) -> None:
-        running = sum(len(c.members) for c in self.cohorts.values())
-        for shape, runs in sorted(self._ask(running=running).items()):
-            if shape in self.cohorts:
-                logger.info("%s %s the cohort at batch size %d, norm %s", _trials(runs),
-                            "joins" if len(runs) == 1 else "join", *shape)
-                self.cohorts[shape].add(self._members(runs, 0))
-            else:
-                self.cohorts[shape] = self._cohort(runs, 0)
-
-
-class _Round(_Search):
-    """Cross-validated trials: up to K trials asked at once, each batch size's group trained as
-    a cohort fold after fold (a member leaves when pruned or failed, none joins)."""
-
-    def run(self) -> None:
-        with self._guarded():
-            for _, group in sorted(self._ask(running=0).items()):
-                self._train(group)
-
-    def _train(self, group: list[TrialRun]) -> None:
-        active, folds = list(group), self.objective.data.k
-        for i in range(folds):
-            if not active:
-                return
-            cohort = self._cohort(active, i)
-            trained: list[TrialRun] = []
-            for results in interruptibly(_epochs(cohort)):
-                trained += self._epoch(cohort, results)
-            active = trained
-        for run in active:
-            self._tell(run.trial.number, TrialState.COMPLETE, reason="")
-
-
 def _shape(run: TrialRun) -> Shape:
     return run.hp.batch_size, run.hp.norm
-
-
-def _epochs(cohort: Cohort) -> Iterator[dict[object, EpochMetrics | NonFiniteLossError]]:
-    """Epochs while the cohort has members (finished ones leave between epochs)."""
-    while cohort.members:
-        yield dict(cohort.run_epoch())
 
 
 def _trials(runs: list[TrialRun]) -> str:

@@ -21,7 +21,6 @@ from typing import Any
 import optuna
 import torch
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 import models
@@ -96,7 +95,6 @@ from study.tracking import MlflowTracker, Tracker
 from study.train.cohort.memory import evaluation_bytes, free_bytes, largest_cohort, member_bytes
 from study.train.device import resolve_device
 from study.train.engine_types import Hyperparams
-from study.train.training import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
 
@@ -509,21 +507,11 @@ def _search(study: optuna.Study, config: StudyConfig, data: SearchData,
                   budget_seconds=plan.budget_seconds) as console:
         objective = make_objective(config, data, tracker, on_epoch=console.epoch,
                                    deadline=deadline)
-        if cohort_size > 1 or config.cuda_graph:  # the graph is the cohort engine's
+        if cohort_size > 1:
             logger.info("training up to %d trials at once (--cohort-size)", cohort_size)
-            search_in_cohorts(study, objective, cohort_size=cohort_size,
-                              n_trials=limit, timeout=timeout,
-                              free_draws=startup_trials(limit),
-                              trial_done=console.trial_done)
-            return
-        # Other workers' running trials count too, or two workers overshoot the budget.
-        budget = [] if limit is None else [
-            MaxTrialsCallback(limit, states=(*FINISHED, TrialState.RUNNING))]
-        study.optimize(
-            objective, n_trials=remaining, timeout=timeout,
-            catch=(NonFiniteLossError,),  # a diverged trial is recorded as FAIL; study goes on
-            callbacks=[*budget, console.trial_done],
-        )
+        search_in_cohorts(study, objective, cohort_size=cohort_size, n_trials=limit,
+                          timeout=timeout, free_draws=startup_trials(limit),
+                          trial_done=console.trial_done)
 
 
 def _publish(study: optuna.Study, config: StudyConfig, data: SearchData, summary: StudySummary,
