@@ -26,12 +26,13 @@ from data_pipeline.tensors import Fold
 from study.train.augment import Augmentation, transform
 from study.train.cohort.fused import MemberOptimizers
 from study.train.cohort.graph import WARMUP_STEPS, CapturedStep, on_side_stream
+from study.train.cohort.memory import evaluation_image_bytes, evaluation_slice
 from study.train.cohort.optim import Rates, StackedOptimizer
 from study.train.cohort.schedule import MemberSchedules
 from study.train.cohort.stack import StackedModel, StateDict
 from study.train.engine_types import EpochMetrics, Hyperparams, TrainOptions
 from study.train.signals import DEAD_SLICE, SignalProbe, dead_units, signal_values
-from study.train.training import EVAL_BATCH_SIZE, NonFiniteLossError, autocast, background
+from study.train.training import NonFiniteLossError, autocast, background
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class Cohort:
             [m.hp for m in self.members], max_epochs=self.max_epochs,
             steps_per_epoch=math.ceil(len(self.fold.train) / self.batch_size))
         self._epochs = {m.key: 0 for m in self.members}
+        # What evaluating one image takes per member (the architecture's, fixed for good).
+        self._image_bytes = evaluation_image_bytes(self.members[0].model, self.fold.val.x[:1])
         self._forget_graph()
 
     def _forget_graph(self) -> None:
@@ -326,9 +329,8 @@ class Cohort:
         self.model.eval()
         loss_sum = torch.zeros(k, device=data.y.device, dtype=torch.float64)
         correct = torch.zeros(k, device=data.y.device, dtype=torch.int64)
-        # EVAL_BATCH_SIZE images' outputs across all members, not per member: a CNN's first
-        # maps of 8192 images are 0.8 GB, and 16 members' would be 13 GB.
-        size = max(EVAL_BATCH_SIZE // k, 1)
+        size = evaluation_slice(self._image_bytes, members=k, images=len(data),
+                                device=data.y.device)
         for start in range(0, len(data), size):
             x, y = data.x[start:start + size], data.y[start:start + size]
             logits = self.model.shared(x)  # [K, b, 10]

@@ -17,6 +17,9 @@ from torch import nn
 from study.train.training import EVAL_BATCH_SIZE
 
 HEADROOM = 0.9  # of the free memory: the allocator's rounding and fragmentation take the rest
+# Of a GPU's memory free when a cohort evaluates, what its slices may hold: the rest stays for
+# the allocator's cache and whatever else shares the device.
+EVALUATION_SHARE = 0.25
 
 
 def member_bytes(model: nn.Module, example: torch.Tensor, *, batch_size: int,
@@ -35,10 +38,32 @@ def member_bytes(model: nn.Module, example: torch.Tensor, *, batch_size: int,
 
 
 def evaluation_bytes(model: nn.Module, example: torch.Tensor) -> int:
-    """Bytes a cohort's evaluation needs whatever its size: its slices hold EVAL_BATCH_SIZE
-    images' outputs across all members (study.train.cohort.engine), of which the two largest layers'
-    are alive at once."""
+    """Bytes a cohort's evaluation needs whatever its size: its slices hold at least
+    EVAL_BATCH_SIZE images' outputs across all members (evaluation_slice), of which the two
+    largest layers' are alive at once. (On a GPU they may take more: a share of what is free
+    when they run.)"""
     return 2 * max(_outputs(model, example, EVAL_BATCH_SIZE))
+
+
+def evaluation_image_bytes(model: nn.Module, example: torch.Tensor) -> int:
+    """Bytes one image's evaluation holds for one member of MODEL's architecture (its two
+    largest layers' outputs)."""
+    return 2 * max(_outputs(model, example, 1))
+
+
+def evaluation_slice(image_bytes: int, *, members: int, images: int,
+                     device: torch.device) -> int:
+    """Images per slice of a cohort's evaluation of IMAGES images by MEMBERS members, each
+    image taking IMAGE_BYTES per member. Everywhere the slices hold as much as one network's
+    EVAL_BATCH_SIZE images would (EVAL_BATCH_SIZE // MEMBERS images each: a CNN's first maps
+    of 8192 images are 0.8 GB, and 16 members' would be 13 GB); on a GPU, up to
+    EVALUATION_SHARE of the memory free now, so that a large cohort still evaluates in few,
+    large slices instead of thousands of small ones."""
+    budget = EVAL_BATCH_SIZE * image_bytes
+    free = free_bytes(device) if device.type == "cuda" else None
+    if free is not None:
+        budget = max(budget, int(free * EVALUATION_SHARE))
+    return max(1, min(images, budget // max(members * image_bytes, 1)))
 
 
 def free_bytes(device: torch.device) -> int | None:

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 import models
-from study.train.cohort.memory import evaluation_bytes, largest_cohort, member_bytes
+from study.train.cohort import memory
+from study.train.cohort.memory import (
+    evaluation_bytes,
+    evaluation_image_bytes,
+    evaluation_slice,
+    largest_cohort,
+    member_bytes,
+)
 
 EXAMPLE = torch.zeros(1, 1, 28, 28)  # one image as the networks take it
 
@@ -38,3 +46,27 @@ def test_largest_cohort_leaves_headroom() -> None:
     assert largest_cohort(100, 0, 1000) == 9  # 90% of the free memory
     assert largest_cohort(100, 500, 1000) == 4  # beside what the whole cohort shares
     assert largest_cohort(2000, 0, 1000) == 0
+
+
+def test_evaluation_slices_hold_one_network_s_batch_on_the_cpu() -> None:
+    model = models.build("mlp", hidden=128)
+    per_image = evaluation_image_bytes(model, torch.zeros(1, 1, 28, 28))
+    assert per_image == 2 * 128 * 4  # the hidden layer's output, fp32, kept twice
+    cpu = torch.device("cpu")
+    assert evaluation_slice(per_image, members=1, images=12_000, device=cpu) == 8192
+    assert evaluation_slice(per_image, members=16, images=12_000, device=cpu) == 512
+    assert evaluation_slice(per_image, members=128, images=12_000, device=cpu) == 64
+    assert evaluation_slice(per_image, members=1, images=500, device=cpu) == 500
+    assert evaluation_slice(per_image, members=100_000, images=500, device=cpu) == 1
+
+
+def test_a_large_gpu_cohort_evaluates_in_slices_of_what_memory_allows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # No GPU here: the one thing taken from a GPU is how much of its memory is free.
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 80 * 2**30)
+    per_image = 2 * 128 * 4
+    gpu = torch.device("cuda")
+    # K = 128 MLPs: all 12,000 validation images in one slice, not 188 slices of 64.
+    assert evaluation_slice(per_image, members=128, images=12_000, device=gpu) == 12_000
+    monkeypatch.setattr(memory, "free_bytes", lambda device: 2**20)  # a nearly full GPU
+    assert evaluation_slice(per_image, members=128, images=12_000, device=gpu) == 64
