@@ -144,11 +144,11 @@ class StudyConfig:
         if self.cohort_size is not None and self.cohort_size < 1:
             raise ConfigError(f"cohort_size must be >= 1, but got cohort_size={self.cohort_size}")
         if self.compile != "none" and self.cohort_size not in (None, 1):
-            raise ConfigError(f"compile={self.compile!r} compiles the one-trial loop: it needs "
+            raise ConfigError(f"compile={self.compile!r} compiles a cohort of one: it needs "
                               f"cohort_size = 1 (--cohort-size 1), but got "
                               f"cohort_size={self.cohort_size}")
         if self.compile != "none" and self.cuda_graph:
-            raise ConfigError(f"compile={self.compile!r} compiles the one-trial loop and "
+            raise ConfigError(f"compile={self.compile!r} compiles the network and "
                               f"cuda_graph captures the cohort's step: choose one "
                               f"(compile='reduce-overhead' makes CUDA graphs of its own)")
         if self.early_stopping_patience < 0:

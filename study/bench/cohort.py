@@ -1,11 +1,11 @@
-"""Trial-epochs per second: K trials trained as one stacked model against the one-trial loop.
+"""Trial-epochs per second: K trials trained as one stacked model against a lone trial.
 
 Needs torch alone (no Optuna, MLflow or scikit-learn), so the GPU machine runs it bare:
 
     python -m study.bench.cohort --data-dir ../shared/data [--device cuda] [--out docs]
 
-For each network, batch size and K, in interleaved repetitions: one epoch of today's loop
-(study/train/training.py train(), one trial) and one epoch of a cohort of K
+For each network, batch size and K, in interleaved repetitions: one epoch of a lone trial
+(study/train/trial.py train(), a cohort of one) and one epoch of a cohort of K
 (study/train/cohort/), on the same slice of the training images, with the same threads.
 Members alternate SGD with momentum and Adam (both optimizer families run), lr/weight decay
 differ per member, dropout 0.2.
@@ -100,7 +100,7 @@ def _sync(device: torch.device) -> None:
 
 
 def time_solo(fold: Fold, case: Case, device: torch.device, options: TrainOptions) -> float:
-    """Seconds of one epoch of one trial through today's loop (after one untimed epoch)."""
+    """Seconds of one epoch of a lone trial, train() (after one untimed epoch)."""
     member = _member(0, case, device)
     epochs = train(member.model, member.hp, fold, max_epochs=2, generator=member.generator,
                    options=options)
@@ -136,7 +136,7 @@ def time_cohort(fold: Fold, case: Case, k: int, device: torch.device,
 def run(cases: Sequence[Case], *, data_dir: Path, device: torch.device, reps: int,
         amps: Sequence[str] = ("none",), graphs: Sequence[bool] = (False,),
         verify: bool = True) -> dict[str, Any]:
-    """Every case, K, amp and graph setting, REPS times, interleaved with the one-trial loop
+    """Every case, K, amp and graph setting, REPS times, interleaved with a lone trial
     (at the same amp): the machine's drift falls on both alike. A setting that fails (out of
     memory, a capture error) is recorded with its error and the run goes on."""
     rows = []

@@ -7,7 +7,7 @@ needs Optuna and MLflow, installed from wheels carried along, the project with -
 (README, Performance). In order, each case's result written to OUT/gpu_benchmarks.json as
 soon as it is measured, so that a run cut short keeps what it measured:
 
-1. one trial's epoch through today's loop, and a cohort of K = 1 .. 256 members, at batch 64
+1. a lone trial's epoch (train(), a cohort of one, eager), and a cohort of K = 1 .. 256, at batch 64
    and 256, eager and with the CUDA graph (--cuda-graph): trial-epochs per second on a full
    54,000-image epoch, peak memory, and the graphed members' losses against the eager ones;
 2. at K = 64: bf16 autocast, and TF32 (--matmul-precision high);

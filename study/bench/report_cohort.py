@@ -36,7 +36,7 @@ def cohort_sections(out_dir: Path) -> list[str]:
 
 
 def engine_table(result: dict[str, Any]) -> str:
-    """Trial-epochs per second of a cohort of K against the one-trial loop."""
+    """Trial-epochs per second of a cohort of K against a lone trial (train(), a cohort of one)."""
     lines = [f"device {result['device']} ({result['gpu'] or result['machine']}), torch "
              f"{result['torch']}, {result['threads']} threads, median of {result['reps']} "
              f"interleaved repetitions; the one trial runs at the same amp", "",

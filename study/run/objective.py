@@ -107,9 +107,10 @@ def cpu_state(model: torch.nn.Module) -> StateDict:
 class Objective:
     """One trial: a model per fold of DATA, trained and reported as the module doc says.
 
-    Called with a trial, it trains the trial's folds one after another (study.optimize).
-    Its steps (start, epoch_done, fold_done, complete, stop) are also what a cohort of
-    trials trained together drives, so both ways record a trial identically.
+    The search drives its steps (start, build, record_epoch, judge_epoch, fold_done,
+    complete, stop) for every member of its cohorts (study/run/cohort_search.py). Called with a
+    trial, it trains that trial's folds one after another through the same engine (a cohort
+    of one) and records it the same way: the baseline's seed recipe is trained so.
     """
 
     data: SearchData  # the folds only: the search cannot reach the test set

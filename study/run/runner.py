@@ -401,8 +401,8 @@ def _checked_inputs(config: StudyConfig, device: torch.device, *,
 
 
 def _cohort_size(config: StudyConfig, device: torch.device) -> int:
-    """Trials trained at once: --cohort-size, else the device's default. A compiled model is
-    the one-trial loop's: --compile implies one trial at a time."""
+    """Trials trained at once: --cohort-size, else the device's default. --compile compiles a
+    cohort of one: it implies one trial at a time."""
     return config.cohort_size or (
         1 if config.compile != "none" else DEFAULT_COHORT_SIZE[device.type])
 
