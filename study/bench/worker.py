@@ -47,7 +47,7 @@ class StudySpec:
     target_acc: float | None = None
     amp: str = "none"
     compile: str = "none"
-    cohort_size: int = 1  # trials trained at once (study/train/cohort/); 1: each trial alone (a cohort of one)
+    cohort_size: int = 1  # trials trained at once (study/train/cohort/); 1: each one alone
     rep: int = 0  # repetitions of one configuration are distinct studies
 
 

@@ -107,9 +107,8 @@ def signal_values(probe: SignalProbe, relus: list[str], values: list[float]) -> 
 
 class DeadUnits:
     """Records, per ReLU module of a model, which units fire on the first FIRST images of
-    the first forward pass while `recording`: validation's own pass, so the count costs no
-    forward of its own. A unit is a feature (MLP) or a channel (CNN: silent at every
-    position)."""
+    the first forward pass while `recording` (dead_units runs that pass). A unit is a feature
+    (MLP) or a channel (CNN: silent at every position)."""
 
     def __init__(self, model: nn.Module, *, first: int) -> None:
         self.relus = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.ReLU)]

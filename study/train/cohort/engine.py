@@ -1,13 +1,14 @@
-"""The cohort loop: K members of one fold and one batch size trained as one stacked model.
+"""The one epoch loop: K members of one fold and one batch size trained as one stacked model.
 
-A member is one (trial, fold) pair. Each member keeps everything that makes a solo trial what
-it is: its network built and seeded as the solo loop builds it, its batch order drawn from its
-own generator exactly as shuffled_batches draws it, its own dropout masks, optimizer kind,
-hyperparameters and learning-rate schedule. Only the arithmetic is shared: one stacked forward
-and backward pass per step, one vectorised optimizer update. Members leave at epoch boundaries
-(pruned, diverged or done) and the stack is compacted; new members may join there too, each
-counting its own epochs from 1. Like study/train/training.py, this module knows nothing of Optuna or
-MLflow.
+Every trial trains here; a lone trial is a cohort of one (study/train/trial.py), which reaches
+exactly the weights of the textbook PyTorch loop (tests/study/train/plain_loop.py). A member is
+one (trial, fold) pair. Each member keeps everything that makes a lone trial what it is: its
+network built and seeded as a lone trial builds it, its batch order drawn from its own
+generator (torch.randperm on the CPU, the same on every device), its own dropout masks,
+optimizer kind, hyperparameters and learning-rate schedule. Only the arithmetic is shared: one
+stacked forward and backward pass per step, one vectorised optimizer update. Members leave at
+epoch boundaries (pruned, diverged or done) and the stack is compacted; new members may join
+there too, each counting its own epochs from 1. This module knows nothing of Optuna or MLflow.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ class Member:
 
     key: Hashable  # the caller's name for it, e.g. (trial number, fold)
     hp: Hyperparams
-    model: nn.Module  # built and seeded as the solo loop builds it, on the fold's device
-    generator: torch.Generator  # its batch order, as in the solo loop
+    model: nn.Module  # built and seeded as a lone trial builds it, on the fold's device
+    generator: torch.Generator  # its batch order (and augmentation moves)
 
 
 class Cohort:
@@ -202,13 +203,13 @@ class Cohort:
         data, device, k = self.fold.train, self.fold.train.y.device, len(self.members)
         n, b = len(data), self.batch_size
         self.model.train()
-        # Each member's order from its own generator, drawn on the CPU as shuffled_batches does.
+        # Each member's order from its own generator, drawn on the CPU: the same on every device.
         order = torch.stack([torch.randperm(n, generator=m.generator)
                              for m in self.members]).to(device)
         loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
         correct = torch.zeros(k, device=device, dtype=torch.int64)
         # Members that augment: their images move, the epoch's moves drawn from each one's
-        # generator after its batch order, as in the solo loop (the captured step holds no
+        # generator after its batch order, as a plain loop would (the captured step holds no
         # augmentation).
         augmentations = [Augmentation.from_params(m.hp.augment, m.hp.augment_params)
                          for m in self.members]
@@ -218,7 +219,7 @@ class Cohort:
         rows = torch.tensor(moving, dtype=torch.long, device=device)
         fill = background(self.fold) if moving else 0.0
         graphed = self._graphs_on(device) and not moving
-        # Each member's gradients and updates, as the solo loop measures them (not inside a
+        # Each member's gradients and updates, as a plain loop measures them (not inside a
         # captured graph: its steps are replays).
         probe = (SignalProbe([(n, p) for n, p in self.model.params.items() if p.requires_grad],
                              stacked=True) if self.options.signals and not graphed else None)

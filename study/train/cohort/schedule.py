@@ -23,7 +23,7 @@ class MemberSchedules:
     study.train.training.build_scheduler builds for it -- the same classes and arguments as a solo
     trial.
 
-    Call order, as the solo loop (study.train.training.train): read lr() and momentum() before each
+    Call order, as the plain PyTorch loop: read lr() and momentum() before each
     optimizer step, step_batch() after it, step_epoch() after the epoch's validation.
     """
 
@@ -60,7 +60,7 @@ class MemberSchedules:
 
     def epoch_table(self, steps: int) -> tuple[list[list[float]], list[list[float]]]:
         """The next STEPS optimizer steps' learning rates and momenta, [step][member], read as
-        the solo loop reads them before each step, the per-batch schedulers stepped after each:
+        a plain loop reads them before each step, the per-batch schedulers stepped after each:
         a whole epoch's rates in one table, so that the engine copies them to the device once
         an epoch instead of once a step."""
         lrs, momenta = [], []
@@ -83,7 +83,7 @@ class MemberSchedules:
             raise ValueError(f"need one validation loss per member ({len(self._schedules)}), "
                              f"but got {len(val_losses)}: {list(val_losses)}")
         for schedule, val_loss in zip(self._schedules, val_losses):
-            _step_epoch_scheduler(schedule, val_loss)  # the solo loop's own function
+            _step_epoch_scheduler(schedule, val_loss)  # study.train.training's
 
     def keep(self, rows: Sequence[int]) -> None:
         """Members leave: keep only ROWS (ascending member indices), as the optimizer does."""
@@ -104,7 +104,7 @@ def _shadow(hp: Hyperparams, *, max_epochs: int,
     optimizer = build_optimizer(holder, hp, fused=False)
     schedule = build_scheduler(optimizer, hp, max_epochs=max_epochs,
                                steps_per_epoch=steps_per_epoch)
-    # A solo loop steps its optimizer before its scheduler; torch warns when a scheduler
+    # A plain loop steps its optimizer before its scheduler; torch warns when a scheduler
     # steps first. One step with no gradient changes nothing and tells torch it happened.
     optimizer.step()
     return optimizer, schedule
