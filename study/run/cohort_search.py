@@ -125,6 +125,7 @@ class _Search:
         # The last drawn values of SHARED, as trials store them; the next K-1 trials take them.
         self.shared: dict[str, object] | None = None
         self.cohorts: dict[Place, Cohort] = {}  # each with members
+        self._first_beat: Callable[[optuna.Trial], None] = lambda trial: None  # (_guarded)
 
     def run(self) -> None:
         with self._guarded():
@@ -181,7 +182,8 @@ class _Search:
     def _guarded(self) -> Iterator[None]:
         """Heartbeats for every open trial; on Ctrl-C, SIGTERM or a bug, none stays RUNNING."""
         try:
-            with beating(self.study, self.open):
+            with beating(self.study, self.open) as first_beat:
+                self._first_beat = first_beat
                 yield
         except BaseException as exc:
             for number in list(self.open):
@@ -204,6 +206,7 @@ class _Search:
                 warnings.filterwarnings("ignore", message=_ASK_BEATS_HERE, category=UserWarning)
                 trial = self.study.ask()
             self.open[trial.number] = trial
+            self._first_beat(trial)  # at once: a worker killed now leaves a trial gone stale
             if trial.number < self.budget.free_draws:  # the sampler's random start-up
                 run = self._start(trial, fixed=None)
                 started.setdefault(_shape(run), []).append(run)

@@ -244,13 +244,19 @@ def _pid_alive(pid: int) -> bool:
 
 
 @contextmanager
-def beating(study: optuna.Study, trials: Mapping[int, optuna.Trial]) -> Iterator[None]:
+def beating(study: optuna.Study,
+            trials: Mapping[int, optuna.Trial]) -> Iterator[Callable[[optuna.Trial], None]]:
     """What study.optimize's heartbeat thread does for its one trial, for every trial in
-    TRIALS (read at each beat: the caller adds and removes them) while the block runs."""
+    TRIALS (read at each beat: the caller adds and removes them) while the block runs.
+
+    Yields the first beat of a trial asked inside the block, to be given at once, as
+    study.optimize gives its trial's: a worker killed before a trial's first heartbeat would
+    leave a RUNNING trial that no heartbeat ever shows stale.
+    """
     storage = heartbeat_storage(study)  # Optuna exposes the heartbeat only through its storage
     interval = None if storage is None else storage.get_heartbeat_interval()
     if storage is None or interval is None:
-        yield
+        yield lambda trial: None
         return
 
     def beat() -> None:
@@ -259,7 +265,7 @@ def beating(study: optuna.Study, trials: Mapping[int, optuna.Trial]) -> Iterator
 
     beat()  # at once, as Optuna's own heartbeat thread does
     with periodically(interval, beat, name="cohort-heartbeats"):
-        yield
+        yield lambda trial: storage.record_heartbeat(trial_id(trial))
 
 
 def fail_trial(study: optuna.Study, trial_id: int, *, reason: str) -> FrozenTrial:

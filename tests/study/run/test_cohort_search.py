@@ -22,6 +22,7 @@ from study.run.evaluation import evaluate_best
 from study.run.objective import Objective, TrialRun
 from study.search.early_stopping import EarlyStopping
 from study.search.strategy import FIRST_DECISION, make_pruner
+from study.store.optuna_private import heartbeat_ages
 from study.tracking import MlflowTracker, Tracker
 from study.train.training import NonFiniteLossError
 from tests.helpers import CLASSIC_SPACE
@@ -236,6 +237,25 @@ def test_a_storage_that_beats_gets_no_warning_that_ask_cannot_beat(
     assert [str(w.message) for w in seen if "Heartbeat" in str(w.message)] == []
     assert len(study.trials) == 2
 
+
+
+def test_a_trial_beats_from_the_moment_it_is_asked(
+        search_data: SearchData, tracker: MlflowTracker, tmp_path: Path) -> None:
+    # A worker killed within the heartbeat interval of an ask must leave a trial that goes
+    # stale: its first heartbeat is written at once, not at the next periodic beat (60 s here).
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/o.db", heartbeat_interval=60)
+    study = optuna.create_study(storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    beats: dict[int, dict[int, float]] = {}
+
+    def look(number: int, metrics: object) -> None:
+        trial_ids = [t._trial_id for t in study.get_trials(deepcopy=False,
+                                                           states=(TrialState.RUNNING,))]
+        beats[number] = heartbeat_ages(study, trial_ids)
+
+    objective = dataclasses.replace(_objective(search_data, tracker, max_epochs=1), on_epoch=look)
+    search_in_cohorts(study, objective, cohort_size=1, n_trials=3, timeout=None)
+    assert sorted(beats) == [0, 1, 2]  # each trial's epoch, seen while it ran
+    assert all(len(ages) == 1 for ages in beats.values())  # its heartbeat already there
 
 def test_the_console_names_one_trial_or_several() -> None:
     runs = [cast(TrialRun, SimpleNamespace(trial=SimpleNamespace(number=n))) for n in (8, 9, 10)]
