@@ -16,7 +16,6 @@ from types import ModuleType
 
 from data_pipeline.errors import DataError  # not `data_pipeline`: that would load torch
 from study.cli import audit, dashboard, report, run, sync, ui
-from study.cli.logs import InterruptedTrialFilter
 from study.errors import StudyError
 from study.run.console import Format, Handler, KnownWarnings
 from study.run.interrupts import Terminated
@@ -64,7 +63,3 @@ def _setup_logging() -> None:
     handler.addFilter(KnownWarnings())
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
     logging.captureWarnings(True)  # Python warnings in the same format, through the filters
-    # By name: Optuna is not imported yet (and need not be, for `--help`).
-    optuna_trials = logging.getLogger(InterruptedTrialFilter.LOGGER)
-    if not any(isinstance(f, InterruptedTrialFilter) for f in optuna_trials.filters):
-        optuna_trials.addFilter(InterruptedTrialFilter())

@@ -24,26 +24,3 @@ def quiet_libraries(*, verbose: bool = False) -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for noisy in ("alembic", "mlflow", "urllib3", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-class InterruptedTrialFilter(logging.Filter):
-    """Drops Optuna's report of a trial stopped by Ctrl-C or a signal: the CLI says it in one line.
-
-    Optuna logs such a trial as failed, with the KeyboardInterrupt's 20-line traceback, and then
-    "Trial N failed with value None."; the trial is recorded as FAIL either way. Other trials'
-    records, failures included, pass.
-    """
-
-    LOGGER = "optuna.study._optimize"  # where Optuna reports finished and failed trials
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._interrupted = ""  # "Trial N" of the interrupted trial
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt):
-            self._interrupted = message.split(" failed with parameters", 1)[0]
-            return False
-        return not (self._interrupted
-                    and message.startswith(f"{self._interrupted} failed with value"))

@@ -53,6 +53,9 @@ from study.train.engine_types import EpochMetrics
 from study.train.training import NonFiniteLossError
 
 logger = logging.getLogger(__name__)
+# The line per finished trial that study.optimize logs and ask/tell does not: written here in
+# Optuna's own words and logger, so that --verbose (Optuna's INFO) shows it as it always has.
+_optuna_lines = logging.getLogger("optuna.study")
 
 # study.ask on a storage that beats warns that heartbeats belong to study.optimize; this driver
 # beats for every trial it asked (liveness.beating), so the warning is not true here.
@@ -301,7 +304,19 @@ class _Search:
         elif state == TrialState.FAIL:
             trial.set_user_attr(FAIL_REASON_ATTR, reason)  # asked, never started
         frozen = self.study.tell(trial, value, state=state if value is None else None)
+        self._log_told(frozen, reason)
         self.trial_done(self.study, frozen)
+
+    def _log_told(self, trial: FrozenTrial, reason: str) -> None:
+        if not _optuna_lines.isEnabledFor(logging.INFO):
+            return
+        if trial.state != TrialState.COMPLETE:
+            _optuna_lines.info("Trial %d %s. %s", trial.number, trial.state.name.lower(), reason)
+            return
+        best = self.study.best_trial
+        _optuna_lines.info("Trial %d finished with value: %s and parameters: %s. Best is trial %d "
+                           "with value: %s.", trial.number, trial.value, trial.params,
+                           best.number, best.value)
 
 
 def _shape(run: TrialRun) -> Shape:
