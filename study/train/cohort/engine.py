@@ -278,19 +278,25 @@ class Cohort:
                 x = x.index_copy(0, rows, moved.view(len(rows), *x.shape[1:]))
         y = data.y.index_select(0, idx.reshape(-1)).view(k, -1)
         with autocast(data.y.device, self.options.amp, cache=not captured):
-            logits = self.model(x)  # [K, b, 10]
-            losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
-                                     reduction="none").view(k, -1).float().mean(dim=1)
+            if k == 1:  # a lone trial: its network and loss, as a plain loop runs them
+                logits = self.model.single(x[0])  # [b, 10]
+                loss = F.cross_entropy(logits, y[0])
+                losses = loss.detach().unsqueeze(0)
+            else:
+                logits = self.model(x)  # [K, b, 10]
+                losses = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                         reduction="none").view(k, -1).float().mean(dim=1)
+                # Rows are independent: the sum's gradient in row k is member k's own loss's.
+                loss = losses.sum()
         self.optimizer.zero_grad()
-        # Rows are independent: the sum's gradient in row k is member k's own loss's.
-        losses.sum().backward()
+        loss.backward()
         if probe is not None:
             probe.before_step()
         self.optimizer.step(lr, momentum)
         if probe is not None:
             probe.after_step()
         loss_sum.add_(losses.detach(), alpha=y.shape[1])
-        correct += (logits.detach().argmax(dim=-1) == y).sum(dim=1)
+        correct += (logits.detach().argmax(dim=-1) == y).sum(dim=-1)  # [K] (K = 1: [b] vs [1, b])
 
     def _graphs_on(self, device: torch.device) -> bool:
         """Whether full-batch steps replay a captured CUDA graph: asked for (--cuda-graph), on

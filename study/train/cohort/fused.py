@@ -48,6 +48,7 @@ class MemberOptimizers:
                  eps: float = 1e-8) -> None:
         check_args(params, kinds, weight_decay, betas2=betas2, eps=eps)
         self._params = list(params)
+        self._orders = [_memory_order(p) for p in self._params]
         self._flat_params = _member_views(self._params)
         self._beta2 = betas2
         self._eps = eps
@@ -79,8 +80,9 @@ class MemberOptimizers:
             raise ValueError("every stacked parameter needs a gradient: call backward() first")
         # [K, n] views in the parameters' memory order. Autograd hands back each gradient in
         # its leaf's layout; one set by hand may differ, and is copied into it.
-        flat_grads = [_flat(g if g.stride() == p.stride() else torch.empty_like(p).copy_(g))
-                      for p, g in zip(self._params, grads) if g is not None]
+        flat_grads = [_flat(g if g.stride() == p.stride() else torch.empty_like(p).copy_(g),
+                            order) for p, g, order in zip(self._params, grads, self._orders)
+                      if g is not None]
         for row, (member, member_lr, member_momentum) in enumerate(
                 zip(self._members, lr, momentum)):
             params = self._flat_params[row]
@@ -106,6 +108,7 @@ class MemberOptimizers:
                              f"{len(self._members)}, but got rows={kept}")
         check_params(params, len(kept))
         self._params = list(params)
+        self._orders = [_memory_order(p) for p in self._params]
         self._flat_params = _member_views(self._params)
         self._members = [self._members[r] for r in kept]
 
@@ -117,6 +120,7 @@ class MemberOptimizers:
         check_args(params, [*self.kinds, *kinds], [*self._weight_decays(), *weight_decay],
                    betas2=self._beta2, eps=self._eps)
         self._params = list(params)
+        self._orders = [_memory_order(p) for p in self._params]
         self._flat_params = _member_views(self._params)
         self._members += [self._new_state(kind, wd, first + i)
                           for i, (kind, wd) in enumerate(zip(kinds, weight_decay))]
@@ -141,15 +145,20 @@ class MemberOptimizers:
 
 def _member_views(params: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
     """[member][parameter]: each member's rows of PARAMS as 1-D views, made once."""
-    flat = [_flat(p) for p in params]
+    flat = [_flat(p, _memory_order(p)) for p in params]
     return [[f[row] for f in flat] for row in range(flat[0].shape[0])]
 
 
-def _flat(t: torch.Tensor) -> torch.Tensor:
-    """Stacked T as a [K, n] view whose rows run in memory order. A member's rows of a stacked
-    weight may be laid out transposed (study.train.cohort.stack); torch's fused CPU kernels run
-    several times slower over such strides than over the same memory as one contiguous run.
-    Every update is elementwise, so the shape does not matter, only that the parameter,
-    its gradient and its state run through memory in one order."""
-    order = sorted(range(1, t.dim()), key=lambda d: (-t.stride()[d], d))
-    return t.permute(0, *order).view(t.shape[0], -1)
+def _memory_order(t: torch.Tensor) -> list[int]:
+    """Stacked T's dimensions after the member axis, outermost in memory first."""
+    return [0, *sorted(range(1, t.dim()), key=lambda d: (-t.stride()[d], d))]
+
+
+def _flat(t: torch.Tensor, order: list[int]) -> torch.Tensor:
+    """Stacked T as a [K, n] view whose rows run in memory order (ORDER: _memory_order(T), the
+    same for its gradient). A member's rows of a stacked weight may be laid out transposed
+    (study.train.cohort.stack); torch's fused CPU kernels run several times slower over such
+    strides than over the same memory as one contiguous run. Every update is elementwise, so
+    the shape does not matter, only that the parameter, its gradient and its state run through
+    memory in one order."""
+    return t.permute(order).view(t.shape[0], -1)

@@ -81,6 +81,12 @@ class StackedModel:
         """Member k's logits on x[k]: [K, B, ...] in, [K, B, 10] out."""
         return self._forward(x, in_dim=0)
 
+    def single(self, x: torch.Tensor) -> torch.Tensor:
+        """A stack of one: its network on x, [B, ...] in, [B, 10] out (no member axis)."""
+        if self.k != 1:
+            raise ValueError(f"single() runs a stack of one, but this one has {self.k}")
+        return self._runner(x)
+
     def shared(self, x: torch.Tensor) -> torch.Tensor:
         """Every member's logits on the same inputs: [B, ...] in, [K, B, 10] out."""
         return self._forward(x, in_dim=None)
