@@ -74,3 +74,18 @@ def test_the_prepared_gpu_command_parses() -> None:
         [a.replace("DATA", "/data").replace("$OUT", "/out") for a in args])
     assert (parsed.device, parsed.amp, parsed.cuda_graph, str(parsed.out)) == (
         "cuda", "both", "both", "/out")
+
+
+def test_the_before_and_after_bench_times_two_checkouts_side_by_side(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from study.bench import checkouts
+
+    data = write_synthetic_mnist(tmp_path / "mnist", n_train=1200, n_test=50)
+    here = Path(__file__).resolve().parents[3]  # this checkout, on both sides
+    assert checkouts.main(["--before", str(here), "--after", str(here), "--data-dir", str(data),
+                           "--reps", "1", "--images", "256", "--allow-noncanonical-data"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["K = 1, batch 64", "K = 1, batch 256"]
+    seen = json.loads(lines[-1])
+    assert all(len(seen[side][batch]) == 1 and seen[side][batch][0] > 0
+               for side in ("before", "after") for batch in ("64", "256"))
