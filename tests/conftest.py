@@ -30,7 +30,7 @@ _SHARED_FIXTURES = {"postgres_server": "postgres", "postgres_url": "postgres",
 
 
 # tryfirst: pytest-xdist reads the xdist_group marks in its own hook of the same name, which
-# would otherwise run first and see none.
+# would otherwise run first and see none (pytest-dev/pytest-xdist#1253).
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
