@@ -145,9 +145,9 @@ class _Search:
         while self.cohorts:
             for place in sorted(self.cohorts):
                 cohort = self.cohorts.get(place)
-                if cohort is not None:
-                    yield place, {cast(Key, key): result
-                                  for key, result in cohort.run_epoch().items()}
+                if cohort is not None:  # its members' keys are the Keys _members gave them
+                    yield place, cast(dict[Key, EpochMetrics | NonFiniteLossError],
+                                      cohort.run_epoch())
 
     def _fill(self) -> None:
         running = sum(len(c.members) for c in self.cohorts.values())

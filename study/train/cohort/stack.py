@@ -50,11 +50,13 @@ class StackedModel:
         # with the solo network's own dropout modules.
         self._single = copy.deepcopy(members[0])
         self._runner: nn.Module = self._single  # or its compiled view (compile_single)
-        params, buffers = stack_module_state(_rates_as_buffers(members))
+        rated = _rates_as_buffers(members)
+        params, buffers = stack_module_state(rated)
         self.params: dict[str, torch.Tensor] = params  # leaves [K, ...], requires_grad
         self.buffers: dict[str, torch.Tensor] = buffers
-        # The architecture without storage: functional_call swaps each member's tensors in.
-        self._base = _rates_as_buffers(members[:1])[0].to("meta")
+        # The architecture without storage (a copy the stack holds its own tensors of):
+        # functional_call swaps each member's tensors in.
+        self._base = rated[0].to("meta")
         self._persistent = set(members[0].state_dict())  # the solo checkpoint's keys
         self._training = True
         # Each parameter's dimension order, outermost first, as its gradient arrives.
